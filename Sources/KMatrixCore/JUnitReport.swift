@@ -1,0 +1,69 @@
+import Foundation
+
+/// `results.xml`: one testsuite per guest, one testcase per cell, in the JUnit dialect Jenkins,
+/// GitLab and GitHub reporters read. Cells that differ from their expectation are failures;
+/// skipped cells are skipped.
+public enum JUnitReport {
+    public static func xml(_ result: RunResult, consoleTail: (String) -> String? = { _ in nil }) -> String {
+        let judged = result.cells.filter { $0.matches != nil }
+        let failures = judged.filter { $0.matches == false }.count
+        let skipped = result.cells.count - judged.count
+        let total = result.cells.reduce(0) { $0 + $1.durationS }
+        var xml = #"<?xml version="1.0" encoding="UTF-8"?>"# + "\n"
+        xml += #"<testsuites name="kmatrix" tests="\#(result.cells.count)" failures="\#(failures)" skipped="\#(skipped)" time="\#(seconds(total))">"# + "\n"
+        for guest in result.guests {
+            let cells = result.cells.filter { $0.guest == guest }
+            let guestFailures = cells.filter { $0.matches == false }.count
+            let guestSkipped = cells.filter { $0.matches == nil }.count
+            let kernel = cells.compactMap(\.kernel).first ?? "unknown"
+            xml += #"  <testsuite name="\#(escape(guest))" tests="\#(cells.count)" failures="\#(guestFailures)" skipped="\#(guestSkipped)" time="\#(seconds(cells.reduce(0) { $0 + $1.durationS }))">"# + "\n"
+            xml += #"    <properties><property name="kernel" value="\#(escape(kernel))"/></properties>"# + "\n"
+            for cell in cells {
+                xml += #"    <testcase classname="kmatrix.\#(escape(guest))" name="\#(escape(cell.scenario))" time="\#(seconds(cell.durationS))">"# + "\n"
+                switch cell.matches {
+                case nil:
+                    xml += #"      <skipped message="\#(escape(cell.reason))"/>"# + "\n"
+                case false?:
+                    let message = "\(cell.outcome.rawValue), expected \(cell.expected?.rawValue ?? "a measurement")"
+                    var body = cell.reason
+                    body += "\nsent \(cell.sent), received \(cell.received), lost \(cell.lost), ENOBUFS \(cell.enobufs)"
+                    if let counters = cell.counters {
+                        body += "\nqueue_dropped +\(counters.queueDropped), queue_user_dropped +\(counters.queueUserDropped), id_sequence +\(counters.idSequence), netlink drops +\(counters.netlinkDrops)"
+                    }
+                    if let log = cell.evidence?.consoleLog, let tail = consoleTail(log) {
+                        body += "\n--- console (\(log)), last lines ---\n" + tail
+                    }
+                    xml += #"      <failure message="\#(escape(message))" type="\#(cell.outcome.rawValue)">\#(escape(body))</failure>"# + "\n"
+                case true?:
+                    xml += #"      <system-out>\#(escape("\(cell.outcome.rawValue): \(cell.reason)"))</system-out>"# + "\n"
+                }
+                xml += "    </testcase>\n"
+            }
+            xml += "  </testsuite>\n"
+        }
+        xml += "</testsuites>\n"
+        return xml
+    }
+
+    static func seconds(_ value: Double) -> String {
+        String(Double(Int((value * 1000).rounded())) / 1000)
+    }
+
+    static func escape(_ text: String) -> String {
+        var escaped = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "&": escaped += "&amp;"
+            case "<": escaped += "&lt;"
+            case ">": escaped += "&gt;"
+            case "\"": escaped += "&quot;"
+            case "'": escaped += "&apos;"
+            case "\n", "\t": escaped.unicodeScalars.append(scalar)
+            // XML 1.0 cannot carry other control characters (console logs have escape sequences).
+            case _ where scalar.value < 0x20: continue
+            default: escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return escaped
+    }
+}

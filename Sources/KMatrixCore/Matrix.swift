@@ -1,0 +1,119 @@
+/// `matrix.yaml`, validated: guests × scenarios × expected outcomes.
+public struct Matrix: Sendable, Hashable {
+    public var guests: [GuestSpec]
+    /// The scenarios to run, in catalogue order.
+    public var scenarios: [Scenario]
+    /// Scenario name → rules; the first rule whose `when` matches the kernel wins.
+    public var expectations: [String: [ExpectationRule]]
+    public var defaults: Defaults
+
+    public init(guests: [GuestSpec], scenarios: [Scenario] = Scenario.catalogue, expectations: [String: [ExpectationRule]] = [:], defaults: Defaults = Defaults()) {
+        self.guests = guests
+        self.scenarios = scenarios
+        self.expectations = expectations
+        self.defaults = defaults
+    }
+
+    /// The expected outcome of one cell. Guest overrides win over the version rules; a rule with a
+    /// `when` cannot be judged without a kernel version, so an unknown kernel yields nil there.
+    public func expectation(guest: GuestSpec, scenario: String, kernel: KernelVersion?) -> Outcome? {
+        if let override = guest.expect[scenario] { return override }
+        for rule in expectations[scenario] ?? [] {
+            guard let condition = rule.when else { return rule.outcome }
+            guard let kernel else { return nil }
+            if condition.matches(kernel) { return rule.outcome }
+        }
+        return nil
+    }
+}
+
+public struct Defaults: Sendable, Hashable {
+    public var memoryMiB: Int = 256
+    public var vcpus: Int = 1
+    public var timeouts = PhaseTimeouts()
+    public init() {}
+}
+
+/// Per-phase limits, in seconds. Generous: guests run under TCG on two cores.
+public struct PhaseTimeouts: Sendable, Hashable, Codable {
+    public var boot: Double = 60
+    public var ready: Double = 240
+    public var deploy: Double = 60
+    public var scenario: Double = 180
+    public init() {}
+}
+
+public struct ExpectationRule: Sendable, Hashable {
+    public var when: VersionRule?
+    public var outcome: Outcome
+    public init(when: VersionRule? = nil, outcome: Outcome) {
+        self.when = when
+        self.outcome = outcome
+    }
+}
+
+public struct GuestSpec: Sendable, Hashable, Identifiable {
+    public var name: String
+    public var image: ImageSpec
+    public var memoryMiB: Int?
+    /// Per-scenario expected outcomes that override the version rules.
+    public var expect: [String: Outcome]
+    /// The kernel release this guest is known to run (vendor images), used to state an
+    /// expectation before the guest boots; the observed `uname -r` replaces it.
+    public var nominalKernel: String?
+    public var id: String { name }
+
+    public init(name: String, image: ImageSpec, memoryMiB: Int? = nil, expect: [String: Outcome] = [:], nominalKernel: String? = nil) {
+        self.name = name
+        self.image = image
+        self.memoryMiB = memoryMiB
+        self.expect = expect
+        self.nominalKernel = nominalKernel
+    }
+}
+
+public enum ImageSpec: Sendable, Hashable {
+    /// This machine's own kernel, inside a network namespace kmatrix creates.
+    case host
+    /// A kernel booted directly with kmatrix's initramfs rootfs.
+    case kernel(KernelSource)
+    /// A distribution disk image booted through its own bootloader.
+    case cloud(CloudImage)
+
+    public var kind: String {
+        switch self {
+        case .host: "host"
+        case .kernel: "kernel"
+        case .cloud: "cloud"
+        }
+    }
+}
+
+public enum KernelSource: Sendable, Hashable {
+    /// The current cloud kernel of a Debian suite (bullseye, bookworm, trixie), from the archive.
+    case debian(suite: String)
+    /// A kernel package or image file on this machine: `.deb`, `.rpm` or bzImage.
+    case file(path: String, modules: String?)
+    /// A kernel built by a recipe under `images/` (e.g. `legacy-failopen`).
+    case recipe(String)
+}
+
+public struct CloudImage: Sendable, Hashable {
+    /// File name inside the image store (`kmatrix images add` puts it there).
+    public var file: String
+    public var sha256: String?
+    /// The distribution's default cloud user, who gets the run's SSH key.
+    public var user: String
+    /// Where a user obtains the image.
+    public var source: String?
+    /// A recipe under `images/` that builds the image here (the stand-in).
+    public var recipe: String?
+
+    public init(file: String, sha256: String? = nil, user: String, source: String? = nil, recipe: String? = nil) {
+        self.file = file
+        self.sha256 = sha256
+        self.user = user
+        self.source = source
+        self.recipe = recipe
+    }
+}

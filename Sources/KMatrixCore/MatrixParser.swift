@@ -1,0 +1,297 @@
+import Yams
+
+/// A problem in `matrix.yaml`, pointing at the line that causes it and saying how to fix it.
+public struct MatrixError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public var message: String
+    public var fix: String
+
+    public var description: String {
+        "\(file):\(line):\(column): \(message)\n  fix: \(fix)"
+    }
+}
+
+public enum MatrixParser {
+    static let suites = ["bullseye", "bookworm", "trixie"]
+
+    public static func parse(_ text: String, file: String) throws(MatrixError) -> Matrix {
+        let context = Context(file: file)
+        let root: Node
+        do {
+            guard let composed = try Yams.compose(yaml: text) else {
+                throw context.error(at: nil, "the file is empty", fix: "start from the default matrix: kmatrix matrix > matrix.yaml")
+            }
+            root = composed
+        } catch let error as MatrixError {
+            throw error
+        } catch let error as YamlError {
+            throw context.error(yaml: error)
+        } catch {
+            throw context.error(at: nil, "cannot read YAML: \(error)", fix: "check the file's syntax")
+        }
+        return try context.matrix(root)
+    }
+
+    struct Context {
+        var file: String
+
+        func error(at node: Node?, _ message: String, fix: String) -> MatrixError {
+            MatrixError(file: file, line: node?.mark?.line ?? 1, column: node?.mark?.column ?? 1, message: message, fix: fix)
+        }
+
+        func error(yaml: YamlError) -> MatrixError {
+            switch yaml {
+            case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+                 .composer(let context, let problem, let mark, _):
+                let detail = context.map { "\(problem) \($0.text)" } ?? problem
+                return MatrixError(file: file, line: mark.line, column: mark.column, message: "invalid YAML: \(detail)",
+                                   fix: "check indentation and quoting on this line and the one before")
+            case .duplicatedKeysInMapping(let duplicates, let context):
+                return MatrixError(file: file, line: context.mark.line, column: context.mark.column,
+                                   message: "duplicate key \(duplicates.joined(separator: ", "))", fix: "keep one of them")
+            default:
+                return MatrixError(file: file, line: 1, column: 1, message: "invalid YAML: \(yaml)", fix: "check the file's syntax")
+            }
+        }
+
+        func mapping(_ node: Node, _ what: String, allowed: [String]) throws(MatrixError) -> [(key: String, keyNode: Node, value: Node)] {
+            guard case .mapping(let mapping) = node else {
+                throw error(at: node, "\(what) must be a mapping (key: value)", fix: "write \(what) as `key: value` lines; allowed keys: \(allowed.joined(separator: ", "))")
+            }
+            var seen = Set<String>()
+            var entries: [(key: String, keyNode: Node, value: Node)] = []
+            for (keyNode, value) in mapping {
+                guard let key = keyNode.string else { throw error(at: keyNode, "keys must be strings", fix: "quote the key") }
+                guard allowed.contains(key) else {
+                    throw error(at: keyNode, "unknown key \"\(key)\" in \(what)", fix: "use one of: \(allowed.joined(separator: ", "))")
+                }
+                guard seen.insert(key).inserted else { throw error(at: keyNode, "duplicate key \"\(key)\" in \(what)", fix: "keep one of them") }
+                entries.append((key, keyNode, value))
+            }
+            return entries
+        }
+
+        func string(_ node: Node, _ what: String) throws(MatrixError) -> String {
+            guard case .scalar(let scalar) = node, !scalar.string.isEmpty else {
+                throw error(at: node, "\(what) must be a non-empty string", fix: "write \(what) as a plain value")
+            }
+            return scalar.string
+        }
+
+        func int(_ node: Node, _ what: String, range: ClosedRange<Int>) throws(MatrixError) -> Int {
+            guard let value = node.int, range.contains(value) else {
+                throw error(at: node, "\(what) must be a whole number from \(range.lowerBound) to \(range.upperBound)", fix: "write e.g. \(what): \(range.lowerBound)")
+            }
+            return value
+        }
+
+        func outcome(_ node: Node) throws(MatrixError) -> Outcome {
+            let text = try string(node, "outcome")
+            guard let outcome = Outcome(rawValue: text), Outcome.expectable.contains(outcome) else {
+                throw error(at: node, "\"\(text)\" is not an outcome a cell can be expected to have",
+                            fix: "use one of: \(Outcome.expectable.map(\.rawValue).joined(separator: ", "))")
+            }
+            return outcome
+        }
+
+        func scenarioName(_ node: Node) throws(MatrixError) -> String {
+            let name = try string(node, "scenario name")
+            guard Scenario.named(name) != nil else {
+                throw error(at: node, "unknown scenario \"\(name)\"", fix: "use one of: \(Scenario.catalogue.map(\.name).joined(separator: ", "))")
+            }
+            return name
+        }
+
+        func matrix(_ root: Node) throws(MatrixError) -> Matrix {
+            var matrix = Matrix(guests: [])
+            var sawGuests = false
+            for entry in try mapping(root, "the matrix", allowed: ["guests", "scenarios", "expect", "defaults"]) {
+                switch entry.key {
+                case "guests":
+                    sawGuests = true
+                    matrix.guests = try guests(entry.value)
+                case "scenarios":
+                    guard case .sequence(let sequence) = entry.value else {
+                        throw error(at: entry.value, "scenarios must be a list of scenario names", fix: "write scenarios: [failopen-socket-overflow, strict-socket-overflow]")
+                    }
+                    var names: [String] = []
+                    for node in sequence { names.append(try scenarioName(node)) }
+                    matrix.scenarios = Scenario.catalogue.filter { names.contains($0.name) }
+                case "expect":
+                    matrix.expectations = try expectations(entry.value)
+                case "defaults":
+                    matrix.defaults = try defaults(entry.value)
+                default:
+                    break
+                }
+            }
+            guard sawGuests, !matrix.guests.isEmpty else {
+                throw error(at: root, "the matrix has no guests", fix: "add a `guests:` list, e.g. `- { name: host, image: { kind: host } }`")
+            }
+            return matrix
+        }
+
+        func defaults(_ node: Node) throws(MatrixError) -> Defaults {
+            var defaults = Defaults()
+            for entry in try mapping(node, "defaults", allowed: ["memory_mib", "vcpus", "timeouts"]) {
+                switch entry.key {
+                case "memory_mib": defaults.memoryMiB = try int(entry.value, "memory_mib", range: 128...65536)
+                case "vcpus": defaults.vcpus = try int(entry.value, "vcpus", range: 1...64)
+                case "timeouts":
+                    for timeout in try mapping(entry.value, "timeouts", allowed: ["boot", "ready", "deploy", "scenario"]) {
+                        let seconds = Double(try int(timeout.value, timeout.key, range: 1...7200))
+                        switch timeout.key {
+                        case "boot": defaults.timeouts.boot = seconds
+                        case "ready": defaults.timeouts.ready = seconds
+                        case "deploy": defaults.timeouts.deploy = seconds
+                        default: defaults.timeouts.scenario = seconds
+                        }
+                    }
+                default: break
+                }
+            }
+            return defaults
+        }
+
+        func expectations(_ node: Node) throws(MatrixError) -> [String: [ExpectationRule]] {
+            var result: [String: [ExpectationRule]] = [:]
+            let names = Scenario.catalogue.map(\.name)
+            for entry in try mapping(node, "expect", allowed: names) {
+                guard case .sequence(let rules) = entry.value, !rules.isEmpty else {
+                    throw error(at: entry.value, "the expectations for \(entry.key) must be a list of rules",
+                                fix: "write - { when: \"kernel < 4.6\", outcome: dropped } then - { outcome: reinjected }")
+                }
+                var parsed: [ExpectationRule] = []
+                for ruleNode in rules {
+                    var rule = ExpectationRule(outcome: .error)
+                    var sawOutcome = false
+                    for field in try mapping(ruleNode, "an expectation rule", allowed: ["when", "outcome"]) {
+                        if field.key == "when" {
+                            let text = try string(field.value, "when")
+                            do {
+                                rule.when = try VersionRule(parsing: text)
+                            } catch {
+                                throw self.error(at: field.value, "bad version rule \"\(text)\": \(error.message)",
+                                                 fix: "write a rule like \"kernel < 4.6\" or \"kernel >= 4.6 and kernel < 5.0\"")
+                            }
+                        } else {
+                            rule.outcome = try outcome(field.value)
+                            sawOutcome = true
+                        }
+                    }
+                    guard sawOutcome else {
+                        throw error(at: ruleNode, "this rule has no outcome", fix: "add outcome: reinjected (or dropped, delivered, …)")
+                    }
+                    if let previous = parsed.last, previous.when == nil {
+                        throw error(at: ruleNode, "this rule can never apply: the rule before it has no `when` and matches every kernel",
+                                    fix: "move the rule without `when` to the end of the list")
+                    }
+                    parsed.append(rule)
+                }
+                result[entry.key] = parsed
+            }
+            return result
+        }
+
+        func guests(_ node: Node) throws(MatrixError) -> [GuestSpec] {
+            guard case .sequence(let sequence) = node else {
+                throw error(at: node, "guests must be a list", fix: "write each guest as a list item starting with `- name:`")
+            }
+            var guests: [GuestSpec] = []
+            var lines: [String: Int] = [:]
+            for guestNode in sequence {
+                var name: String?
+                var image: ImageSpec?
+                var spec = GuestSpec(name: "", image: .host)
+                for entry in try mapping(guestNode, "a guest", allowed: ["name", "image", "memory_mib", "expect", "kernel"]) {
+                    switch entry.key {
+                    case "name":
+                        let value = try string(entry.value, "name")
+                        guard value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }) else {
+                            throw error(at: entry.value, "guest name \"\(value)\" has characters that cannot appear in file and domain names",
+                                        fix: "use letters, digits, '-', '.' and '_' only")
+                        }
+                        if let first = lines[value] {
+                            throw error(at: entry.value, "duplicate guest \"\(value)\" (first defined on line \(first))", fix: "give each guest its own name")
+                        }
+                        lines[value] = entry.value.mark?.line ?? 0
+                        name = value
+                    case "image": image = try self.image(entry.value)
+                    case "memory_mib": spec.memoryMiB = try int(entry.value, "memory_mib", range: 128...65536)
+                    case "kernel": spec.nominalKernel = try string(entry.value, "kernel")
+                    case "expect":
+                        for override in try mapping(entry.value, "a guest's expect", allowed: Scenario.catalogue.map(\.name)) {
+                            spec.expect[override.key] = try outcome(override.value)
+                        }
+                    default: break
+                    }
+                }
+                guard let name else { throw error(at: guestNode, "this guest has no name", fix: "add name: my-guest") }
+                guard let image else {
+                    throw error(at: guestNode, "guest \"\(name)\" has no image", fix: "add image: { kind: host }, { kind: kernel, suite: bookworm } or { kind: cloud, file: …, user: … }")
+                }
+                spec.name = name
+                spec.image = image
+                guests.append(spec)
+            }
+            return guests
+        }
+
+        func image(_ node: Node) throws(MatrixError) -> ImageSpec {
+            let keys = ["kind", "suite", "deb", "rpm", "bzimage", "modules", "recipe", "file", "sha256", "user", "source"]
+            let entries = try mapping(node, "image", allowed: keys)
+            var values: [String: (String, Node)] = [:]
+            for entry in entries { values[entry.key] = (try string(entry.value, entry.key), entry.value) }
+            guard let (kind, kindNode) = values["kind"] else {
+                throw error(at: node, "the image has no kind", fix: "add kind: host, kernel or cloud")
+            }
+            func reject(_ unwanted: [String]) throws(MatrixError) {
+                if let key = unwanted.first(where: { values[$0] != nil }), let (_, keyNode) = values[key] {
+                    throw error(at: keyNode, "\"\(key)\" does not apply to a \(kind) image", fix: "remove it")
+                }
+            }
+            switch kind {
+            case "host":
+                try reject(keys.filter { $0 != "kind" })
+                return .host
+            case "kernel":
+                try reject(["file", "sha256", "user", "source"])
+                let sources = ["suite", "deb", "rpm", "bzimage", "recipe"].filter { values[$0] != nil }
+                guard sources.count == 1, let source = sources.first, let (value, valueNode) = values[source] else {
+                    throw error(at: node, "a kernel image needs exactly one of suite, deb, rpm, bzimage or recipe",
+                                fix: "e.g. { kind: kernel, suite: bookworm } or { kind: kernel, deb: /path/linux-image.deb }")
+                }
+                if values["modules"] != nil && source != "bzimage" {
+                    throw error(at: node, "modules only goes with bzimage", fix: "remove modules, or boot a bzimage")
+                }
+                switch source {
+                case "suite":
+                    guard MatrixParser.suites.contains(value) else {
+                        throw error(at: valueNode, "unknown Debian suite \"\(value)\"", fix: "use one of: \(MatrixParser.suites.joined(separator: ", "))")
+                    }
+                    return .kernel(.debian(suite: value))
+                case "recipe":
+                    return .kernel(.recipe(value))
+                default:
+                    return .kernel(.file(path: value, modules: values["modules"]?.0))
+                }
+            case "cloud":
+                try reject(["suite", "deb", "rpm", "bzimage", "modules"])
+                guard let (file, _) = values["file"] else {
+                    throw error(at: node, "a cloud image needs a file", fix: "add file: the image's file name, e.g. rhel-server-7.9-x86_64-kvm.qcow2")
+                }
+                guard let (user, _) = values["user"] else {
+                    throw error(at: node, "a cloud image needs the distribution's default user", fix: "add user: cloud-user (RHEL), ubuntu or ec2-user")
+                }
+                if let (sum, sumNode) = values["sha256"], sum.count != 64 || !sum.allSatisfy(\.isHexDigit) {
+                    throw error(at: sumNode, "sha256 must be 64 hexadecimal digits", fix: "copy the checksum from the vendor's download page")
+                }
+                return .cloud(CloudImage(file: file, sha256: values["sha256"]?.0.lowercased(), user: user, source: values["source"]?.0, recipe: values["recipe"]?.0))
+            default:
+                throw error(at: kindNode, "unknown image kind \"\(kind)\"", fix: "use host, kernel or cloud")
+            }
+        }
+    }
+}

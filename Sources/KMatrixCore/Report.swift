@@ -1,0 +1,104 @@
+import Foundation
+
+/// Renders a run as a plain-text table (stdout) and as Markdown (`matrix.md`).
+public enum Report {
+    /// Guests as rows, scenarios as columns; a cell that differs shows what was expected.
+    public static func table(_ result: RunResult) -> String {
+        let header = ["guest", "kernel"] + result.scenarios
+        var rows: [[String]] = []
+        for guest in result.guests {
+            var row = [guest, kernelLabel(result, guest: guest)]
+            for scenario in result.scenarios {
+                row.append(result.cell(guest: guest, scenario: scenario).map(cellLabel) ?? "—")
+            }
+            rows.append(row)
+        }
+        var widths = header.map(\.count)
+        for row in rows {
+            for (index, text) in row.enumerated() { widths[index] = max(widths[index], text.count) }
+        }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { index, text in text + String(repeating: " ", count: widths[index] - text.count) }
+                .joined(separator: "  ").trimmingTrailingSpaces()
+        }
+        var lines = [line(header), line(widths.map { String(repeating: "-", count: $0) })]
+        lines += rows.map(line)
+        lines.append("")
+        lines.append(summary(result))
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    public static func markdown(_ result: RunResult) -> String {
+        var text = "# kmatrix results\n\n"
+        let run = result.run
+        text += "Run `\(run.id)` on \(run.host) (kernel \(run.hostKernel))"
+        if let libvirt = run.libvirt, let qemu = run.qemu { text += ", libvirt \(libvirt), QEMU \(qemu)" }
+        if let accelerator = run.accelerator { text += ", \(accelerator)" }
+        text += ", \(formatSeconds(run.durationS)). Matrix: `\(run.matrix)`.\n\n"
+        text += "| guest | kernel | " + result.scenarios.joined(separator: " | ") + " |\n"
+        text += "| --- | --- |" + String(repeating: " --- |", count: result.scenarios.count) + "\n"
+        for guest in result.guests {
+            let cells = result.scenarios.map { scenario in
+                result.cell(guest: guest, scenario: scenario).map { cell in
+                    cell.matches == false ? "**\(cellLabel(cell))**" : cellLabel(cell)
+                } ?? "—"
+            }
+            text += "| \(guest) | \(escape(kernelLabel(result, guest: guest))) | " + cells.joined(separator: " | ") + " |\n"
+        }
+        text += "\n" + summary(result) + "\n\n## Evidence\n\n"
+        text += "| guest | scenario | outcome | sent | received | lost | ENOBUFS | queue_dropped | queue_user_dropped | id_sequence | netlink drops | time | reason |\n"
+        text += "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
+        for guest in result.guests {
+            for scenario in result.scenarios {
+                guard let cell = result.cell(guest: guest, scenario: scenario) else { continue }
+                let counters = cell.counters.map { [String($0.queueDropped), String($0.queueUserDropped), String($0.idSequence), String($0.netlinkDrops)] }
+                    ?? ["", "", "", ""]
+                let numbers = cell.outcome.isMeasurement ? [String(cell.sent), String(cell.received), String(cell.lost), String(cell.enobufs)] : ["", "", "", ""]
+                let columns = [guest, scenario, cellLabel(cell)] + numbers + counters + [formatSeconds(cell.durationS), escape(cell.reason)]
+                text += "| " + columns.joined(separator: " | ") + " |\n"
+            }
+        }
+        return text
+    }
+
+    public static func cellLabel(_ cell: CellResult) -> String {
+        var label = cell.outcome.rawValue
+        if let runs = cell.runs, runs.total > 1 { label += " \(runs.agreeing)/\(runs.total)" }
+        if cell.matches == false {
+            label += " (expected \(cell.expected?.rawValue ?? "a measurement"))"
+        }
+        return label
+    }
+
+    public static func summary(_ result: RunResult) -> String {
+        let judged = result.cells.filter { $0.matches != nil }
+        let differing = judged.filter { $0.matches == false }.count
+        let skipped = result.cells.count - judged.count
+        var text = "\(judged.count - differing) of \(judged.count) cells matched their expectation"
+        if differing > 0 { text += ", \(differing) differ" }
+        if skipped > 0 { text += ", \(skipped) skipped" }
+        return text + "."
+    }
+
+    static func kernelLabel(_ result: RunResult, guest: String) -> String {
+        let kernels = result.cells.filter { $0.guest == guest }.compactMap(\.kernel)
+        return kernels.first ?? "?"
+    }
+
+    static func escape(_ text: String) -> String {
+        text.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "\n", with: " ")
+    }
+
+    static func formatSeconds(_ seconds: Double) -> String {
+        let tenths = Int((seconds * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10) s"
+    }
+}
+
+extension String {
+    func trimmingTrailingSpaces() -> String {
+        var text = self
+        while text.last == " " { text.removeLast() }
+        return text
+    }
+}

@@ -1,0 +1,193 @@
+import Foundation
+
+/// One guest × scenario measurement, as written to `results.json`.
+public struct CellResult: Sendable, Hashable, Codable {
+    public var guest: String
+    public var scenario: String
+    /// Observed `uname -r`, or the guest's nominal kernel when it never booted.
+    public var kernel: String?
+    /// Observed PRETTY_NAME from /etc/os-release.
+    public var distro: String?
+    public var outcome: Outcome
+    public var expected: Outcome?
+    /// nil for `skipped`: a cell that did not run neither matches nor differs.
+    public var matches: Bool?
+    public var sent: Int
+    public var received: Int
+    public var lost: Int
+    public var enobufs: Int
+    public var counters: CounterDeltas?
+    public var reason: String
+    public var durationS: Double
+    public var evidence: Evidence?
+    public var provenance: Provenance?
+    /// How many repeated runs agreed (when `--repeat` > 1).
+    public var runs: RunAgreement?
+
+    public init(guest: String, scenario: String, kernel: String? = nil, distro: String? = nil, outcome: Outcome, expected: Outcome? = nil,
+                sent: Int = 0, received: Int = 0, lost: Int = 0, enobufs: Int = 0, counters: CounterDeltas? = nil, reason: String,
+                durationS: Double = 0, evidence: Evidence? = nil, provenance: Provenance? = nil) {
+        self.guest = guest
+        self.scenario = scenario
+        self.kernel = kernel
+        self.distro = distro
+        self.outcome = outcome
+        self.expected = expected
+        self.sent = sent
+        self.received = received
+        self.lost = lost
+        self.enobufs = enobufs
+        self.counters = counters
+        self.reason = reason
+        self.durationS = durationS
+        self.evidence = evidence
+        self.provenance = provenance
+        self.matches = CellResult.judge(outcome: outcome, expected: expected)
+    }
+
+    /// Errors and flaky cells always differ; a measurement without an expectation is not judged
+    /// as a mismatch; skipped cells are neither.
+    public static func judge(outcome: Outcome, expected: Outcome?) -> Bool? {
+        switch outcome {
+        case .skipped: return nil
+        case .error, .flaky: return false
+        default: return expected.map { $0 == outcome } ?? true
+        }
+    }
+
+    /// A cell for a guest that produced no measurement (skipped, or an error before the probe ran).
+    public static func unmeasured(guest: String, scenario: String, kernel: String?, outcome: Outcome, expected: Outcome?, reason: String, durationS: Double = 0) -> CellResult {
+        CellResult(guest: guest, scenario: scenario, kernel: kernel, outcome: outcome, expected: expected, reason: reason, durationS: durationS)
+    }
+}
+
+/// The numbers behind an outcome, beyond the contract's required keys.
+public struct Evidence: Sendable, Hashable, Codable {
+    public var unicastFailures: Int
+    public var bypassedFullQueue: Int
+    public var messagesRead: Int
+    public var lostRanges: [[Int]]?
+    public var rcvbufEffective: Int?
+    public var firewall: String?
+    public var queueTotalWhilePaused: Int?
+    public var consoleLog: String?
+
+    public init(unicastFailures: Int, bypassedFullQueue: Int, messagesRead: Int, lostRanges: [[Int]]? = nil, rcvbufEffective: Int? = nil,
+                firewall: String? = nil, queueTotalWhilePaused: Int? = nil, consoleLog: String? = nil) {
+        self.unicastFailures = unicastFailures
+        self.bypassedFullQueue = bypassedFullQueue
+        self.messagesRead = messagesRead
+        self.lostRanges = lostRanges
+        self.rcvbufEffective = rcvbufEffective
+        self.firewall = firewall
+        self.queueTotalWhilePaused = queueTotalWhilePaused
+        self.consoleLog = consoleLog
+    }
+}
+
+/// What a reader needs to reproduce a cell.
+public struct Provenance: Sendable, Hashable, Codable {
+    public var imageSha256: String?
+    public var rootfsBuildId: String?
+    public var probeSha256: String?
+    public var qemu: String?
+    public var libvirt: String?
+    public var accelerator: String?
+
+    public init(imageSha256: String? = nil, rootfsBuildId: String? = nil, probeSha256: String? = nil, qemu: String? = nil, libvirt: String? = nil, accelerator: String? = nil) {
+        self.imageSha256 = imageSha256
+        self.rootfsBuildId = rootfsBuildId
+        self.probeSha256 = probeSha256
+        self.qemu = qemu
+        self.libvirt = libvirt
+        self.accelerator = accelerator
+    }
+}
+
+public struct RunAgreement: Sendable, Hashable, Codable {
+    public var total: Int
+    public var agreeing: Int
+    public var outcomes: [String: Int]
+}
+
+public struct RunMetadata: Sendable, Hashable, Codable {
+    public var id: String
+    public var started: Date
+    public var durationS: Double
+    public var host: String
+    public var hostKernel: String
+    public var libvirt: String?
+    public var qemu: String?
+    public var accelerator: String?
+    public var matrix: String
+    public var kmatrixVersion: String
+
+    public init(id: String, started: Date, durationS: Double, host: String, hostKernel: String, libvirt: String? = nil, qemu: String? = nil,
+                accelerator: String? = nil, matrix: String, kmatrixVersion: String) {
+        self.id = id
+        self.started = started
+        self.durationS = durationS
+        self.host = host
+        self.hostKernel = hostKernel
+        self.libvirt = libvirt
+        self.qemu = qemu
+        self.accelerator = accelerator
+        self.matrix = matrix
+        self.kmatrixVersion = kmatrixVersion
+    }
+}
+
+/// The whole run: `results.json`.
+public struct RunResult: Sendable, Hashable, Codable {
+    public static let currentSchema = 1
+
+    public var schema: Int
+    public var run: RunMetadata
+    public var guests: [String]
+    public var scenarios: [String]
+    public var cells: [CellResult]
+
+    public init(run: RunMetadata, guests: [String], scenarios: [String], cells: [CellResult]) {
+        self.schema = RunResult.currentSchema
+        self.run = run
+        self.guests = guests
+        self.scenarios = scenarios
+        self.cells = cells
+    }
+
+    public func cell(guest: String, scenario: String) -> CellResult? {
+        cells.first { $0.guest == guest && $0.scenario == scenario }
+    }
+
+    public func encoded() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return try encoder.encode(self)
+    }
+
+    public static func decode(_ data: Data) throws -> RunResult {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(RunResult.self, from: data)
+    }
+
+    /// Exit status per DESIGN.md §3.
+    public var exitStatus: ExitStatus {
+        if cells.contains(where: { $0.matches == false }) {
+            let measured = cells.contains { $0.outcome.isMeasurement }
+            let errored = cells.contains { $0.outcome == .error }
+            return !measured && errored ? .infrastructure : .differs
+        }
+        return .allMatched
+    }
+}
+
+public enum ExitStatus: Int32, Sendable {
+    case allMatched = 0
+    case differs = 1
+    case invalidInput = 2
+    case infrastructure = 3
+}

@@ -1,0 +1,50 @@
+import Foundation
+
+/// Reads a guest's serial console log (a file libvirt writes) for markers and crashes.
+public struct ConsoleLog: Sendable {
+    public let url: URL
+
+    public init(url: URL) {
+        self.url = url
+    }
+
+    public func text() -> String {
+        guard let data = FileManager.default.contents(atPath: url.path) else { return "" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Lines a kernel prints when it dies or breaks; WARN splats are not crashes.
+    static let crashMarkers = ["Kernel panic", "BUG: ", "Oops:", "general protection fault", "Unable to handle kernel"]
+
+    public func crashLine() -> String? {
+        Self.crashLine(in: text())
+    }
+
+    public static func crashLine(in text: String) -> String? {
+        for line in text.split(separator: "\n") {
+            if crashMarkers.contains(where: { line.contains($0) }) {
+                return line.trimmingCharacters(in: .whitespacesAndNewlines.union(.controlCharacters))
+            }
+        }
+        return nil
+    }
+
+    public func tail(lines count: Int = 15) -> String {
+        text().split(separator: "\n", omittingEmptySubsequences: true).suffix(count)
+            .map { $0.trimmingCharacters(in: .controlCharacters) }.joined(separator: "\n")
+    }
+
+    /// Waits until `marker` appears on the console; fails early on a crash, at the deadline with the tail.
+    public func waitFor(_ marker: String, within limit: Duration, what: String) async throws {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            try Task.checkCancellation()
+            let content = text()
+            if content.contains(marker) { return }
+            if let crash = Self.crashLine(in: content) { throw KMatrixError(.guestPanic, "guest crashed: \(crash)") }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let tail = tail(lines: 8).replacingOccurrences(of: "\n", with: " ⏎ ")
+        throw KMatrixError(.boot, "\(what) not seen on the console within \(limit.formattedSeconds); console tail: \(tail.isEmpty ? "(empty)" : tail)")
+    }
+}

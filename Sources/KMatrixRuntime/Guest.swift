@@ -1,0 +1,77 @@
+import Foundation
+import KMatrixCore
+
+/// What a booted guest says about itself.
+public struct GuestIdentity: Sendable, Hashable {
+    public var kernel: String
+    public var distro: String
+    public init(kernel: String, distro: String) {
+        self.kernel = kernel
+        self.distro = distro
+    }
+}
+
+/// Phases of one guest's life, for progress lines.
+public enum GuestPhase: Sendable, Equatable, CustomStringConvertible {
+    case queued
+    case preparing
+    case booting
+    case waitingForReady
+    case deploying
+    case running(scenario: String, index: Int, of: Int)
+    case tearingDown
+    case finished(summary: String)
+
+    public var description: String {
+        switch self {
+        case .queued: "queued"
+        case .preparing: "preparing image"
+        case .booting: "booting"
+        case .waitingForReady: "waiting for SSH"
+        case .deploying: "deploying probe"
+        case .running(let scenario, let index, let total): "\(scenario) (\(index)/\(total))"
+        case .tearingDown: "tearing down"
+        case .finished(let summary): summary
+        }
+    }
+}
+
+/// Settings shared by every guest of one run.
+public struct RunContext: Sendable {
+    public var runID: String
+    public var outputDirectory: URL
+    public var probe: URL
+    public var timeouts: PhaseTimeouts
+    public var defaults: Defaults
+
+    public init(runID: String, outputDirectory: URL, probe: URL, defaults: Defaults) {
+        self.runID = runID
+        self.outputDirectory = outputDirectory
+        self.probe = probe
+        self.timeouts = defaults.timeouts
+        self.defaults = defaults
+    }
+
+    public func consoleLog(for guest: String) -> URL {
+        outputDirectory.appendingPathComponent("console").appendingPathComponent("\(guest).log")
+    }
+}
+
+/// A guest that is up and can run the probe. `shutdown` releases everything it holds.
+public protocol GuestSession: Sendable {
+    var identity: GuestIdentity { get }
+    var consoleLog: URL? { get }
+    var provenance: Provenance { get }
+    /// Runs `kmatrix-probe` with these arguments inside the guest.
+    func runProbe(_ arguments: [String], scenario: Scenario, timeout: Duration) async throws -> CommandResult
+    /// The first kernel panic or oops line on the console, if any.
+    func crashLine() async -> String?
+    func shutdown() async
+}
+
+/// Brings one kind of guest up.
+public protocol GuestLauncher: Sendable {
+    /// Why the guest cannot run on this machine (missing image, not root…), with the fix; nil when it can.
+    func unavailableReason(_ guest: GuestSpec, context: RunContext) async -> String?
+    func launch(_ guest: GuestSpec, context: RunContext, progress: @escaping @Sendable (GuestPhase) -> Void) async throws -> any GuestSession
+}

@@ -1,0 +1,67 @@
+import Foundation
+
+/// How QEMU executes guest code: decided by a probe, never by the presence of /dev/kvm.
+public enum Accelerator: String, Sendable, Codable {
+    case kvm
+    case tcg
+}
+
+/// Everything needed to define one transient guest domain.
+public struct MachineSpec: Sendable, Equatable {
+    public enum Boot: Sendable, Equatable {
+        /// Direct kernel boot: our initramfs rootfs, no disk.
+        case kernel(kernel: URL, initrd: URL, cmdline: String)
+        /// A distro disk booted by its own bootloader through a qcow2 overlay, with a NoCloud seed ISO.
+        case disk(overlay: URL, seed: URL?)
+    }
+
+    public var name: String
+    public var runID: String
+    public var boot: Boot
+    public var memoryMiB: Int
+    public var vcpus: Int
+    /// Host port bound on 127.0.0.1 and forwarded to the guest's port 22.
+    public var sshPort: Int
+    /// Serial console (and `<console>`) log file.
+    public var consoleLog: URL
+    public var accelerator: Accelerator
+
+    public init(name: String, runID: String, boot: Boot, memoryMiB: Int, vcpus: Int, sshPort: Int, consoleLog: URL, accelerator: Accelerator) {
+        self.name = name
+        self.runID = runID
+        self.boot = boot
+        self.memoryMiB = memoryMiB
+        self.vcpus = vcpus
+        self.sshPort = sshPort
+        self.consoleLog = consoleLog
+        self.accelerator = accelerator
+    }
+}
+
+/// A running guest. Destroying it twice is harmless.
+public protocol VirtualMachine: Sendable {
+    var name: String { get }
+    func isRunning() async throws -> Bool
+    func destroy() async throws
+}
+
+/// Starts and finds guests. The libvirt-backed implementation is `LibvirtHypervisor`.
+public protocol Hypervisor: Sendable {
+    /// "libvirt 9.0.0, QEMU 7.2.0": recorded in results.
+    func versions() async throws -> HypervisorVersions
+    /// Whether KVM really works here (a short probe), else TCG.
+    func detectAccelerator() async -> Accelerator
+    func start(_ spec: MachineSpec) async throws -> any VirtualMachine
+    /// Names of domains carrying kmatrix metadata; with a run id, only that run's.
+    func kmatrixDomains(runID: String?) async throws -> [String]
+    func destroyDomain(named name: String) async throws
+}
+
+public struct HypervisorVersions: Sendable, Codable, Equatable {
+    public var libvirt: String
+    public var qemu: String
+    public init(libvirt: String, qemu: String) {
+        self.libvirt = libvirt
+        self.qemu = qemu
+    }
+}

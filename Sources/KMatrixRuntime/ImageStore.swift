@@ -1,0 +1,135 @@
+import Foundation
+import KMatrixCore
+
+/// A kernel and kmatrix's initramfs rootfs, ready for direct kernel boot.
+public struct KernelImage: Sendable {
+    public var kernel: URL
+    public var initramfs: URL
+    public var kernelRelease: String?
+    /// sha256 of the kernel package or image the guest boots.
+    public var kernelSha256: String?
+    public var rootfsBuildID: String?
+}
+
+/// Builds and finds guest images in the cache (`~/.cache/kmatrix`), through the recipes under
+/// `images/`. Builds are content-addressed by the recipes themselves, so asking twice is cheap;
+/// concurrent requests for the same image share one build.
+public actor ImageStore {
+    let layout: Layout
+    let commands: any CommandRunner
+    var builds: [String: Task<KernelImage, any Error>] = [:]
+
+    public init(layout: Layout, commands: any CommandRunner) {
+        self.layout = layout
+        self.commands = commands
+    }
+
+    nonisolated var imagesDirectory: URL { layout.cache.appendingPathComponent("images") }
+    /// Registered cloud images (vendor downloads, `kmatrix images add`) and built stand-ins.
+    public nonisolated var cloudDirectory: URL { imagesDirectory.appendingPathComponent("cloud") }
+
+    public func kernelImage(_ source: KernelSource, probe: URL) async throws -> KernelImage {
+        let key = Self.key(for: source)
+        if let running = builds[key] { return try await running.value }
+        let task = Task { try await build(source, key: key, probe: probe) }
+        builds[key] = task
+        do {
+            return try await task.value
+        } catch {
+            builds[key] = nil
+            throw error
+        }
+    }
+
+    static func key(for source: KernelSource) -> String {
+        switch source {
+        case .debian(let suite): "debian-\(suite)"
+        case .recipe(let name): "recipe-\(name)"
+        case .file(let path, let modules): "file-\(path)-\(modules ?? "")"
+        }
+    }
+
+    private func build(_ source: KernelSource, key: String, probe: URL) async throws -> KernelImage {
+        let recipe = layout.images.appendingPathComponent("kernel-rootfs/build.sh").path
+        var arguments = ["--probe", probe.path, "--cache", layout.cache.path]
+        let out: URL
+        var kernelFile: URL?
+        switch source {
+        case .debian(let suite):
+            out = imagesDirectory.appendingPathComponent("kernel-\(suite)")
+            arguments += ["--suite", suite]
+        case .recipe(let name):
+            guard name == "legacy-failopen" else {
+                throw KMatrixError(.image, "unknown kernel recipe \"\(name)\"; known: legacy-failopen")
+            }
+            let kernelOut = imagesDirectory.appendingPathComponent("legacy-failopen-bzimage")
+            try await runRecipe(layout.images.appendingPathComponent("legacy-kernel/build.sh").path,
+                                ["--cache", layout.cache.path, "--out", kernelOut.path], what: "legacy fail-open kernel", limit: .seconds(3600))
+            let bzImage = kernelOut.appendingPathComponent("bzImage")
+            kernelFile = bzImage
+            out = imagesDirectory.appendingPathComponent("kernel-legacy-failopen")
+            arguments += ["--suite", "legacy-failopen", "--bzimage", bzImage.path]
+        case .file(let path, let modules):
+            let file = URL(fileURLWithPath: path).standardizedFileURL
+            guard FileManager.default.fileExists(atPath: file.path) else {
+                throw KMatrixError(.image, "kernel file \(path) does not exist")
+            }
+            kernelFile = file
+            let digest = FileDigest.sha256(of: file) ?? "unknown"
+            out = imagesDirectory.appendingPathComponent("kernel-file-\(digest.prefix(16))")
+            switch file.pathExtension {
+            case "deb": arguments += ["--deb", file.path]
+            case "rpm": arguments += ["--rpm", file.path]
+            default: arguments += ["--bzimage", file.path]
+            }
+            if let modules { arguments += ["--modules", modules] }
+        }
+        try await runRecipe(recipe, arguments + ["--out", out.path], what: "kernel image \(key)", limit: .seconds(1800))
+        let manifest = Self.manifest(at: out)
+        return KernelImage(
+            kernel: out.appendingPathComponent("vmlinuz"), initramfs: out.appendingPathComponent("initramfs.gz"),
+            kernelRelease: manifest["kernel_release"] as? String,
+            kernelSha256: (manifest["deb_sha256"] as? String) ?? kernelFile.flatMap(FileDigest.sha256(of:)),
+            rootfsBuildID: manifest["build_id"] as? String)
+    }
+
+    func runRecipe(_ script: String, _ arguments: [String], what: String, limit: Duration) async throws {
+        let result = try await commands.run("bash", [script] + arguments, input: nil, timeout: limit)
+        guard result.succeeded else {
+            let tail = result.stderr.split(separator: "\n").suffix(6).joined(separator: " / ")
+            throw KMatrixError(.image, "building the \(what) failed (exit \(result.status)): \(tail)")
+        }
+    }
+
+    static func manifest(at directory: URL) -> [String: Any] {
+        guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent("manifest.json").path),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [:] }
+        return object
+    }
+
+    /// A cloud guest's base image: registered by `images add`, or built by its recipe.
+    public func cloudBase(_ image: CloudImage) async throws -> URL {
+        let registered = cloudDirectory.appendingPathComponent(image.file)
+        if let recipe = image.recipe {
+            let out = imagesDirectory.appendingPathComponent(recipe)
+            try await runRecipe(layout.images.appendingPathComponent("\(recipe)/build.sh").path,
+                                ["--cache", layout.cache.path, "--out", out.path], what: "cloud image \(recipe)", limit: .seconds(1800))
+            return out.appendingPathComponent(image.file)
+        }
+        guard FileManager.default.fileExists(atPath: registered.path) else {
+            throw KMatrixError(.image, Self.missingCloudImage(image, expectedAt: registered))
+        }
+        return registered
+    }
+
+    public nonisolated func cloudImagePresent(_ image: CloudImage) -> Bool {
+        image.recipe != nil || FileManager.default.fileExists(atPath: cloudDirectory.appendingPathComponent(image.file).path)
+    }
+
+    public static func missingCloudImage(_ image: CloudImage, expectedAt path: URL) -> String {
+        var text = "image \(image.file) is not present (looked in \(path.deletingLastPathComponent().path))"
+        if let source = image.source { text += "; download it from \(source)" }
+        text += ", then run `kmatrix images add <guest> /path/to/\(image.file)`"
+        return text
+    }
+}

@@ -1,0 +1,523 @@
+#!/usr/bin/env bash
+# kmatrix `kernel` guest image: a Debian kernel (vmlinuz) + kmatrix's own initramfs rootfs.
+#
+# Usage:
+#   build.sh --suite bullseye|bookworm|trixie --probe PATH --cache DIR --out DIR
+#            [--deb FILE]... [--flavour auto|cloud|amd64] [--offline] [--refresh] [--force]
+#
+#   --suite    which Debian kernel to resolve: bullseye = 5.10 (bullseye-security),
+#              bookworm = 6.1 (bookworm, bookworm-updates, bookworm-security),
+#              trixie = 6.12 (trixie, trixie-security). With --deb it is only a label
+#              (default "custom").
+#   --deb      use these .deb files instead of resolving one (repeatable: e.g. an Ubuntu
+#              linux-image + linux-modules pair). One of them must hold boot/vmlinuz-*.
+#   --flavour  auto (default): the newest linux-image-*-cloud-amd64; if that flavour lacks
+#              a required module, the plain -amd64 flavour (logged). cloud|amd64: forced.
+#   --offline  do not contact the archive; use the newest cached .deb for the suite.
+#   --refresh  refresh the package lists even if they are younger than KMATRIX_APT_TTL.
+#   --force    rebuild even if DIR already holds this build.
+#   --probe    the guest-side probe (static binary), installed as /usr/bin/kmatrix-probe.
+#   --cache    ~/.cache/kmatrix (apt state, .deb cache, finished builds).
+#
+# Produces in --out DIR:
+#   vmlinuz        the kernel, as shipped in the .deb
+#   initramfs.gz   gzip'd cpio (newc) rootfs, bit-for-bit reproducible from the same inputs
+#   manifest.json  {"suite","package","version","deb_sha256","kernel_release",
+#                   "initramfs_sha256","build_id","modules":[...], ...}
+#   .kmatrix-stamp the input key of the build; a second run with the same inputs is a
+#                  no-op (well under 1 s) as long as the package lists are fresh.
+#
+# Boot contract (see ./init): kernel command line
+#   console=ttyS0 panic=-1 quiet cryptomgr.notests acpi=noirq pci=nomsi kmatrix.sshkey=<base64 key line>
+#   eth0 10.0.2.15/24 gw 10.0.2.2 (QEMU user net), dropbear on :22 accepting that key for root,
+#   `KMATRIX-READY` on the console once :22 listens, `KMATRIX-MISSING <module>` per failed module.
+#
+# Host requirements (Debian 12 packages): apt, dpkg, debian-archive-keyring, busybox-static,
+#   dropbear-bin, iptables, nftables, kmod (depmod, modinfo), cpio, gzip, xz-utils, zstd,
+#   coreutils, findutils, util-linux (flock), libc-bin (ldd).
+#   The guest userland (busybox, dropbear, iptables, nft and their shared libraries, found
+#   with ldd, plus the dynamic loader) is copied from the HOST's installed packages; their
+#   versions are part of the build id. Network: only deb.debian.org (the kernel .deb).
+#   Root is not required (the cpio carries no device nodes; /init attaches the console).
+#
+# Cache layout (under --cache):
+#   apt/SUITE/      private apt config, sources.list, lists, cache, empty dpkg status
+#   debs/SHA256.deb downloaded kernels, by content; SHA256.meta: suite/flavour/package/version
+#   builds/BUILD_ID finished outputs, copied to --out on a cache hit
+set -euo pipefail
+umask 022
+export LC_ALL=C
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SDE=${SOURCE_DATE_EPOCH:-1704067200}   # fixed mtimes in the cpio
+APT_TTL=${KMATRIX_APT_TTL:-3600}       # seconds a package list is trusted before refreshing
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+MIRROR=http://deb.debian.org/debian
+SECURITY=http://deb.debian.org/debian-security
+
+# Modules: loaded in this order by /init with modprobe (dependencies from modules.dep).
+# REQUIRED ones missing from a flavour make `auto` switch to the -amd64 flavour.
+REQUIRED_MODULES=(virtio_pci virtio_net nfnetlink x_tables ip_tables iptable_filter xt_tcpudp
+	xt_NFQUEUE nfnetlink_queue nf_tables nft_compat nft_queue)
+# Optional: absent is fine (nft_counter was merged into nf_tables in 5.13; unix is usually built in).
+OPTIONAL_MODULES=(virtio_rng unix nft_counter)
+MODULE_ORDER=(virtio_pci virtio_rng virtio_net unix nfnetlink x_tables ip_tables iptable_filter
+	xt_tcpudp xt_NFQUEUE nfnetlink_queue nf_tables nft_counter nft_compat nft_queue)
+
+# Host packages whose files end up in the image (their versions enter the build id).
+HOST_PKGS=(busybox-static dropbear-bin iptables libxtables12 libip4tc2 libip6tc2 nftables
+	libnftables1 libnftnl11 libmnl0 libjansson4 libedit2 libtinfo6 libbsd0 libmd0 libgmp10
+	libtomcrypt1 libtommath1 zlib1g libcrypt1 libc6 kmod)
+HOST_BINS=(/usr/sbin/dropbear /usr/bin/dropbearkey /usr/sbin/xtables-legacy-multi
+	/usr/sbin/xtables-nft-multi /usr/sbin/nft)
+XT_DIR=/usr/lib/x86_64-linux-gnu/xtables
+XT_EXTS=(libxt_standard libxt_NFQUEUE libxt_udp libxt_tcp libipt_icmp libxt_mark libxt_comment
+	libxt_multiport)
+
+log() { printf 'kernel-rootfs: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+SUITE="" PROBE="" CACHE="" OUT="" FLAVOUR=auto OFFLINE=0 REFRESH=0 FORCE=0
+DEBS=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--suite) SUITE=${2:?}; shift 2 ;;
+	--probe) PROBE=${2:?}; shift 2 ;;
+	--cache) CACHE=${2:?}; shift 2 ;;
+	--out) OUT=${2:?}; shift 2 ;;
+	--deb) DEBS+=("${2:?}"); shift 2 ;;
+	--flavour|--flavor) FLAVOUR=${2:?}; shift 2 ;;
+	--offline) OFFLINE=1; shift ;;
+	--refresh) REFRESH=1; shift ;;
+	--force) FORCE=1; shift ;;
+	-h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown argument: $1 (see --help)" ;;
+	esac
+done
+[ -n "$PROBE" ] && [ -n "$CACHE" ] && [ -n "$OUT" ] || die "--probe, --cache and --out are required"
+[ -f "$PROBE" ] || die "probe not found: $PROBE"
+case "$FLAVOUR" in auto|cloud|amd64) ;; *) die "--flavour must be auto, cloud or amd64" ;; esac
+if [ ${#DEBS[@]} -eq 0 ]; then
+	case "$SUITE" in
+	bullseye) KSERIES=5.10 ;;
+	bookworm) KSERIES=6.1 ;;
+	trixie) KSERIES=6.12 ;;
+	*) die "--suite must be bullseye, bookworm or trixie (or give --deb)" ;;
+	esac
+else
+	SUITE=${SUITE:-custom}
+	for i in "${!DEBS[@]}"; do
+		[ -f "${DEBS[$i]}" ] || die "no such .deb: ${DEBS[$i]}"
+		DEBS[$i]=$(readlink -f "${DEBS[$i]}")
+	done
+fi
+mkdir -p "$CACHE" "$OUT"
+CACHE=$(cd "$CACHE" && pwd)
+OUT=$(cd "$OUT" && pwd)
+PROBE=$(readlink -f "$PROBE")
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# ---------------------------------------------------------------- private apt
+APTD=$CACHE/apt/$SUITE
+apt_setup() {
+	mkdir -p "$APTD"/{lists/partial,cache/archives/partial,etc/apt.conf.d,etc/preferences.d,etc/sources.list.d}
+	[ -e "$APTD/status" ] || : >"$APTD/status"
+	local src
+	case "$SUITE" in
+	bullseye) src="deb [signed-by=$KEYRING] $SECURITY bullseye-security main" ;;
+	bookworm) src="deb [signed-by=$KEYRING] $MIRROR bookworm main
+deb [signed-by=$KEYRING] $MIRROR bookworm-updates main
+deb [signed-by=$KEYRING] $SECURITY bookworm-security main" ;;
+	trixie) src="deb [signed-by=$KEYRING] $MIRROR trixie main
+deb [signed-by=$KEYRING] $SECURITY trixie-security main" ;;
+	esac
+	printf '%s\n' "$src" >"$APTD/sources.list.new"
+	if cmp -s "$APTD/sources.list.new" "$APTD/sources.list"; then rm "$APTD/sources.list.new"
+	else mv "$APTD/sources.list.new" "$APTD/sources.list"; rm -f "$APTD/lists/.updated"; fi
+	# APT_CONFIG is read before /etc/apt/apt.conf.d: pointing Parts/main at private
+	# (empty) places keeps every system setting and hook out.
+	cat >"$APTD/apt.conf.new" <<EOF
+Dir::Etc::main "$APTD/etc/apt.conf";
+Dir::Etc::Parts "$APTD/etc/apt.conf.d";
+Dir::Etc::SourceList "$APTD/sources.list";
+Dir::Etc::SourceParts "$APTD/etc/sources.list.d";
+Dir::Etc::Preferences "$APTD/etc/preferences";
+Dir::Etc::PreferencesParts "$APTD/etc/preferences.d";
+Dir::Etc::TrustedParts "$APTD/etc/trusted.gpg.d";
+Dir::State::Lists "$APTD/lists";
+Dir::State::Status "$APTD/status";
+Dir::Cache "$APTD/cache";
+APT::Architecture "amd64";
+APT::Architectures { "amd64"; };
+APT::Sandbox::User "root";
+Acquire::Languages "none";
+Acquire::Retries "0";
+Acquire::http::Timeout "15";
+Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
+Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled "false";
+Acquire::IndexTargets::deb::CNF::DefaultEnabled "false";
+EOF
+	mkdir -p "$APTD/etc/trusted.gpg.d"
+	: >"$APTD/etc/apt.conf"
+	if cmp -s "$APTD/apt.conf.new" "$APTD/apt.conf"; then rm "$APTD/apt.conf.new"
+	else mv "$APTD/apt.conf.new" "$APTD/apt.conf"; fi
+}
+papt() { # papt apt-get|apt-cache ARGS...
+	local tool=$1; shift
+	APT_CONFIG=$APTD/apt.conf "$tool" \
+		-o Dir::Etc::SourceList="$APTD/sources.list" -o Dir::Etc::SourceParts="$APTD/etc/sources.list.d" \
+		-o Dir::State::Lists="$APTD/lists" -o Dir::Cache="$APTD/cache" \
+		-o Dir::State::Status="$APTD/status" "$@"
+}
+apt_update() { # 0 = lists usable and fresh, 1 = archive unreachable
+	local now age out
+	now=$(date +%s)
+	if [ "$REFRESH" = 0 ] && [ -e "$APTD/lists/.updated" ]; then
+		age=$((now - $(stat -c %Y "$APTD/lists/.updated")))
+		if [ "$age" -ge 0 ] && [ "$age" -lt "$APT_TTL" ]; then return 0; fi
+	fi
+	log "refreshing package lists for $SUITE"
+	if out=$(papt apt-get -q update 2>&1) && ! grep -qE '^(W: Failed to fetch|E: |W: Some index files failed|W: GPG error)' <<<"$out"; then
+		touch "$APTD/lists/.updated"
+		return 0
+	fi
+	log "apt-get update failed for $SUITE:"; sed 's/^/  /' <<<"$out" | tail -5 >&2
+	return 1
+}
+# resolve FLAVOUR -> R_PKG R_VER R_SHA (from the signed index; no download)
+resolve() {
+	local flav=$1 series=${KSERIES//./\\.} re names memo=$APTD/resolved.$1
+	# apt-cache needs ~0.5 s; remember the answer until the lists change
+	if [ -s "$memo" ] && [ "$memo" -nt "$APTD/lists/.updated" ]; then
+		IFS='|' read -r R_PKG R_VER R_SHA <"$memo"
+		return 0
+	fi
+	if [ "$flav" = cloud ]; then re="^linux-image-${series}\.[0-9]+[-+][0-9a-z.+~-]*-cloud-amd64\$"
+	else re="^linux-image-${series}\.[0-9]+[-+][0-9a-z.+~-]*-amd64\$"; fi
+	names=$(papt apt-cache pkgnames linux-image- 2>/dev/null | grep -E "$re" || true)
+	[ "$flav" = cloud ] || names=$(grep -vE -- '-(cloud|rt)-amd64$' <<<"$names" || true)
+	[ -n "$names" ] || return 1
+	R_PKG="" R_VER="" R_SHA=""
+	local p v s
+	while IFS='|' read -r p v s; do
+		if [ -z "$R_VER" ] || dpkg --compare-versions "$v" gt "$R_VER"; then R_PKG=$p R_VER=$v R_SHA=$s; fi
+	done < <(papt apt-cache show --no-all-versions $names 2>/dev/null |
+		awk '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{s=$2} /^$/{if(p!="")print p"|"v"|"s; p=v=s=""} END{if(p!="")print p"|"v"|"s}')
+	[ -n "$R_PKG" ] || return 1
+	printf '%s|%s|%s\n' "$R_PKG" "$R_VER" "$R_SHA" >"$memo"
+}
+# newest cached .deb of SUITE/FLAVOUR -> R_PKG R_VER R_SHA
+resolve_cached() {
+	local flav=$1 m suite f p v
+	R_PKG="" R_VER="" R_SHA=""
+	for m in "$CACHE"/debs/*.meta; do
+		[ -e "$m" ] || continue
+		suite=$(sed -n 's/^suite=//p' "$m"); f=$(sed -n 's/^flavour=//p' "$m")
+		p=$(sed -n 's/^package=//p' "$m"); v=$(sed -n 's/^version=//p' "$m")
+		[ "$suite" = "$SUITE" ] && [ "$f" = "$flav" ] && [ -f "${m%.meta}.deb" ] || continue
+		if [ -z "$R_VER" ] || dpkg --compare-versions "$v" gt "$R_VER"; then
+			R_PKG=$p R_VER=$v R_SHA=$(basename "${m%.meta}")
+		fi
+	done
+	[ -n "$R_PKG" ]
+}
+fetch_deb() { # R_* -> $CACHE/debs/R_SHA.deb
+	local deb=$CACHE/debs/$R_SHA.deb tmp got
+	mkdir -p "$CACHE/debs"
+	if [ ! -f "$deb" ]; then
+		log "downloading $R_PKG $R_VER"
+		tmp=$(mktemp -d "$CACHE/debs/.dl.XXXXXX")
+		(cd "$tmp" && papt apt-get -q download "$R_PKG=$R_VER" >&2) || { rm -rf "$tmp"; return 1; }
+		got=$(sha "$tmp"/*.deb)
+		[ "$got" = "$R_SHA" ] || { rm -rf "$tmp"; die "sha256 mismatch for $R_PKG: $got != $R_SHA"; }
+		mv "$tmp"/*.deb "$deb"; rm -rf "$tmp"
+	fi
+	printf 'suite=%s\nflavour=%s\npackage=%s\nversion=%s\n' "$SUITE" "$R_FLAV" "$R_PKG" "$R_VER" >"$CACHE/debs/$R_SHA.meta.new"
+	mv "$CACHE/debs/$R_SHA.meta.new" "$CACHE/debs/$R_SHA.meta"
+}
+# pick_deb FLAVOUR -> R_PKG R_VER R_SHA R_FLAV R_SOURCE, deb in the cache
+ONLINE=unknown
+pick_deb() {
+	R_FLAV=$1
+	if [ "$ONLINE" = unknown ]; then
+		ONLINE=0
+		if [ "$OFFLINE" = 0 ]; then
+			apt_setup
+			exec 8>"$APTD/.lock"; flock 8
+			apt_update && ONLINE=1
+		fi
+	fi
+	if [ "$ONLINE" = 1 ] && resolve "$R_FLAV"; then
+		if fetch_deb; then R_SOURCE=archive; return 0; fi
+		log "download failed; falling back to the newest cached .deb"
+	fi
+	if resolve_cached "$R_FLAV"; then
+		R_SOURCE=cache
+		log "offline: using cached $R_PKG $R_VER"
+		return 0
+	fi
+	return 1
+}
+
+# ---------------------------------------------------------------- build id
+RECIPE_FILES=(build.sh init)   # what goes into the image; boot-test.sh does not
+recipe_hash() { (cd "$HERE" && sha256sum "${RECIPE_FILES[@]}" | sha256sum | cut -d' ' -f1); }
+host_versions() { dpkg-query -W -f='${Package}=${Version}\n' "${HOST_PKGS[@]}" 2>/dev/null | sort; }
+RECIPE_SHA=$(recipe_hash)
+PROBE_SHA=$(sha "$PROBE")
+HOST_VERSIONS=$(host_versions)
+[ "$(wc -l <<<"$HOST_VERSIONS")" -eq ${#HOST_PKGS[@]} ] ||
+	die "host packages missing: $(comm -23 <(printf '%s\n' "${HOST_PKGS[@]}" | sort) <(cut -d= -f1 <<<"$HOST_VERSIONS") | tr '\n' ' ')(apt-get install them)"
+build_id_for() { # deb shas...
+	{ echo "kmatrix-kernel-rootfs/1"; echo "recipe=$RECIPE_SHA"; echo "probe=$PROBE_SHA"; echo "sde=$SDE"
+	  printf 'deb=%s\n' "$@"; echo "$HOST_VERSIONS"; } | sha256sum | cut -d' ' -f1
+}
+outputs_ok() { # stamp in OUT says $1 and the files are intact
+	[ -f "$OUT/.kmatrix-stamp" ] && [ "$(cat "$OUT/.kmatrix-stamp")" = "$1" ] || return 1
+	[ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initramfs.gz" ] && [ -f "$OUT/manifest.json" ] || return 1
+	grep -q "\"initramfs_sha256\": \"$(sha "$OUT/initramfs.gz")\"" "$OUT/manifest.json"
+}
+
+# ---------------------------------------------------------------- choose inputs
+exec 9>"$OUT/.lock"; flock 9
+if [ ${#DEBS[@]} -gt 0 ]; then
+	DEB_SHAS=(); for d in "${DEBS[@]}"; do DEB_SHAS+=("$(sha "$d")"); done
+	R_SOURCE=given R_FLAV=given
+	KEY=$(build_id_for "${DEB_SHAS[@]}")
+else
+	first=$FLAVOUR; [ "$first" = auto ] && first=cloud
+	pick_deb "$first" || die "no $first kernel for $SUITE: archive unreachable and nothing cached under $CACHE/debs"
+	DEBS=("$CACHE/debs/$R_SHA.deb"); DEB_SHAS=("$R_SHA")
+	KEY=$(build_id_for "$R_SHA")
+fi
+INPUT_KEY="$KEY flavour=$FLAVOUR"
+if [ "$FORCE" = 0 ] && outputs_ok "$INPUT_KEY"; then
+	log "up to date: $OUT ($(sed -n 's/.*"build_id": "\([0-9a-f]*\)".*/\1/p' "$OUT/manifest.json"))"
+	exit 0
+fi
+
+# ---------------------------------------------------------------- build
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kmatrix-kernel-rootfs.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+norm() { local n=${1##*/}; n=${n%%.ko*}; echo "${n//-/_}"; }
+
+# extract_kernel: DEBS -> $TMP/deb, KVER, MODSRC, index of modules
+extract_kernel() {
+	rm -rf "$TMP/deb"; mkdir -p "$TMP/deb"
+	local d
+	for d in "${DEBS[@]}"; do
+		dpkg-deb --fsys-tarfile "$d" | tar -x -C "$TMP/deb" --no-same-owner --wildcards \
+			'./boot/vmlinuz-*' './lib/modules/*' './usr/lib/modules/*' 2>/dev/null || true
+	done
+	local vm
+	vm=$(find "$TMP/deb/boot" -maxdepth 1 -name 'vmlinuz-*' 2>/dev/null | sort | head -n1)
+	[ -n "$vm" ] || die "no boot/vmlinuz-* in ${DEBS[*]}"
+	VMLINUZ=$vm KVER=${vm##*/vmlinuz-}
+	MODSRC=""
+	for d in "$TMP/deb/lib/modules/$KVER" "$TMP/deb/usr/lib/modules/$KVER"; do [ -d "$d" ] && MODSRC=$d; done
+	[ -n "$MODSRC" ] || die "no modules for $KVER in ${DEBS[*]}"
+	declare -gA MODFILE=() BUILTIN=()
+	local f
+	while IFS= read -r f; do MODFILE[$(norm "$f")]=$f; done < <(cd "$MODSRC" && find . -name '*.ko' -o -name '*.ko.xz' -o -name '*.ko.zst' -o -name '*.ko.gz' | sed 's|^\./||' | sort)
+	if [ -f "$MODSRC/modules.builtin" ]; then
+		while IFS= read -r f; do BUILTIN[$(norm "$f")]=1; done <"$MODSRC/modules.builtin"
+	fi
+}
+missing_required() {
+	local m out=()
+	for m in "${REQUIRED_MODULES[@]}"; do
+		[ -n "${MODFILE[$m]:-}" ] || [ -n "${BUILTIN[$m]:-}" ] || out+=("$m")
+	done
+	echo "${out[*]}"
+}
+
+extract_kernel
+MISSING=$(missing_required)
+if [ -n "$MISSING" ] && [ "$FLAVOUR" = auto ] && [ "$R_FLAV" = cloud ]; then
+	log "cloud flavour $R_PKG lacks: $MISSING -> using the plain amd64 flavour"
+	pick_deb amd64 || die "no amd64 kernel for $SUITE"
+	DEBS=("$CACHE/debs/$R_SHA.deb"); DEB_SHAS=("$R_SHA")
+	extract_kernel
+	MISSING=$(missing_required)
+fi
+[ -z "$MISSING" ] || log "warning: kernel $KVER lacks required modules: $MISSING (the guest will print KMATRIX-MISSING)"
+BUILD_ID=$(build_id_for "${DEB_SHAS[@]}")
+if [ "$R_SOURCE" = given ]; then
+	R_PKG=$(dpkg-deb -f "${DEBS[0]}" Package) R_VER=$(dpkg-deb -f "${DEBS[0]}" Version)
+	for d in "${DEBS[@]}"; do
+		case "$(dpkg-deb -f "$d" Package)" in linux-image-*) R_PKG=$(dpkg-deb -f "$d" Package) R_VER=$(dpkg-deb -f "$d" Version) ;; esac
+	done
+fi
+
+# Finished build in the cache? (same inputs from another --out)
+BUILT=$CACHE/builds/$BUILD_ID
+if [ "$FORCE" = 0 ] && [ -f "$BUILT/manifest.json" ] && [ -f "$BUILT/initramfs.gz" ] && [ -f "$BUILT/vmlinuz" ]; then
+	log "reusing $BUILT"
+else
+	log "building $SUITE: $R_PKG $R_VER ($KVER), build $BUILD_ID"
+	ROOT=$TMP/root
+	mkdir -p "$ROOT"/{usr/bin,usr/sbin,usr/lib/x86_64-linux-gnu,usr/lib64,etc/kmatrix,proc,sys,dev,run,tmp,root,var/log}
+	ln -s usr/bin "$ROOT/bin"; ln -s usr/sbin "$ROOT/sbin"; ln -s usr/lib "$ROOT/lib"; ln -s usr/lib64 "$ROOT/lib64"
+	ln -s ../run "$ROOT/var/run"
+	chmod 700 "$ROOT/root"; chmod 1777 "$ROOT/tmp"
+
+	# --- modules: closure over modinfo `depends`, decompressed, depmod'ed
+	MODDST=$ROOT/usr/lib/modules/$KVER
+	mkdir -p "$MODDST"
+	declare -A INCLUDED=()
+	LOAD=() ABSENT=() BUILTINS=() MISSING_LIST=()
+	add_module() {
+		local m=$1 f dep
+		[ -z "${INCLUDED[$m]:-}" ] || return 0
+		f=${MODFILE[$m]:-}
+		[ -n "$f" ] || return 1
+		INCLUDED[$m]=1
+		for dep in $(modinfo -F depends "$MODSRC/$f" | tr ',' ' '); do
+			add_module "$(norm "$dep")" || [ -n "${BUILTIN[$(norm "$dep")]:-}" ] || die "$m depends on $dep, not found"
+		done
+		mkdir -p "$MODDST/$(dirname "$f")"
+		case "$f" in
+		*.ko) cp "$MODSRC/$f" "$MODDST/$f" ;;
+		*.ko.xz) xz -dc "$MODSRC/$f" >"$MODDST/${f%.xz}" ;;
+		*.ko.zst) zstd -qdc "$MODSRC/$f" >"$MODDST/${f%.zst}" ;;
+		*.ko.gz) gzip -dc "$MODSRC/$f" >"$MODDST/${f%.gz}" ;;
+		esac
+	}
+	is_required() { local r; for r in "${REQUIRED_MODULES[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
+	for m in "${MODULE_ORDER[@]}"; do
+		if add_module "$m"; then LOAD+=("$m")
+		elif [ -n "${BUILTIN[$m]:-}" ]; then BUILTINS+=("$m")
+		elif is_required "$m"; then MISSING_LIST+=("$m")
+		else ABSENT+=("$m"); fi
+	done
+	for f in modules.builtin modules.builtin.modinfo modules.order; do
+		[ -f "$MODSRC/$f" ] && cp "$MODSRC/$f" "$MODDST/$f"
+	done
+	depmod -b "$ROOT" "$KVER" 2>"$TMP/depmod.err" || { cat "$TMP/depmod.err" >&2; die "depmod failed"; }
+	rm -f "$MODDST"/*.bin
+	printf '%s\n' "${LOAD[@]}" >"$ROOT/etc/kmatrix/modules"
+	printf '%s\n' "${MISSING_LIST[@]}" | sed '/^$/d' >"$ROOT/etc/kmatrix/modules-missing"
+	ALL_KO=$(cd "$MODDST" && find . -name '*.ko' | sed 's|.*/||; s|\.ko$||' | sort | tr '\n' ' ')
+
+	# --- userland from the host
+	ELFS=()
+	cp /bin/busybox "$ROOT/usr/bin/busybox"
+	while IFS= read -r a; do
+		case "$a" in
+		bin/*|usr/bin/*) dst=usr/bin/${a##*/} ;;
+		sbin/*|usr/sbin/*) dst=usr/sbin/${a##*/} ;;
+		*) continue ;;
+		esac
+		[ "${a##*/}" = busybox ] && continue
+		[ -e "$ROOT/$dst" ] || [ -L "$ROOT/$dst" ] || ln -s /usr/bin/busybox "$ROOT/$dst"
+	done < <(/bin/busybox --list-full | sort)
+	for b in "${HOST_BINS[@]}"; do
+		install -m 0755 "$b" "$ROOT/usr/${b#/usr/}"; ELFS+=("$ROOT/usr/${b#/usr/}")
+	done
+	for n in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore \
+		iptables-legacy iptables-legacy-save iptables-legacy-restore \
+		ip6tables-legacy ip6tables-legacy-save ip6tables-legacy-restore; do
+		ln -sf xtables-legacy-multi "$ROOT/usr/sbin/$n"
+	done
+	for n in iptables-nft iptables-nft-save iptables-nft-restore ip6tables-nft ip6tables-nft-save ip6tables-nft-restore; do
+		ln -sf xtables-nft-multi "$ROOT/usr/sbin/$n"
+	done
+	mkdir -p "$ROOT$XT_DIR"
+	for x in "${XT_EXTS[@]}"; do
+		install -m 0644 "$XT_DIR/$x.so" "$ROOT$XT_DIR/$x.so"; ELFS+=("$ROOT$XT_DIR/$x.so")
+	done
+	install -m 0755 "$PROBE" "$ROOT/usr/bin/kmatrix-probe"; ELFS+=("$ROOT/usr/bin/kmatrix-probe")
+
+	# shared libraries (ldd of the host copies) + the dynamic loader
+	declare -A LIBS=()
+	for e in "${ELFS[@]}"; do
+		src=$e
+		case "$e" in "$ROOT$XT_DIR"/*|"$ROOT/usr/bin/kmatrix-probe") ;; *) src=/${e#"$ROOT"/} ;; esac
+		while read -r l; do LIBS[$l]=1; done < <(ldd "$src" 2>/dev/null | awk '$2=="=>" && $3 ~ /^\// {print $1" "$3} $1 ~ /^\// {print $1" "$1}')
+	done
+	for k in "${!LIBS[@]}"; do echo "$k"; done | sort >"$TMP/libs"
+	while read -r name path; do
+		case "$name" in
+		*/ld-linux-*)
+			install -m 0755 "$(readlink -f "$path")" "$ROOT/usr/lib/x86_64-linux-gnu/${name##*/}"
+			ln -sf "../lib/x86_64-linux-gnu/${name##*/}" "$ROOT/usr/lib64/${name##*/}" ;;
+		*) install -m 0644 "$(readlink -f "$path")" "$ROOT/usr/lib/x86_64-linux-gnu/${name##*/}" ;;
+		esac
+		echo "$(readlink -f "$path")" >>"$TMP/libfiles"
+	done <"$TMP/libs"
+	# every copied file must come from a package listed in HOST_PKGS (build id coverage)
+	owners=$( { printf '%s\n' /bin/busybox "${HOST_BINS[@]}"; for x in "${XT_EXTS[@]}"; do echo "$XT_DIR/$x.so"; done
+		cat "$TMP/libfiles"; sed -n 's|^/usr/lib/|/lib/|p' "$TMP/libfiles"; } | { xargs dpkg -S 2>/dev/null || true; } | cut -d: -f1 | tr ', ' '\n\n' | sed '/^$/d' | sort -u)
+	for o in $owners; do
+		printf '%s\n' "${HOST_PKGS[@]}" | grep -qx "$o" || log "warning: image takes files from host package $o, which is not in HOST_PKGS"
+	done
+
+	# --- /etc and /init
+	cat >"$ROOT/etc/passwd" <<-'EOF'
+	root:x:0:0:root:/root:/bin/sh
+	nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+	EOF
+	cat >"$ROOT/etc/group" <<-'EOF'
+	root:x:0:
+	tty:x:5:
+	nogroup:x:65534:
+	EOF
+	printf '/bin/sh\n' >"$ROOT/etc/shells"
+	printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files\n' >"$ROOT/etc/nsswitch.conf"
+	printf '127.0.0.1 localhost\n10.0.2.15 kmatrix\n' >"$ROOT/etc/hosts"
+	# busybox init: nothing to start (the /init script did it); just reap and handle poweroff.
+	printf '::ctrlaltdel:/sbin/reboot -f\n::shutdown:/bin/sync\n' >"$ROOT/etc/inittab"
+	cat >"$ROOT/etc/os-release" <<-EOF
+	PRETTY_NAME="kmatrix initramfs ($R_PKG $R_VER)"
+	NAME="kmatrix"
+	ID=kmatrix
+	VERSION_ID="$SUITE"
+	KMATRIX_KERNEL_PACKAGE="$R_PKG"
+	KMATRIX_KERNEL_VERSION="$R_VER"
+	EOF
+	install -m 0755 "$HERE/init" "$ROOT/init"
+
+	# --- reproducible cpio
+	find "$ROOT" -exec touch -h -d "@$SDE" {} +
+	(cd "$ROOT" && find . -mindepth 1 -printf '%P\n' | sort |
+		cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -n -9 >"$TMP/initramfs.gz"
+
+	# --- outputs
+	STAGE=$CACHE/builds/.tmp.$BUILD_ID.$$
+	rm -rf "$STAGE"; mkdir -p "$STAGE"
+	cp "$VMLINUZ" "$STAGE/vmlinuz"
+	mv "$TMP/initramfs.gz" "$STAGE/initramfs.gz"
+	touch -d "@$SDE" "$STAGE/vmlinuz" "$STAGE/initramfs.gz"
+	jlist() { local s="" x; for x in "$@"; do s+="${s:+, }\"$x\""; done; printf '[%s]' "$s"; }
+	{
+		printf '{\n'
+		printf '  "build_id": "%s",\n' "$BUILD_ID"
+		printf '  "deb_sha256": "%s",\n' "${DEB_SHAS[0]}"
+		printf '  "debs_sha256": %s,\n' "$(jlist "${DEB_SHAS[@]}")"
+		printf '  "flavour": "%s",\n' "$R_FLAV"
+		printf '  "initramfs_sha256": "%s",\n' "$(sha "$STAGE/initramfs.gz")"
+		printf '  "initramfs_size": %s,\n' "$(stat -c %s "$STAGE/initramfs.gz")"
+		printf '  "kernel_release": "%s",\n' "$KVER"
+		printf '  "modules": %s,\n' "$(jlist "${LOAD[@]}")"
+		printf '  "modules_absent": %s,\n' "$(jlist "${ABSENT[@]}")"
+		printf '  "modules_builtin": %s,\n' "$(jlist "${BUILTINS[@]}")"
+		printf '  "modules_files": %s,\n' "$(jlist $ALL_KO)"
+		printf '  "modules_missing": %s,\n' "$(jlist "${MISSING_LIST[@]}")"
+		printf '  "package": "%s",\n' "$R_PKG"
+		printf '  "probe_sha256": "%s",\n' "$PROBE_SHA"
+		printf '  "schema": 1,\n'
+		printf '  "suite": "%s",\n' "$SUITE"
+		printf '  "version": "%s",\n' "$R_VER"
+		printf '  "vmlinuz_sha256": "%s"\n' "$(sha "$STAGE/vmlinuz")"
+		printf '}\n'
+	} >"$STAGE/manifest.json"
+	rm -rf "$BUILT"; mv "$STAGE" "$BUILT"
+fi
+
+for f in vmlinuz initramfs.gz manifest.json; do
+	cp -p "$BUILT/$f" "$OUT/.$f.new" && mv "$OUT/.$f.new" "$OUT/$f"
+done
+printf '%s\n' "$INPUT_KEY" >"$OUT/.kmatrix-stamp"
+log "done: $OUT (kernel $KVER, initramfs $(stat -c %s "$OUT/initramfs.gz") bytes, $(sed -n 's/.*"initramfs_sha256": "\([0-9a-f]*\)".*/\1/p' "$OUT/manifest.json"))"
