@@ -1,5 +1,5 @@
 /// The matrix kmatrix runs when no `matrix.yaml` is given. The repository's `matrix.yaml` is a copy
-/// of this text (a test keeps the two identical).
+/// of this text (a test keeps the two identical; scripts/embed-matrix regenerates this file).
 public enum DefaultMatrix {
     public static let fileName = "<embedded default matrix>"
 
@@ -73,6 +73,7 @@ expect:
   liveness-probe:
     - { when: "kernel < 4.6", outcome: dropped }
     - { outcome: reinjected }
+
 """#
 
     public static func load() throws(MatrixError) -> Matrix {

@@ -66,10 +66,11 @@ for run in $(seq "$RUNS"); do
         -device virtio-net-pci,netdev=n0,romfile= \
         -serial file:"$CON" -display none -monitor none </dev/null >"$R/qemu.out" 2>&1 &
     QPID=$!
-    t_login=""; t_ssh=""; t_ci=""
+    t_login=""; t_ssh=""; t_ci=""; t_kernel=""
     while [ -z "$t_ci" ] || [ -z "$t_ssh" ] || [ -z "$t_login" ]; do
         kill -0 "$QPID" 2>/dev/null || { echo "run $run: qemu exited" >&2; cat "$R/qemu.out" >&2; tail -40 "$CON" >&2; exit 1; }
         [ "$(since "$T0" | cut -d. -f1)" -lt "$TIMEOUT" ] || { echo "run $run: timeout" >&2; tail -40 "$CON" >&2; exit 1; }
+        [ -z "$t_kernel" ] && grep -q 'Linux version' "$CON" && t_kernel=$(since "$T0")
         [ -z "$t_login" ] && grep -q 'login:' "$CON" && t_login=$(since "$T0")
         [ -z "$t_ci" ] && grep -qE 'Cloud-init v\. .* finished at' "$CON" && t_ci=$(since "$T0")
         # SSH polling before sshd runs only stalls (slirp accepts, then hangs).
@@ -78,13 +79,13 @@ for run in $(seq "$RUNS"); do
         fi
         sleep 0.5
     done
-    echo "run $run: login: ${t_login}s  ssh: ${t_ssh}s  cloud-init finished: ${t_ci}s  (port $PORT)"
+    echo "run $run: kernel: ${t_kernel}s  login: ${t_login}s  ssh: ${t_ssh}s  cloud-init finished: ${t_ci}s  (port $PORT)"
     grep -aE 'Cloud-init v\. .* finished at' "$CON" | head -1 | tr -d '\r' | sed 's/^/  console: /'
     if [ "$run" = 1 ]; then
         "${SSH[@]}" -p "$PORT" "$GUEST_USER@127.0.0.1" \
             'uname -r; sudo -n true && echo sudo-ok; sudo iptables -V; sudo iptables-legacy -V; sudo nft --version;
              . /etc/os-release; echo "$PRETTY_NAME"; id; hostname; systemd-analyze 2>/dev/null | head -1;
-             cloud-init status --long 2>/dev/null | head -3; sudo grep -ciE "warn|error|traceback" /var/log/cloud-init.log;
+             cloud-init status --long 2>/dev/null; sudo grep -E "WARNING|ERROR|Traceback" /var/log/cloud-init.log | cut -c1-220 | head -20;
              ip -br addr; ls /etc/ssh/ssh_host_*_key.pub'
         if [ -n "$PROBE" ] && [ -f "$PROBE" ]; then
             "${SSH[@]}" -p "$PORT" "$GUEST_USER@127.0.0.1" 'cat > /tmp/kmatrix-probe && chmod +x /tmp/kmatrix-probe' <"$PROBE"

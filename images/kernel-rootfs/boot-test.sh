@@ -37,6 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 now() { date +%s.%N; }
+rm -f "$CONSOLE"   # a stale log would hold an old KMATRIX-READY
 T0=$(now)
 qemu-system-x86_64 -machine "$MACHINE",accel=tcg -m "$MEM" -smp 1 -nographic -no-reboot -nodefaults \
 	-kernel "$DIR/vmlinuz" -initrd "$DIR/initramfs.gz" \

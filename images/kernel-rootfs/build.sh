@@ -16,6 +16,8 @@
 #   --offline  do not contact the archive; use the newest cached .deb for the suite.
 #   --refresh  refresh the package lists even if they are younger than KMATRIX_APT_TTL.
 #   --force    rebuild even if DIR already holds this build.
+#   Environment: KMATRIX_APT_TTL (seconds, default 3600; 0 = refresh every run),
+#   KMATRIX_DEBIAN_MIRROR / KMATRIX_SECURITY_MIRROR (default deb.debian.org), SOURCE_DATE_EPOCH.
 #   --probe    the guest-side probe (static binary), installed as /usr/bin/kmatrix-probe.
 #   --cache    ~/.cache/kmatrix (apt state, .deb cache, finished builds).
 #
@@ -52,8 +54,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SDE=${SOURCE_DATE_EPOCH:-1704067200}   # fixed mtimes in the cpio
 APT_TTL=${KMATRIX_APT_TTL:-3600}       # seconds a package list is trusted before refreshing
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
-MIRROR=http://deb.debian.org/debian
-SECURITY=http://deb.debian.org/debian-security
+MIRROR=${KMATRIX_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SECURITY=${KMATRIX_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 
 # Modules: loaded in this order by /init with modprobe (dependencies from modules.dep).
 # REQUIRED ones missing from a flavour make `auto` switch to the -amd64 flavour.
@@ -263,7 +265,7 @@ pick_deb() {
 # ---------------------------------------------------------------- build id
 RECIPE_FILES=(build.sh init)   # what goes into the image; boot-test.sh does not
 recipe_hash() { (cd "$HERE" && sha256sum "${RECIPE_FILES[@]}" | sha256sum | cut -d' ' -f1); }
-host_versions() { dpkg-query -W -f='${Package}=${Version}\n' "${HOST_PKGS[@]}" 2>/dev/null | sort; }
+host_versions() { dpkg-query -W -f='${db:Status-Abbrev}|${Package}=${Version}\n' "${HOST_PKGS[@]}" 2>/dev/null | sed -n 's/^ii *|//p' | sort; }
 RECIPE_SHA=$(recipe_hash)
 PROBE_SHA=$(sha "$PROBE")
 HOST_VERSIONS=$(host_versions)
@@ -429,6 +431,7 @@ else
 		install -m 0644 "$XT_DIR/$x.so" "$ROOT$XT_DIR/$x.so"; ELFS+=("$ROOT$XT_DIR/$x.so")
 	done
 	install -m 0755 "$PROBE" "$ROOT/usr/bin/kmatrix-probe"; ELFS+=("$ROOT/usr/bin/kmatrix-probe")
+	[ "$(sha "$ROOT/usr/bin/kmatrix-probe")" = "$PROBE_SHA" ] || die "$PROBE changed during the build; run again"
 
 	# shared libraries (ldd of the host copies) + the dynamic loader
 	declare -A LIBS=()

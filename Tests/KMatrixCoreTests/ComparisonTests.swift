@@ -1,0 +1,55 @@
+import Testing
+@testable import KMatrixCore
+
+@Suite struct ComparisonTests {
+    @Test func identicalRunsHaveNoChanges() throws {
+        let run = try ReportTests.sampleRun()
+        let comparison = Comparison.compare(base: run, new: run)
+        #expect(comparison.changes.isEmpty)
+        #expect(!comparison.hasRegression)
+        #expect(comparison.text == "no changes\n")
+    }
+
+    @Test func aFlippedCellIsARegression() throws {
+        let base = try ReportTests.sampleRun()
+        var new = base
+        let index = try #require(new.cells.firstIndex { $0.guest == "host" && $0.scenario == "failopen-socket-overflow" })
+        new.cells[index].outcome = .dropped
+        let comparison = Comparison.compare(base: base, new: new)
+        #expect(comparison.changes == [.outcomeChanged(guest: "host", scenario: "failopen-socket-overflow", from: .reinjected, to: .dropped, expected: .reinjected)])
+        #expect(comparison.hasRegression)
+        #expect(comparison.text.contains("REGRESSION host / failopen-socket-overflow: reinjected → dropped (expected reinjected)"))
+    }
+
+    @Test func countsOutsideToleranceAndGuestChangesAreReported() throws {
+        let base = try ReportTests.sampleRun()
+        var new = base
+        let index = try #require(new.cells.firstIndex { $0.guest == "host" && $0.scenario == "strict-socket-overflow" })
+        new.cells[index].lost = 1500
+        new.guests.removeAll { $0 == "rhel-7.9" }
+        new.guests.append("debian-13-6.12")
+        let comparison = Comparison.compare(base: base, new: new)
+        #expect(comparison.changes.contains(.countMoved(guest: "host", scenario: "strict-socket-overflow", field: "lost", from: 1991, to: 1500)))
+        #expect(comparison.changes.contains(.guestAdded("debian-13-6.12")))
+        #expect(comparison.changes.contains(.guestRemoved("rhel-7.9")))
+        #expect(!comparison.hasRegression)
+        var small = base
+        small.cells[index].lost = 1985
+        #expect(Comparison.compare(base: base, new: small).changes.isEmpty)
+    }
+
+    @Test func repeatedRunsThatDisagreeAreFlaky() throws {
+        let run = try ReportTests.sampleRun()
+        let first = try #require(run.cell(guest: "host", scenario: "failopen-socket-overflow"))
+        var second = first
+        second.outcome = .mixed
+        let combined = Repetition.combine([first, first, second])
+        #expect(combined.outcome == .flaky)
+        #expect(combined.matches == false)
+        #expect(combined.runs == RunAgreement(total: 3, agreeing: 2, outcomes: ["reinjected": 2, "mixed": 1]))
+        #expect(combined.reason.hasPrefix("runs disagree (1× mixed, 2× reinjected)"))
+        let agreeing = Repetition.combine([first, first])
+        #expect(agreeing.outcome == .reinjected)
+        #expect(agreeing.runs?.agreeing == 2)
+    }
+}
