@@ -246,6 +246,7 @@ APT::Install-Suggests "false";
 APT::Keep-Downloaded-Packages "true";
 Acquire::Languages "none";
 Dpkg::Use-Pty "false";
+Dpkg::Options { "--force-confdef"; "--force-confold"; };
 EOF
 # grub-pc must not try to install itself during dpkg; we run grub-install below.
 printf '%s\n' \
@@ -253,11 +254,19 @@ printf '%s\n' \
     'grub-pc grub-pc/install_devices_empty boolean true' \
     'grub-pc grub-pc/install_devices_disks_changed multiselect' |
     chroot "$MNT" debconf-set-selections
-# Guest-sized initramfs defaults (MODULES=most keeps virtio, ahci, sr, isofs).
 in_chroot() {
     nice -n 10 chroot "$MNT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
         DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true "$@"
 }
+# Before the packages: the kernel's initramfs is built once, with the root in
+# fstab (so fsck is included) and a small module list.
+printf 'UUID=%s / ext4 errors=remount-ro 0 1\n' "$ROOT_UUID" >"$MNT/etc/fstab"
+echo debian >"$MNT/etc/hostname"
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$MNT/etc/hosts"
+echo 'LANG=C.UTF-8' >"$MNT/etc/default/locale"
+install -m 755 -D "$FILES/initramfs-hook" "$MNT/etc/initramfs-tools/hooks/kmatrix-modules"
+install -m 644 -D /dev/stdin "$MNT/etc/initramfs-tools/conf.d/kmatrix" <<<'MODULES=list'
+
 # Our list, with the versions the build_id was computed from pinned.
 INSTALL=("$KERNEL_PKG=$KERNEL_VER")
 for p in "${PACKAGES[@]}"; do
@@ -277,13 +286,10 @@ log "apt: upgrade base, install ${#PACKAGES[@]} packages"
 
 # ----------------------------------------------------------- configuration
 log "configuring"
-install -m 644 "$FILES/90-kmatrix.cfg" "$MNT/etc/cloud/cloud.cfg.d/90-kmatrix.cfg"
+install -m 644 -D "$FILES/90-kmatrix.cfg" "$MNT/etc/cloud/cloud.cfg.d/90-kmatrix.cfg"
 install -m 644 "$FILES/default-grub" "$MNT/etc/default/grub"
-install -m 644 "$FILES/interfaces" "$MNT/etc/network/interfaces"
+install -m 644 -D "$FILES/interfaces" "$MNT/etc/network/interfaces"
 mkdir -p "$MNT/etc/network/interfaces.d"
-printf 'UUID=%s / ext4 errors=remount-ro 0 1\n' "$ROOT_UUID" >"$MNT/etc/fstab"
-echo debian >"$MNT/etc/hostname"
-printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$MNT/etc/hosts"
 # Timers that only cost time in a short-lived TCG guest.
 for u in apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer fstrim.timer; do
     in_chroot systemctl disable "$u" >/dev/null 2>&1 || true

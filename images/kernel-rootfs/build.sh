@@ -281,6 +281,16 @@ outputs_ok() { # stamp in OUT says $1 and the files are intact
 	grep -q "\"initramfs_sha256\": \"$(sha "$OUT/initramfs.gz")\"" "$OUT/manifest.json"
 }
 
+built_ok() { local b=$CACHE/builds/$1; [ -f "$b/manifest.json" ] && [ -f "$b/initramfs.gz" ] && [ -f "$b/vmlinuz" ]; }
+publish() { # copy builds/ID to OUT, stamp it
+	local b=$CACHE/builds/$1 f
+	for f in vmlinuz initramfs.gz manifest.json; do
+		cp -p "$b/$f" "$OUT/.$f.new" && mv "$OUT/.$f.new" "$OUT/$f"
+	done
+	printf '%s\n' "$INPUT_KEY" >"$OUT/.kmatrix-stamp"
+	log "done: $OUT ($(sed -n 's/.*"kernel_release": "\([^"]*\)".*/\1/p' "$b/manifest.json"), initramfs $(stat -c %s "$OUT/initramfs.gz") bytes, sha256 $(sed -n 's/.*"initramfs_sha256": "\([0-9a-f]*\)".*/\1/p' "$b/manifest.json"))"
+}
+
 # ---------------------------------------------------------------- choose inputs
 exec 9>"$OUT/.lock"; flock 9
 if [ ${#DEBS[@]} -gt 0 ]; then
@@ -297,6 +307,9 @@ INPUT_KEY="$KEY flavour=$FLAVOUR"
 if [ "$FORCE" = 0 ] && outputs_ok "$INPUT_KEY"; then
 	log "up to date: $OUT ($(sed -n 's/.*"build_id": "\([0-9a-f]*\)".*/\1/p' "$OUT/manifest.json"))"
 	exit 0
+fi
+if [ "$FORCE" = 0 ] && built_ok "$KEY"; then
+	log "reusing $CACHE/builds/$KEY"; publish "$KEY"; exit 0
 fi
 
 # ---------------------------------------------------------------- build
@@ -355,7 +368,7 @@ fi
 
 # Finished build in the cache? (same inputs from another --out)
 BUILT=$CACHE/builds/$BUILD_ID
-if [ "$FORCE" = 0 ] && [ -f "$BUILT/manifest.json" ] && [ -f "$BUILT/initramfs.gz" ] && [ -f "$BUILT/vmlinuz" ]; then
+if [ "$FORCE" = 0 ] && built_ok "$BUILD_ID"; then
 	log "reusing $BUILT"
 else
 	log "building $SUITE: $R_PKG $R_VER ($KVER), build $BUILD_ID"
@@ -485,7 +498,7 @@ else
 	# --- reproducible cpio
 	find "$ROOT" -exec touch -h -d "@$SDE" {} +
 	(cd "$ROOT" && find . -mindepth 1 -printf '%P\n' | sort |
-		cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -n -9 >"$TMP/initramfs.gz"
+		cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -n -6 >"$TMP/initramfs.gz"
 
 	# --- outputs
 	STAGE=$CACHE/builds/.tmp.$BUILD_ID.$$
@@ -519,8 +532,4 @@ else
 	rm -rf "$BUILT"; mv "$STAGE" "$BUILT"
 fi
 
-for f in vmlinuz initramfs.gz manifest.json; do
-	cp -p "$BUILT/$f" "$OUT/.$f.new" && mv "$OUT/.$f.new" "$OUT/$f"
-done
-printf '%s\n' "$INPUT_KEY" >"$OUT/.kmatrix-stamp"
-log "done: $OUT (kernel $KVER, initramfs $(stat -c %s "$OUT/initramfs.gz") bytes, $(sed -n 's/.*"initramfs_sha256": "\([0-9a-f]*\)".*/\1/p' "$OUT/manifest.json"))"
+publish "$BUILD_ID"

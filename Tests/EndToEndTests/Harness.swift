@@ -1,0 +1,85 @@
+import Foundation
+import KMatrixCore
+
+/// Runs the real `kmatrix` binary, as a user would.
+enum Harness {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var binary: URL {
+        if let path = ProcessInfo.processInfo.environment["KMATRIX_BIN"] { return URL(fileURLWithPath: path) }
+        return packageRoot.appendingPathComponent(".build/debug/kmatrix")
+    }
+
+    /// Set by scripts/test: real-VM tests need libvirtd, images and minutes of TCG time.
+    static var virtualMachinesEnabled: Bool { ProcessInfo.processInfo.environment["KMATRIX_E2E_VMS"] == "1" }
+
+    struct Outcome {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var output: URL
+        func results() throws -> RunResult { try RunResult.decode(Data(contentsOf: output.appendingPathComponent("results.json"))) }
+    }
+
+    static func run(_ arguments: [String], output: URL? = nil, interruptWhen: ((URL) -> Bool)? = nil) throws -> Outcome {
+        let out = output ?? FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-e2e-\(UUID().uuidString.prefix(8))")
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments + (arguments.first == "run" ? ["--out", out.path] : [])
+        process.currentDirectoryURL = packageRoot
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+        // Drain both pipes concurrently so a chatty run never blocks on a full pipe.
+        let collected = Collected()
+        let group = DispatchGroup()
+        for (pipe, isError) in [(stdout, false), (stderr, true)] {
+            group.enter()
+            DispatchQueue.global().async {
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                collected.set(data, isError: isError)
+                group.leave()
+            }
+        }
+        if let interruptWhen {
+            while process.isRunning && !interruptWhen(out) { Thread.sleep(forTimeInterval: 0.1) }
+            if process.isRunning { kill(process.processIdentifier, SIGINT) }
+        }
+        process.waitUntilExit()
+        group.wait()
+        return Outcome(status: process.terminationStatus, stdout: collected.text(isError: false), stderr: collected.text(isError: true), output: out)
+    }
+
+    final class Collected: @unchecked Sendable {
+        // Guarded by `lock`; written once per pipe from a GCD worker.
+        private let lock = NSLock()
+        private var out = Data()
+        private var err = Data()
+        func set(_ data: Data, isError: Bool) { lock.lock(); if isError { err = data } else { out = data }; lock.unlock() }
+        func text(isError: Bool) -> String { lock.lock(); defer { lock.unlock() }; return String(decoding: isError ? err : out, as: UTF8.self) }
+    }
+
+    static func shell(_ command: String) -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try? process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func kmatrixLeftovers() -> [String] {
+        var leftovers: [String] = []
+        leftovers += shell("virsh -c qemu:///system list --all --name 2>/dev/null").split(separator: "\n").map(String.init).filter { $0.hasPrefix("kmatrix-") }
+        leftovers += shell("ip netns list").split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }.filter { $0.hasPrefix("kmatrix-") }
+        let runs = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/kmatrix/runs").path
+        leftovers += ((try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? []).map { "overlay dir \($0)" }
+        return leftovers
+    }
+}

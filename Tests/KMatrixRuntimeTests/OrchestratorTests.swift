@@ -1,0 +1,190 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+@testable import KMatrixCore
+@testable import KMatrixRuntime
+
+/// A probe output with the shape of a real fail-open overflow on 6.18.
+let reinjectedProbeOutput = Data(#"""
+{"probe":1,"kernel":"6.1.0-27-cloud-amd64","firewall":"iptables-legacy","rcvbuf_effective":8192,
+ "sent":2000,"received":2000,"lost":0,"lost_ranges":[],"messages_read":10,"verdicts":10,"enobufs":1,
+ "queue_before":{"queue_total":0,"queue_dropped":0,"queue_user_dropped":0,"id_sequence":0},
+ "queue_paused":{"queue_total":10,"queue_dropped":0,"queue_user_dropped":0,"id_sequence":2000},
+ "queue_after":{"queue_total":0,"queue_dropped":0,"queue_user_dropped":0,"id_sequence":2000},
+ "netlink_drops_before":0,"netlink_drops_after":1990,"tcp":{"attempted":0,"succeeded":0},"rmem":null,"duration_ms":15,"error":null}
+"""#.utf8)
+
+/// Records what the orchestrator did to guests.
+final class Ledger: Sendable {
+    struct State {
+        var launched: [String] = []
+        var shutDown: [String] = []
+        var running = 0
+        var maxRunning = 0
+    }
+
+    let state = Mutex(State())
+    func launched(_ name: String) { state.withLock { $0.launched.append(name); $0.running += 1; $0.maxRunning = max($0.maxRunning, $0.running) } }
+    func shutDown(_ name: String) { state.withLock { $0.shutDown.append(name); $0.running -= 1 } }
+    var snapshot: State { state.withLock { $0 } }
+}
+
+struct FakeLauncher: GuestLauncher {
+    var ledger: Ledger
+    var unavailable: String?
+    var launchFailure: String?
+    var launchDelay: Duration = .zero
+    var probeDelay: Duration = .zero
+    var probeOutput = reinjectedProbeOutput
+    var crashAfterFirstScenario = false
+
+    func unavailableReason(_ guest: GuestSpec, context: RunContext) async -> String? { unavailable }
+
+    func launch(_ guest: GuestSpec, context: RunContext, progress: @escaping @Sendable (GuestPhase) -> Void) async throws -> any GuestSession {
+        progress(.booting)
+        try await Task.sleep(for: launchDelay)
+        if let launchFailure { throw KMatrixError(.boot, launchFailure) }
+        ledger.launched(guest.name)
+        return FakeSession(name: guest.name, launcher: self)
+    }
+}
+
+final class FakeSession: GuestSession {
+    let name: String
+    let launcher: FakeLauncher
+    let ran = Mutex(0)
+
+    init(name: String, launcher: FakeLauncher) {
+        self.name = name
+        self.launcher = launcher
+    }
+    var identity: GuestIdentity { GuestIdentity(kernel: "6.1.0-27-cloud-amd64", distro: "fake") }
+    var consoleLog: URL? { nil }
+    var provenance: Provenance { Provenance(accelerator: "tcg") }
+
+    func runProbe(_ arguments: [String], scenario: Scenario, timeout: Duration) async throws -> CommandResult {
+        ran.withLock { $0 += 1 }
+        let delay = launcher.probeDelay
+        let output = launcher.probeOutput
+        return try await withTimeout(timeout, what: "probe") {
+            try await Task.sleep(for: delay)
+            return CommandResult(status: 0, stdout: output, stderr: "")
+        }
+    }
+
+    func crashLine() async -> String? {
+        launcher.crashAfterFirstScenario && ran.withLock({ $0 }) >= 1 ? "Kernel panic - not syncing: Fatal exception in interrupt" : nil
+    }
+
+    func shutdown() async { launcher.ledger.shutDown(name) }
+}
+
+final class CellBox: Sendable {
+    let cells = Mutex<[CellResult]>([])
+    func add(_ new: [CellResult]) { cells.withLock { $0 += new } }
+    var count: Int { cells.withLock { $0.count } }
+}
+
+@Suite struct OrchestratorTests {
+    static let scenarios = [Scenario.failopenSocketOverflow, .strictSocketOverflow]
+
+    func context(scenarioTimeout: Double = 30) -> RunContext {
+        var defaults = Defaults()
+        defaults.timeouts.scenario = scenarioTimeout
+        return RunContext(runID: "test", outputDirectory: URL(fileURLWithPath: "/tmp/kmatrix-orchestrator-test"), probe: URL(fileURLWithPath: "/bin/true"), defaults: defaults)
+    }
+
+    func matrix(_ names: [String]) -> Matrix {
+        Matrix(guests: names.map { GuestSpec(name: $0, image: .kernel(.debian(suite: "bookworm"))) },
+               expectations: ["failopen-socket-overflow": [ExpectationRule(outcome: .reinjected)],
+                              "strict-socket-overflow": [ExpectationRule(outcome: .dropped)]])
+    }
+
+    func orchestrator(jobs: Int = 2, _ lookup: @escaping Orchestrator.LauncherLookup) -> Orchestrator {
+        Orchestrator(jobs: jobs, progress: SilentProgress(), logger: Logger(label: "test"), launcher: lookup)
+    }
+
+    @Test func oneFailingGuestDoesNotStopTheOthers() async {
+        let ledger = Ledger()
+        let good = FakeLauncher(ledger: ledger)
+        let bad = FakeLauncher(ledger: ledger, launchFailure: "KMATRIX-READY not seen on the console within 240 s")
+        let matrix = matrix(["a", "b"])
+        let cells = await orchestrator { $0.name == "b" ? bad : good }
+            .run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells.map(\.guest) == ["a", "a", "b", "b"])
+        #expect(cells[0].outcome == .reinjected)
+        #expect(cells[0].matches == true)
+        // The strict expectation is dropped, the fake probe says reinjected: an honest mismatch.
+        #expect(cells[1].outcome == .reinjected && cells[1].matches == false)
+        #expect(cells[2].outcome == .error)
+        #expect(cells[2].reason.contains("KMATRIX-READY not seen"))
+        #expect(ledger.snapshot.shutDown == ["a"])
+    }
+
+    @Test func unavailableGuestsAreSkippedWithTheReason() async {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, unavailable: "image rhel.qcow2 is not present; download it from the vendor")
+        let matrix = matrix(["rhel"])
+        let cells = await orchestrator { _ in launcher }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells.allSatisfy { $0.outcome == .skipped && $0.matches == nil })
+        #expect(cells.first?.reason.contains("download it from the vendor") == true)
+        #expect(ledger.snapshot.launched.isEmpty)
+    }
+
+    @Test func aScenarioThatHangsTimesOutAndTheGuestIsStillTornDown() async {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, probeDelay: .seconds(30))
+        let matrix = matrix(["slow"])
+        let cells = await orchestrator { _ in launcher }
+            .run(matrix: matrix, guests: matrix.guests, scenarios: [.failopenSocketOverflow], context: context(scenarioTimeout: 0.2))
+        #expect(cells.first?.outcome == .error)
+        #expect(cells.first?.reason.contains("did not finish within") == true)
+        #expect(ledger.snapshot.shutDown == ["slow"])
+    }
+
+    @Test func aGuestCrashEndsItsRemainingScenarios() async {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, crashAfterFirstScenario: true)
+        let matrix = matrix(["panicky"])
+        let cells = await orchestrator { _ in launcher }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells.count == 2)
+        #expect(cells[0].outcome == .error)
+        #expect(cells[0].reason == "guest crashed: Kernel panic - not syncing: Fatal exception in interrupt")
+        #expect(cells[1].outcome == .error)
+        #expect(cells[1].reason.hasPrefix("not run: guest crashed"))
+        #expect(ledger.snapshot.shutDown == ["panicky"])
+    }
+
+    @Test func parallelismIsBoundedByJobs() async {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, launchDelay: .milliseconds(50), probeDelay: .milliseconds(50))
+        let matrix = matrix(["a", "b", "c", "d", "e"])
+        let cells = await orchestrator(jobs: 2) { _ in launcher }
+            .run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells.count == 10)
+        #expect(ledger.snapshot.maxRunning == 2)
+        #expect(Set(ledger.snapshot.shutDown) == ["a", "b", "c", "d", "e"])
+    }
+
+    @Test func cancellationTearsDownEveryStartedGuestAndKeepsCells() async throws {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, probeDelay: .seconds(60))
+        let matrix = matrix(["a", "b", "c"])
+        let saved = CellBox()
+        let task = Task {
+            await orchestrator(jobs: 2) { _ in launcher }
+                .run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context()) { cells in
+                    saved.add(cells)
+                }
+        }
+        while ledger.snapshot.launched.count < 2 { try await Task.sleep(for: .milliseconds(10)) }
+        task.cancel()
+        let cells = await task.value
+        #expect(cells.count == 6)
+        #expect(cells.allSatisfy { $0.outcome == .error && $0.reason.contains("interrupted") })
+        #expect(Set(ledger.snapshot.shutDown) == Set(ledger.snapshot.launched))
+        #expect(ledger.snapshot.launched.count == 2)
+        #expect(saved.count == 6)
+    }
+}
