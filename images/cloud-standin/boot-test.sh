@@ -86,7 +86,8 @@ for run in $(seq "$RUNS"); do
             'uname -r; sudo -n true && echo sudo-ok; sudo iptables -V; sudo iptables-legacy -V; sudo nft --version;
              . /etc/os-release; echo "$PRETTY_NAME"; id; hostname; systemd-analyze 2>/dev/null | head -1;
              cloud-init status --long 2>/dev/null; sudo grep -E "WARNING|ERROR|Traceback" /var/log/cloud-init.log | cut -c1-220 | head -20;
-             ip -br addr; ls /etc/ssh/ssh_host_*_key.pub'
+             ip -br addr; ls /etc/ssh/ssh_host_*_key.pub; sudo journalctl -b -o short-monotonic --no-pager | grep -E "dhclient.*DHCP(DISCOVER|OFFER|ACK)" | head;
+             systemd-analyze blame 2>/dev/null | head -8'
         if [ -n "$PROBE" ] && [ -f "$PROBE" ]; then
             "${SSH[@]}" -p "$PORT" "$GUEST_USER@127.0.0.1" 'cat > /tmp/kmatrix-probe && chmod +x /tmp/kmatrix-probe' <"$PROBE"
             "${SSH[@]}" -p "$PORT" "$GUEST_USER@127.0.0.1" 'sudo /tmp/kmatrix-probe --fail-open 1 --rcvbuf-mode plain --rcvbuf 4096 --maxlen 2048 --consumer paused --packets 2000' || echo "probe exit $?"

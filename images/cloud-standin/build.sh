@@ -90,7 +90,7 @@ APT=(-o "Dir::Etc=$APTDIR/etc" -o "Dir::Etc::SourceList=$APTDIR/etc/sources.list
      -o "Dir::Etc::SourceParts=$APTDIR/etc/sources.list.d" -o "Dir::Etc::Parts=$APTDIR/etc/apt.conf.d"
      -o "Dir::Etc::PreferencesParts=$APTDIR/etc/preferences.d" -o APT::Sandbox::User=root -o "Dir::State::Lists=$APTDIR/lists"
      -o "Dir::State::status=$APTDIR/status" -o "Dir::Cache=$APTDIR/cache"
-     -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache="
+     -o Dir::Cache::pkgcache=pkgcache.bin -o Dir::Cache::srcpkgcache=srcpkgcache.bin
      -o APT::Architecture=amd64 -o "APT::Architectures::=amd64" -o Acquire::Languages=none
      -o APT::Get::List-Cleanup=true)
 

@@ -42,7 +42,7 @@ T0=$(now)
 qemu-system-x86_64 -machine "$MACHINE",accel=tcg -m "$MEM" -smp 1 -nographic -no-reboot -nodefaults \
 	-kernel "$DIR/vmlinuz" -initrd "$DIR/initramfs.gz" \
 	-append "console=ttyS0 panic=-1 quiet cryptomgr.notests acpi=noirq pci=nomsi kmatrix.sshkey=$SSHKEY${EXTRA:+ $EXTRA}" \
-	-netdev user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:22 \
+	-netdev user,id=n0,restrict=on,hostfwd="tcp:127.0.0.1:$PORT-:22" \
 	-device virtio-net-pci,netdev=n0,romfile= -device virtio-rng-pci \
 	-serial file:"$CONSOLE" -display none -monitor none </dev/null >"$WORK/qemu.out" 2>&1 &
 QPID=$!

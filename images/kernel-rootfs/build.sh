@@ -61,8 +61,8 @@ SECURITY=${KMATRIX_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # REQUIRED ones missing from a flavour make `auto` switch to the -amd64 flavour.
 REQUIRED_MODULES=(virtio_pci virtio_net nfnetlink x_tables ip_tables iptable_filter xt_tcpudp
 	xt_NFQUEUE nfnetlink_queue nf_tables nft_compat nft_queue)
-# Optional: absent is fine (nft_counter was merged into nf_tables in 5.13; unix is usually built in).
-OPTIONAL_MODULES=(virtio_rng unix nft_counter)
+# The others in MODULE_ORDER are optional: absent is fine (nft_counter was merged into
+# nf_tables in 5.13; unix is usually built in; virtio_rng only speeds up early entropy).
 MODULE_ORDER=(virtio_pci virtio_rng virtio_net unix nfnetlink x_tables ip_tables iptable_filter
 	xt_tcpudp xt_NFQUEUE nfnetlink_queue nf_tables nft_counter nft_compat nft_queue)
 
@@ -202,6 +202,7 @@ resolve() {
 	[ -n "$names" ] || return 1
 	R_PKG="" R_VER="" R_SHA=""
 	local p v s
+	# shellcheck disable=SC2086 # $names: one package name per word
 	while IFS='|' read -r p v s; do
 		if [ -z "$R_VER" ] || dpkg --compare-versions "$v" gt "$R_VER"; then R_PKG=$p R_VER=$v R_SHA=$s; fi
 	done < <(papt apt-cache show --no-all-versions $names 2>/dev/null |
@@ -273,6 +274,7 @@ HOST_VERSIONS=$(host_versions)
 	die "host packages missing: $(comm -23 <(printf '%s\n' "${HOST_PKGS[@]}" | sort) <(cut -d= -f1 <<<"$HOST_VERSIONS") | tr '\n' ' ')(apt-get install them)"
 build_id_for() { # deb shas...
 	{ echo "kmatrix-kernel-rootfs/1"; echo "recipe=$RECIPE_SHA"; echo "probe=$PROBE_SHA"; echo "sde=$SDE"
+	  echo "suite=$SUITE"; echo "flavour=$R_FLAV"
 	  printf 'deb=%s\n' "$@"; echo "$HOST_VERSIONS"; } | sha256sum | cut -d' ' -f1
 }
 outputs_ok() { # stamp in OUT says $1 and the files are intact
@@ -314,7 +316,8 @@ fi
 
 # ---------------------------------------------------------------- build
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/kmatrix-kernel-rootfs.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+STAGE=""
+trap 'rm -rf "$TMP" ${STAGE:+"$STAGE"}' EXIT
 
 norm() { local n=${1##*/}; n=${n%%.ko*}; echo "${n//-/_}"; }
 
@@ -461,11 +464,11 @@ else
 			ln -sf "../lib/x86_64-linux-gnu/${name##*/}" "$ROOT/usr/lib64/${name##*/}" ;;
 		*) install -m 0644 "$(readlink -f "$path")" "$ROOT/usr/lib/x86_64-linux-gnu/${name##*/}" ;;
 		esac
-		echo "$(readlink -f "$path")" >>"$TMP/libfiles"
+		readlink -f "$path" >>"$TMP/libfiles"
 	done <"$TMP/libs"
 	# every copied file must come from a package listed in HOST_PKGS (build id coverage)
 	owners=$( { printf '%s\n' /bin/busybox "${HOST_BINS[@]}"; for x in "${XT_EXTS[@]}"; do echo "$XT_DIR/$x.so"; done
-		cat "$TMP/libfiles"; sed -n 's|^/usr/lib/|/lib/|p' "$TMP/libfiles"; } | { xargs dpkg -S 2>/dev/null || true; } | cut -d: -f1 | tr ', ' '\n\n' | sed '/^$/d' | sort -u)
+		cat "$TMP/libfiles"; sed -n 's|^/usr/lib/|/lib/|p' "$TMP/libfiles"; } | { xargs dpkg -S 2>/dev/null || true; } | cut -d: -f1 | tr ',' '\n' | tr -d ' ' | sed '/^$/d' | sort -u)
 	for o in $owners; do
 		printf '%s\n' "${HOST_PKGS[@]}" | grep -qx "$o" || log "warning: image takes files from host package $o, which is not in HOST_PKGS"
 	done
@@ -497,7 +500,8 @@ else
 
 	# --- reproducible cpio
 	find "$ROOT" -exec touch -h -d "@$SDE" {} +
-	(cd "$ROOT" && find . -mindepth 1 -printf '%P\n' | sort |
+	# "." first: it sets the mode of / in the guest (else the kernel leaves it 1777)
+	(cd "$ROOT" && { echo .; find . -mindepth 1 -printf '%P\n' | sort; } |
 		cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -n -6 >"$TMP/initramfs.gz"
 
 	# --- outputs
@@ -519,6 +523,7 @@ else
 		printf '  "modules": %s,\n' "$(jlist "${LOAD[@]}")"
 		printf '  "modules_absent": %s,\n' "$(jlist "${ABSENT[@]}")"
 		printf '  "modules_builtin": %s,\n' "$(jlist "${BUILTINS[@]}")"
+		# shellcheck disable=SC2086
 		printf '  "modules_files": %s,\n' "$(jlist $ALL_KO)"
 		printf '  "modules_missing": %s,\n' "$(jlist "${MISSING_LIST[@]}")"
 		printf '  "package": "%s",\n' "$R_PKG"

@@ -8,7 +8,9 @@
 # Usage: build.sh [--cache DIR] --out DIR [--keep-tree] [--refresh] [--offline]
 #   --cache DIR   kmatrix cache root (default ~/.cache/kmatrix). Uses:
 #                   DIR/apt/legacy/       private apt sources, lists, cache, status
-#                   DIR/debs/<sha256>/    downloaded .debs, by content
+#                   DIR/debs/<sha256>.deb downloaded .debs, by content, each with a
+#                                         <sha256>.meta (suite/flavour/package/version;
+#                                         the layout images/kernel-rootfs uses too)
 #                   DIR/legacy-kernel/    build trees (work-<build_id>) and a lock
 #   --out DIR     where bzImage, config and manifest.json go
 #   --keep-tree   keep DIR/legacy-kernel/work-<build_id> after a successful build
@@ -93,7 +95,7 @@ fi
 
 mkdir -p "$cache/legacy-kernel" "$cache/debs"
 exec 9>"$cache/legacy-kernel/lock"
-flock 9 # one build at a time per cache (a second caller waits, then hits the fast path)
+flock 9 # one build at a time per cache (a second caller waits, then finds the build done)
 
 # --- source .deb: private apt, cached by content --------------------------------
 aptdir=$cache/apt/legacy
@@ -127,23 +129,24 @@ EOF
 
 # Newest cached linux-source-6.1 .deb by Debian version ('' if none).
 newest_cached_deb() {
-    local best= best_ver= f v
-    for f in "$cache"/debs/*/"${PKG}"_*.deb; do
-        [[ -f $f ]] || continue
-        v=$(dpkg-deb -f "$f" Version 2>/dev/null) || continue
-        if [[ -z $best ]] || dpkg --compare-versions "$v" gt "$best_ver"; then best=$f best_ver=$v; fi
+    local best= best_ver= m v
+    for m in "$cache"/debs/*.meta; do
+        [[ -f $m && -f ${m%.meta}.deb ]] && grep -qxF "package=$PKG" "$m" || continue
+        v=$(sed -n 's/^version=//p' "$m")
+        if [[ -z $best ]] || dpkg --compare-versions "$v" gt "$best_ver"; then best=${m%.meta}.deb best_ver=$v; fi
     done
     printf '%s' "$best"
 }
 
-# Store a downloaded .deb under debs/<sha256>/<name>; prints the stored path.
+# Store a downloaded .deb as debs/<sha256>.deb (+ .meta); prints the stored path.
 store_deb() {
-    local f=$1 sum dest
+    local f=$1 sum
     sum=$(sha256 "$f")
-    dest=$cache/debs/$sum/$(basename "$f")
-    mkdir -p "$(dirname "$dest")"
-    mv -f "$f" "$dest"
-    printf '%s' "$dest"
+    printf 'suite=bookworm\nflavour=source\npackage=%s\nversion=%s\n' \
+        "$(dpkg-deb -f "$f" Package)" "$(dpkg-deb -f "$f" Version)" >"$cache/debs/$sum.meta.new"
+    mv -f "$f" "$cache/debs/$sum.deb"
+    mv -f "$cache/debs/$sum.meta.new" "$cache/debs/$sum.meta"
+    printf '%s' "$cache/debs/$sum.deb"
 }
 
 resolve_source() {
@@ -158,8 +161,8 @@ resolve_source() {
             [[ -n $ver && $ver != "(none)" ]] || die "$PKG not found in bookworm{,-updates,-security}"
             want_sha=$(apt-cache "${apt_opts[@]}" show "$PKG=$ver" | sed -n 's/^SHA256: //p' | head -n1)
             log "archive: $PKG $ver (lists refreshed in $(since "$t0") s)"
-            cached=$cache/debs/$want_sha/${PKG}_${ver/*:/}_all.deb
-            if [[ -n $want_sha && -f $cached ]]; then
+            cached=$cache/debs/$want_sha.deb
+            if [[ -n $want_sha && -f $cached && -f $cache/debs/$want_sha.meta ]]; then
                 printf '%s' "$cached"; return
             fi
             dl=$(mktemp -d "$cache/debs/.dl.XXXXXX")
@@ -186,10 +189,11 @@ resolve_source() {
 
 deb=$(resolve_source)
 deb_sha=$(sha256 "$deb")
-[[ $deb == "$cache/debs/$deb_sha/"* ]] || log "warning: $deb is not stored under its sha256"
+[[ $deb == "$cache/debs/$deb_sha.deb" ]] || die "$deb does not match its sha256 ($deb_sha): corrupt cache?"
 deb_ver=$(dpkg-deb -f "$deb" Version)
+deb_name=$(dpkg-deb -f "$deb" Package)_${deb_ver#*:}_$(dpkg-deb -f "$deb" Architecture).deb
 build_id=$(build_id_for "$deb_sha")
-log "source $(basename "$deb") sha256 $deb_sha; build_id $build_id"
+log "source $deb_name sha256 $deb_sha; build_id $build_id"
 
 if [[ -f $out/manifest.json && -f $out/bzImage && $(manifest_field "$out/manifest.json" build_id) == "$build_id" ]]; then
     log "up to date: $out holds build $build_id"
@@ -276,7 +280,7 @@ cat >"$tmp/manifest.json" <<EOF
   "config_sha256": "$(sha256 "$tmp/config")",
   "kernel_release": "$release",
   "patch_sha256": "$(sha256 "$PATCH_FILE")",
-  "source_deb": "$(basename "$deb")",
+  "source_deb": "$deb_name",
   "source_sha256": "$deb_sha",
   "source_version": "$deb_ver"
 }

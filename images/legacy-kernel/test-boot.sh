@@ -8,7 +8,8 @@
 #   - strict-socket-overflow (fail-open 0): same;
 #   - failopen-queue-full (fail-open 1, rcvbuf forced large, maxlen 64): nothing lost
 #     (the queue-full fail-open path is untouched);
-#   - the same fail-open overflow through nft (inet table) instead of iptables-legacy.
+#   - the same fail-open overflow through iptables-nft (nft_compat) and through nft
+#     (an inet table) instead of iptables-legacy.
 #
 # Usage: test-boot.sh --kernel BZIMAGE [--probe PATH] [--append "EXTRA ARGS"] [--keep DIR]
 #   --probe   static kmatrix-probe (default: <repo>/probe/kmatrix-probe; without it only
@@ -61,6 +62,10 @@ if [[ -x $probe ]]; then
     if [[ -x /usr/sbin/xtables-legacy-multi ]]; then
         copy_with_libs /usr/sbin/xtables-legacy-multi
         for n in iptables-legacy iptables-legacy-save iptables-legacy-restore; do ln -s xtables-legacy-multi "$root/usr/sbin/$n"; done
+    fi
+    if [[ -x /usr/sbin/xtables-nft-multi ]]; then
+        copy_with_libs /usr/sbin/xtables-nft-multi
+        ln -s xtables-nft-multi "$root/usr/sbin/iptables-nft"
         xt=/usr/lib/x86_64-linux-gnu/xtables
         mkdir -p "$root$xt"
         for p in libxt_NFQUEUE libxt_udp libxt_tcp libxt_standard libipt_icmp libxt_mark; do
@@ -75,7 +80,7 @@ cat >"$root/init" <<'EOF'
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
-echo "KMATRIX-INIT uptime=$(cut -d' ' -f1 /proc/uptime 2>/dev/null || true)"
+echo KMATRIX-INIT
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t tmpfs tmpfs /run
@@ -91,6 +96,7 @@ if [ -x /usr/bin/kmatrix-probe ]; then
     run failopen-socket-overflow --firewall iptables-legacy --fail-open 1 --rcvbuf-mode plain --rcvbuf 4096 --maxlen 2048 --consumer paused --packets 2000
     run strict-socket-overflow --firewall iptables-legacy --fail-open 0 --rcvbuf-mode plain --rcvbuf 4096 --maxlen 2048 --consumer paused --packets 2000
     run failopen-queue-full --firewall iptables-legacy --fail-open 1 --rcvbuf-mode force --rcvbuf 4194304 --maxlen 64 --consumer paused --packets 2000
+    run failopen-socket-overflow-iptables-nft --firewall iptables-nft --fail-open 1 --rcvbuf-mode plain --rcvbuf 4096 --maxlen 2048 --consumer paused --packets 2000
     run failopen-socket-overflow-nft --firewall nft --fail-open 1 --rcvbuf-mode plain --rcvbuf 4096 --maxlen 2048 --consumer paused --packets 2000
 fi
 echo KMATRIX-DONE
@@ -134,7 +140,7 @@ check "virtio-net eth0 present" 'grep -q "^KMATRIX-NETDEVS .*eth0" <<<"$log"'
 check "devpts/ptmx usable" 'grep -q "^KMATRIX-PTY ok" <<<"$log"'
 check "powered off cleanly" 'grep -q "^KMATRIX-DONE" <<<"$log"'
 if ((have_probe)); then
-    for s in failopen-socket-overflow strict-socket-overflow failopen-queue-full failopen-socket-overflow-nft; do
+    for s in failopen-socket-overflow strict-socket-overflow failopen-queue-full failopen-socket-overflow-iptables-nft failopen-socket-overflow-nft; do
         j=$(sed -n "s/^KMATRIX-PROBE $s //p" <<<"$log")
         if [[ -z $j ]] || ! jq -e . >/dev/null 2>&1 <<<"$j"; then echo "FAIL $s: no probe JSON"; fail=1; continue; fi
         jq -c --arg s "$s" '{scenario: $s, firewall, error, sent, received, lost, enobufs, messages_read,
