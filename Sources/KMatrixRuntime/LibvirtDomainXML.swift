@@ -99,11 +99,15 @@ public enum LibvirtDomainXML {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// PCI slot of our hand-added NIC. libvirt does not know about it and hands out slots
+    /// from 2 upwards to its own devices (rng, disk), so ours sits far above them.
+    public static let networkSlot = "0x1e"
+
     /// The QEMU arguments for the guest's only NIC.
     public static func qemuNetworkArguments(sshPort: Int) -> [String] {
         [
             "-netdev", "user,id=\(netdevID),restrict=on,hostfwd=tcp:127.0.0.1:\(sshPort)-:22",
-            "-device", "virtio-net-pci,netdev=\(netdevID),romfile=",
+            "-device", "virtio-net-pci,netdev=\(netdevID),romfile=,bus=pci.0,addr=\(networkSlot)",
         ]
     }
 
