@@ -61,14 +61,19 @@ public struct GuestSpec: Sendable, Hashable, Identifiable {
     /// The kernel release this guest is known to run (vendor images), used to state an
     /// expectation before the guest boots; the observed `uname -r` replaces it.
     public var nominalKernel: String?
+    /// A kernel given on the command line has no name of its own: its row is labelled with the
+    /// `uname -r` it reports once booted.
+    public var labelledByKernel: Bool
     public var id: String { name }
 
-    public init(name: String, image: ImageSpec, memoryMiB: Int? = nil, expect: [String: Outcome] = [:], nominalKernel: String? = nil) {
+    public init(name: String, image: ImageSpec, memoryMiB: Int? = nil, expect: [String: Outcome] = [:], nominalKernel: String? = nil,
+                labelledByKernel: Bool = false) {
         self.name = name
         self.image = image
         self.memoryMiB = memoryMiB
         self.expect = expect
         self.nominalKernel = nominalKernel
+        self.labelledByKernel = labelledByKernel
     }
 }
 

@@ -29,6 +29,21 @@ public struct ConsoleLog: Sendable {
         return nil
     }
 
+    /// What our rootfs's /init found the kernel lacks: its `KMATRIX-MISSING <what>` lines.
+    public func missingFeatures() -> [String] {
+        Self.missingFeatures(in: text())
+    }
+
+    public static func missingFeatures(in text: String) -> [String] {
+        var found: [String] = []
+        for line in text.split(separator: "\n") {
+            guard let range = line.range(of: "KMATRIX-MISSING ") else { continue }
+            let what = line[range.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines.union(.controlCharacters))
+            if !what.isEmpty && !found.contains(what) { found.append(what) }
+        }
+        return found
+    }
+
     public func tail(lines count: Int = 15) -> String {
         text().split(separator: "\n", omittingEmptySubsequences: true).suffix(count)
             .map { $0.trimmingCharacters(in: .controlCharacters) }.joined(separator: "\n")
@@ -44,7 +59,13 @@ public struct ConsoleLog: Sendable {
             if let crash = Self.crashLine(in: content) { throw KMatrixError(.guestPanic, "guest crashed: \(crash)") }
             try await Task.sleep(for: .milliseconds(200))
         }
+        let content = text()
+        if content.isEmpty {
+            throw KMatrixError(.boot, "\(what) not seen within \(limit.formattedSeconds): the console stayed empty (a kernel needs its 8250 serial console built in, CONFIG_SERIAL_8250_CONSOLE, to print on ttyS0)")
+        }
+        let missing = Self.missingFeatures(in: content)
         let tail = tail(lines: 8).replacingOccurrences(of: "\n", with: " ⏎ ")
-        throw KMatrixError(.boot, "\(what) not seen on the console within \(limit.formattedSeconds); console tail: \(tail.isEmpty ? "(empty)" : tail)")
+        throw KMatrixError(.boot, "\(what) not seen on the console within \(limit.formattedSeconds)"
+            + (missing.isEmpty ? "" : "; the kernel lacks: \(missing.joined(separator: ", "))") + "; console tail: \(tail)")
     }
 }

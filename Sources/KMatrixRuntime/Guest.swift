@@ -66,7 +66,13 @@ public protocol GuestSession: Sendable {
     func runProbe(_ arguments: [String], scenario: Scenario, timeout: Duration) async throws -> CommandResult
     /// The first kernel panic or oops line on the console, if any.
     func crashLine() async -> String?
+    /// What the guest reported its kernel lacks for the scenarios (our rootfs's checks).
+    var missingFeatures: [String] { get }
     func shutdown() async
+}
+
+extension GuestSession {
+    public var missingFeatures: [String] { [] }
 }
 
 /// Brings one kind of guest up.

@@ -1,6 +1,7 @@
 import Foundation
 import KMatrixCore
 import Logging
+import Synchronization
 
 /// Runs every selected guest through boot → scenarios → teardown, at most `jobs` guests at once.
 /// One guest's failure never stops the others, and every guest is torn down on every path,
@@ -27,13 +28,18 @@ public struct Orchestrator: Sendable {
         guestFinished: @escaping @Sendable ([CellResult]) async -> Void = { _ in }
     ) async -> [CellResult] {
         for guest in guests { progress.update(guest: guest.name, phase: .queued) }
+        let labels = RowLabels(taken: guests.filter { !$0.labelledByKernel }.map(\.name))
         var byGuest: [String: [CellResult]] = [:]
         await withTaskGroup(of: (String, [CellResult]).self) { group in
             var pending = guests[...]
             func startNext() {
                 guard let guest = pending.popFirst() else { return }
                 group.addTask {
-                    let cells = await runGuest(guest, matrix: matrix, scenarios: scenarios, context: context, repeats: repeats)
+                    var cells = await runGuest(guest, matrix: matrix, scenarios: scenarios, context: context, repeats: repeats)
+                    if guest.labelledByKernel, let kernel = cells.first(where: { $0.kernel != nil })?.kernel, !cells.isEmpty {
+                        let label = labels.claim(kernel)
+                        for index in cells.indices { cells[index].guest = label }
+                    }
                     await guestFinished(cells)
                     return (guest.name, cells)
                 }
@@ -107,6 +113,15 @@ public struct Orchestrator: Sendable {
     }
 
     func runScenario(_ scenario: Scenario, guest: GuestSpec, matrix: Matrix, session: any GuestSession, context: RunContext) async -> CellResult {
+        var cell = await measure(scenario, guest: guest, matrix: matrix, session: session, context: context)
+        // A failed measurement on a kernel that lacks what the scenarios need: that is the likely cause.
+        if cell.outcome == .error && !session.missingFeatures.isEmpty {
+            cell.reason += "; the kernel lacks: \(session.missingFeatures.joined(separator: ", "))"
+        }
+        return cell
+    }
+
+    func measure(_ scenario: Scenario, guest: GuestSpec, matrix: Matrix, session: any GuestSession, context: RunContext) async -> CellResult {
         let started = ContinuousClock.now
         let identity = session.identity
         func errorCell(_ reason: String) -> CellResult {
@@ -133,5 +148,27 @@ public struct Orchestrator: Sendable {
         return CellBuilder.measured(guest: guest, scenario: scenario, matrix: matrix, kernel: identity.kernel, distro: identity.distro,
                                     probe: probe, durationS: (ContinuousClock.now - started).seconds, provenance: session.provenance,
                                     consoleLog: session.consoleLog?.path)
+    }
+}
+
+/// Row labels taken so far in one run: two kernels reporting the same `uname -r` get `-2`, `-3`.
+final class RowLabels: Sendable {
+    private let taken: Mutex<Set<String>>
+
+    init(taken: [String]) {
+        self.taken = Mutex(Set(taken))
+    }
+
+    func claim(_ wanted: String) -> String {
+        taken.withLock { taken in
+            var label = wanted
+            var counter = 2
+            while taken.contains(label) {
+                label = "\(wanted)-\(counter)"
+                counter += 1
+            }
+            taken.insert(label)
+            return label
+        }
     }
 }

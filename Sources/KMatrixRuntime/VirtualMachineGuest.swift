@@ -113,6 +113,11 @@ public struct VirtualMachineLauncher: GuestLauncher {
         do {
             progress(.waitingForReady)
             try await log.waitFor(ready, within: .seconds(context.timeouts.ready), what: ready == Self.readyMarker ? "the rootfs ready marker" : "cloud-init's final message")
+            session.missingFeatures = log.missingFeatures()
+            if let nic = session.missingFeatures.first(where: { $0.hasPrefix("eth0") }) {
+                throw KMatrixError(.boot, "the guest has no network interface, so SSH cannot reach it: the kernel lacks \(nic)"
+                    + (session.missingFeatures.count > 1 ? "; it also lacks: \(session.missingFeatures.filter { $0 != nic }.joined(separator: ", "))" : ""))
+            }
             try await ssh.waitUntilReachable(within: .seconds(context.timeouts.deploy)) { log.crashLine() }
             session.identity = try await Self.identity(ssh)
             if deployProbe {
@@ -172,6 +177,7 @@ struct VirtualMachineSession: GuestSession {
     var provenance: Provenance
     var probePath: String
     let sudo: Bool
+    var missingFeatures: [String] = []
 
     var consoleLog: URL? { console.url }
 

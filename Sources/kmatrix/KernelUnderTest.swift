@@ -11,8 +11,8 @@ enum KernelUnderTest {
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw KMatrixError(.invalidInput, "--kernel \(path): no such file")
         }
-        // The row label becomes the observed `uname -r` once the guest boots; until then the
-        // file name keeps rows apart.
+        // The row is relabelled with the observed `uname -r` once the guest boots; until then
+        // (and when it never boots) the file name keeps rows apart.
         var base = prefix + url.deletingPathExtension().lastPathComponent
             .map { $0.isLetter || $0.isNumber || "-._".contains($0) ? $0 : "-" }.reduce("") { $0 + String($1) }
         if base.count > 60 { base = String(base.prefix(60)) }
@@ -22,6 +22,6 @@ enum KernelUnderTest {
             name = "\(base)-\(counter)"
             counter += 1
         }
-        return GuestSpec(name: name, image: .kernel(.file(path: url.path, modules: modules)))
+        return GuestSpec(name: name, image: .kernel(.file(path: url.path, modules: modules)), labelledByKernel: true)
     }
 }

@@ -76,7 +76,7 @@ struct Run: AsyncParsableCommand {
         let orchestrator = Orchestrator(jobs: jobs ?? wiring.defaultJobs, progress: progress, logger: logger, launcher: wiring.launcher)
 
         let metadata = RunMetadataBuilder(runID: runID, started: started, matrix: loaded.name, wiring: wiring)
-        let writer = ResultWriter(directory: outDirectory, guests: chosenGuests.map(\.name), scenarios: chosenScenarios.map(\.name), metadata: metadata)
+        let writer = ResultWriter(directory: outDirectory, scenarios: chosenScenarios.map(\.name), metadata: metadata)
         let task = Task {
             await orchestrator.run(matrix: matrix, guests: chosenGuests, scenarios: chosenScenarios, context: context, repeats: `repeat`) { cells in
                 await writer.add(cells)

@@ -48,14 +48,12 @@ enum KMatrixVersion {
 /// Writes results.json after every guest, so an interrupted or crashed run keeps what it measured.
 actor ResultWriter {
     let directory: URL
-    let guests: [String]
     let scenarios: [String]
     let metadata: RunMetadataBuilder
     var cells: [CellResult] = []
 
-    init(directory: URL, guests: [String], scenarios: [String], metadata: RunMetadataBuilder) {
+    init(directory: URL, scenarios: [String], metadata: RunMetadataBuilder) {
         self.directory = directory
-        self.guests = guests
         self.scenarios = scenarios
         self.metadata = metadata
     }
@@ -75,11 +73,15 @@ actor ResultWriter {
         return final
     }
 
+    /// Cells in the order given (the orchestrator's final list is in guest, scenario order); a
+    /// guest whose row was relabelled by its kernel appears under its new name.
     func result(_ cells: [CellResult]) -> RunResult {
-        let ordered = guests.flatMap { guest in
+        var rows: [String] = []
+        for cell in cells where !rows.contains(cell.guest) { rows.append(cell.guest) }
+        let ordered = rows.flatMap { guest in
             scenarios.compactMap { scenario in cells.first { $0.guest == guest && $0.scenario == scenario } }
         }
-        return RunResult(run: metadata.metadata(), guests: guests, scenarios: scenarios, cells: ordered)
+        return RunResult(run: metadata.metadata(), guests: rows, scenarios: scenarios, cells: ordered)
     }
 
     func write(_ result: RunResult, reports: Bool) throws {

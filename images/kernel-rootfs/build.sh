@@ -3,14 +3,22 @@
 #
 # Usage:
 #   build.sh --suite bullseye|bookworm|trixie --probe PATH --cache DIR --out DIR
-#            [--deb FILE]... [--flavour auto|cloud|amd64] [--offline] [--refresh] [--force]
+#            [--deb FILE]... [--rpm FILE]... [--bzimage FILE [--modules DIR]]
+#            [--flavour auto|cloud|amd64] [--offline] [--refresh] [--force]
 #
 #   --suite    which Debian kernel to resolve: bullseye = 5.10 (bullseye-security),
 #              bookworm = 6.1 (bookworm, bookworm-updates, bookworm-security),
-#              trixie = 6.12 (trixie, trixie-security). With --deb it is only a label
-#              (default "custom").
+#              trixie = 6.12 (trixie, trixie-security). With --deb/--rpm/--bzimage it is
+#              only a label (default "custom").
 #   --deb      use these .deb files instead of resolving one (repeatable: e.g. an Ubuntu
 #              linux-image + linux-modules pair). One of them must hold boot/vmlinuz-*.
+#   --rpm      use these .rpm files (repeatable: RHEL 8's kernel-core + kernel-modules).
+#              The kernel is boot/vmlinuz-* (RHEL 7, Amazon Linux 2) or
+#              lib/modules/<release>/vmlinuz (RHEL 8 and later).
+#   --bzimage  a bare kernel image; its release is read from the image's setup header.
+#   --modules  with --bzimage: /lib/modules/<release> (or its parent) of that kernel.
+#              Without it everything must be built in (DESIGN.md §7); /init reports
+#              what is missing at boot as `KMATRIX-MISSING <what>` lines.
 #   --flavour  auto (default): the newest linux-image-*-cloud-amd64; if that flavour lacks
 #              a required module, the plain -amd64 flavour (logged). cloud|amd64: forced.
 #   --offline  do not contact the archive; use the newest cached .deb for the suite.
@@ -80,10 +88,13 @@ log() { printf 'kernel-rootfs: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 SUITE="" PROBE="" CACHE="" OUT="" FLAVOUR=auto OFFLINE=0 REFRESH=0 FORCE=0
-DEBS=()
+DEBS=() RPMS=() BZIMAGE="" MODULES_DIR=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--suite) SUITE=${2:?}; shift 2 ;;
+	--rpm) RPMS+=("${2:?}"); shift 2 ;;
+	--bzimage) BZIMAGE=${2:?}; shift 2 ;;
+	--modules) MODULES_DIR=${2:?}; shift 2 ;;
 	--probe) PROBE=${2:?}; shift 2 ;;
 	--cache) CACHE=${2:?}; shift 2 ;;
 	--out) OUT=${2:?}; shift 2 ;;
@@ -99,7 +110,13 @@ done
 [ -n "$PROBE" ] && [ -n "$CACHE" ] && [ -n "$OUT" ] || die "--probe, --cache and --out are required"
 [ -f "$PROBE" ] || die "probe not found: $PROBE"
 case "$FLAVOUR" in auto|cloud|amd64) ;; *) die "--flavour must be auto, cloud or amd64" ;; esac
-if [ ${#DEBS[@]} -eq 0 ]; then
+# KIND: where the kernel comes from. GIVEN: the files of deb/rpm/bzimage, absolute.
+KIND=archive GIVEN=()
+[ ${#DEBS[@]} -eq 0 ] || { KIND=deb GIVEN=("${DEBS[@]}"); }
+[ ${#RPMS[@]} -eq 0 ] || { [ "$KIND" = archive ] || die "give either --deb, --rpm or --bzimage"; KIND=rpm GIVEN=("${RPMS[@]}"); }
+[ -z "$BZIMAGE" ] || { [ "$KIND" = archive ] || die "give either --deb, --rpm or --bzimage"; KIND=bzimage GIVEN=("$BZIMAGE"); }
+[ -z "$MODULES_DIR" ] || [ "$KIND" = bzimage ] || die "--modules goes with --bzimage"
+if [ "$KIND" = archive ]; then
 	case "$SUITE" in
 	bullseye) KSERIES=5.10 ;;
 	bookworm) KSERIES=6.1 ;;
@@ -108,10 +125,15 @@ if [ ${#DEBS[@]} -eq 0 ]; then
 	esac
 else
 	SUITE=${SUITE:-custom}
-	for i in "${!DEBS[@]}"; do
-		[ -f "${DEBS[$i]}" ] || die "no such .deb: ${DEBS[$i]}"
-		DEBS[$i]=$(readlink -f "${DEBS[$i]}")
+	for i in "${!GIVEN[@]}"; do
+		[ -f "${GIVEN[$i]}" ] || die "no such file: ${GIVEN[$i]}"
+		GIVEN[$i]=$(readlink -f "${GIVEN[$i]}")
 	done
+	if [ -n "$MODULES_DIR" ]; then
+		[ -d "$MODULES_DIR" ] || die "--modules: no such directory: $MODULES_DIR"
+		MODULES_DIR=$(readlink -f "$MODULES_DIR")
+	fi
+	[ "$KIND" != rpm ] || command -v rpm2cpio >/dev/null || die "rpm2cpio is needed for --rpm (apt-get install rpm2cpio)"
 fi
 mkdir -p "$CACHE" "$OUT"
 CACHE=$(cd "$CACHE" && pwd)
@@ -295,9 +317,11 @@ publish() { # copy builds/ID to OUT, stamp it
 
 # ---------------------------------------------------------------- choose inputs
 exec 9>"$OUT/.lock"; flock 9
-if [ ${#DEBS[@]} -gt 0 ]; then
-	DEB_SHAS=(); for d in "${DEBS[@]}"; do DEB_SHAS+=("$(sha "$d")"); done
-	R_SOURCE=given R_FLAV=given
+if [ "$KIND" != archive ]; then
+	DEB_SHAS=(); for d in "${GIVEN[@]}"; do DEB_SHAS+=("$(sha "$d")"); done
+	# a modules directory enters the build id by the content of every file in it
+	[ -z "$MODULES_DIR" ] || DEB_SHAS+=("modules:$(cd "$MODULES_DIR" && find . -type f -print0 | sort -z | xargs -0r sha256sum | sha256sum | cut -d' ' -f1)")
+	R_SOURCE=given R_FLAV=$KIND
 	KEY=$(build_id_for "${DEB_SHAS[@]}")
 else
 	first=$FLAVOUR; [ "$first" = auto ] && first=cloud
@@ -321,22 +345,59 @@ trap 'rm -rf "$TMP" ${STAGE:+"$STAGE"}' EXIT
 
 norm() { local n=${1##*/}; n=${n%%.ko*}; echo "${n//-/_}"; }
 
-# extract_kernel: DEBS -> $TMP/deb, KVER, MODSRC, index of modules
+# The release string of a bzImage, from its setup header (kernel_version at 0x20E + 0x200).
+bzimage_release() {
+	[ "$(dd if="$1" bs=1 skip=514 count=4 2>/dev/null)" = HdrS ] || return 1
+	local offset
+	offset=$(od -An -tu2 -j526 -N2 "$1" | tr -d ' ')
+	[ -n "$offset" ] && [ "$offset" -gt 0 ] || return 1
+	dd if="$1" bs=1 skip=$((offset + 512)) count=256 2>/dev/null | tr '\0' '\n' | head -n1 | cut -d' ' -f1
+}
+
+# extract_kernel: the kernel files -> $TMP/kernel, VMLINUZ, KVER, MODSRC (may be ""), index of modules
 extract_kernel() {
-	rm -rf "$TMP/deb"; mkdir -p "$TMP/deb"
-	local d
-	for d in "${DEBS[@]}"; do
-		dpkg-deb --fsys-tarfile "$d" | tar -x -C "$TMP/deb" --no-same-owner --wildcards \
-			'./boot/vmlinuz-*' './lib/modules/*' './usr/lib/modules/*' 2>/dev/null || true
-	done
+	local k=$TMP/kernel d
+	rm -rf "$k"; mkdir -p "$k"
+	case "$KIND" in
+	archive|deb)
+		for d in "${DEBS[@]}"; do
+			dpkg-deb --fsys-tarfile "$d" | tar -x -C "$k" --no-same-owner --wildcards \
+				'./boot/vmlinuz-*' './lib/modules/*' './usr/lib/modules/*' 2>/dev/null || true
+		done ;;
+	rpm)
+		for d in "${GIVEN[@]}"; do
+			(cd "$k" && rpm2cpio "$d" | cpio -idm --quiet --no-absolute-filenames \
+				'./boot/vmlinuz-*' './lib/modules/*' './usr/lib/modules/*' 2>/dev/null) ||
+				die "cannot unpack $d (rpm2cpio | cpio failed): not an RPM, or a truncated one"
+		done ;;
+	bzimage)
+		local release
+		release=$(bzimage_release "$BZIMAGE") || die "$BZIMAGE is not an x86 bzImage (no HdrS setup header)"
+		mkdir -p "$k/boot"
+		cp "$BZIMAGE" "$k/boot/vmlinuz-$release"
+		if [ -n "$MODULES_DIR" ]; then
+			local from=$MODULES_DIR
+			[ -d "$from/kernel" ] || [ -f "$from/modules.order" ] || from=$MODULES_DIR/$release
+			[ -d "$from" ] || die "--modules $MODULES_DIR holds neither the modules of $release nor a $release directory"
+			mkdir -p "$k/lib/modules"
+			cp -a "$from" "$k/lib/modules/$release"
+		fi ;;
+	esac
 	local vm
-	vm=$(find "$TMP/deb/boot" -maxdepth 1 -name 'vmlinuz-*' 2>/dev/null | sort | head -n1)
-	[ -n "$vm" ] || die "no boot/vmlinuz-* in ${DEBS[*]}"
-	VMLINUZ=$vm KVER=${vm##*/vmlinuz-}
+	vm=$(find "$k/boot" -maxdepth 1 -name 'vmlinuz-*' 2>/dev/null | sort | head -n1)
+	if [ -n "$vm" ]; then KVER=${vm##*/vmlinuz-}
+	else
+		# RHEL 8 and later ship the kernel inside its modules directory
+		vm=$(find "$k/lib/modules" "$k/usr/lib/modules" -mindepth 2 -maxdepth 2 -name vmlinuz 2>/dev/null | sort | head -n1)
+		[ -n "$vm" ] || die "no boot/vmlinuz-* or lib/modules/*/vmlinuz in ${GIVEN[*]:-${DEBS[*]}}"
+		KVER=$(basename "$(dirname "$vm")")
+	fi
+	VMLINUZ=$vm
 	MODSRC=""
-	for d in "$TMP/deb/lib/modules/$KVER" "$TMP/deb/usr/lib/modules/$KVER"; do [ -d "$d" ] && MODSRC=$d; done
-	[ -n "$MODSRC" ] || die "no modules for $KVER in ${DEBS[*]}"
+	for d in "$k/lib/modules/$KVER" "$k/usr/lib/modules/$KVER"; do [ -d "$d" ] && MODSRC=$d; done
+	[ -n "$MODSRC" ] || [ "$KIND" = bzimage ] || die "no modules for $KVER in ${GIVEN[*]:-${DEBS[*]}} (a split kernel package? give its modules package too)"
 	declare -gA MODFILE=() BUILTIN=()
+	[ -n "$MODSRC" ] || return 0
 	local f
 	while IFS= read -r f; do MODFILE[$(norm "$f")]=$f; done < <(cd "$MODSRC" && find . -name '*.ko' -o -name '*.ko.xz' -o -name '*.ko.zst' -o -name '*.ko.gz' | sed 's|^\./||' | sort)
 	if [ -f "$MODSRC/modules.builtin" ]; then
@@ -344,6 +405,8 @@ extract_kernel() {
 	fi
 }
 missing_required() {
+	# a bare kernel without modules.builtin: only the guest can tell (its /init checks)
+	[ -n "$MODSRC" ] && [ -f "$MODSRC/modules.builtin" ] || { echo ""; return 0; }
 	local m out=()
 	for m in "${REQUIRED_MODULES[@]}"; do
 		[ -n "${MODFILE[$m]:-}" ] || [ -n "${BUILTIN[$m]:-}" ] || out+=("$m")
@@ -362,12 +425,15 @@ if [ -n "$MISSING" ] && [ "$FLAVOUR" = auto ] && [ "$R_FLAV" = cloud ]; then
 fi
 [ -z "$MISSING" ] || log "warning: kernel $KVER lacks required modules: $MISSING (the guest will print KMATRIX-MISSING)"
 BUILD_ID=$(build_id_for "${DEB_SHAS[@]}")
-if [ "$R_SOURCE" = given ]; then
+case "$KIND" in
+deb)
 	R_PKG=$(dpkg-deb -f "${DEBS[0]}" Package) R_VER=$(dpkg-deb -f "${DEBS[0]}" Version)
 	for d in "${DEBS[@]}"; do
 		case "$(dpkg-deb -f "$d" Package)" in linux-image-*) R_PKG=$(dpkg-deb -f "$d" Package) R_VER=$(dpkg-deb -f "$d" Version) ;; esac
-	done
-fi
+	done ;;
+rpm) R_PKG=$(basename "${GIVEN[0]}" .rpm) R_VER=$KVER ;;
+bzimage) R_PKG=$(basename "$BZIMAGE") R_VER=$KVER ;;
+esac
 
 # Finished build in the cache? (same inputs from another --out)
 BUILT=$CACHE/builds/$BUILD_ID
@@ -407,7 +473,7 @@ else
 	for m in "${MODULE_ORDER[@]}"; do
 		if add_module "$m"; then LOAD+=("$m")
 		elif [ -n "${BUILTIN[$m]:-}" ]; then BUILTINS+=("$m")
-		elif is_required "$m"; then MISSING_LIST+=("$m")
+		elif is_required "$m" && [ -n "$MODSRC" ] && [ -f "$MODSRC/modules.builtin" ]; then MISSING_LIST+=("$m")
 		else ABSENT+=("$m"); fi
 	done
 	for f in modules.builtin modules.builtin.modinfo modules.order; do

@@ -1,0 +1,56 @@
+import Foundation
+import Testing
+@testable import KMatrixRuntime
+
+/// The domain XML carries the network rule (DESIGN.md §7): only a 127.0.0.1 port forward, with
+/// slirp's restrict=on, and nothing libvirt would turn into a second, unrestricted NIC.
+struct DomainXMLTests {
+    func spec(boot: MachineSpec.Boot, accelerator: Accelerator = .tcg) -> MachineSpec {
+        MachineSpec(name: "kmatrix-run1-debian-12-6.1", runID: "run1", boot: boot, memoryMiB: 256, vcpus: 1, sshPort: 40222,
+                    consoleLog: URL(fileURLWithPath: "/tmp/out/console/debian-12-6.1.log"), accelerator: accelerator)
+    }
+
+    let kernelBoot = MachineSpec.Boot.kernel(kernel: URL(fileURLWithPath: "/c/vmlinuz"), initrd: URL(fileURLWithPath: "/c/initramfs.gz"),
+                                             cmdline: "console=ttyS0 panic=-1 kmatrix.sshkey=a&b")
+
+    @Test func networkIsRestrictedSlirpForwardedOnLoopbackOnly() {
+        let xml = LibvirtDomainXML.make(for: spec(boot: kernelBoot))
+        #expect(xml.contains("<qemu:arg value='user,id=kmnet0,restrict=on,hostfwd=tcp:127.0.0.1:40222-:22'/>"))
+        #expect(xml.contains("<qemu:arg value='virtio-net-pci,netdev=kmnet0,romfile=,bus=pci.0,addr=0x1e'/>"))
+        #expect(!xml.contains("<interface"))
+        #expect(xml.components(separatedBy: "hostfwd=").count == 2)
+    }
+
+    @Test func tcgGuestsGetQemuTypeAndASmallTranslationCache() {
+        let tcg = LibvirtDomainXML.make(for: spec(boot: kernelBoot))
+        #expect(tcg.hasPrefix("<domain type='qemu'"))
+        #expect(tcg.contains("<tb-cache unit='MiB'>32</tb-cache>"))
+        let kvm = LibvirtDomainXML.make(for: spec(boot: kernelBoot, accelerator: .kvm))
+        #expect(kvm.hasPrefix("<domain type='kvm'"))
+        #expect(!kvm.contains("tb-cache"))
+        #expect(kvm.contains("host-passthrough"))
+    }
+
+    @Test func kernelBootEscapesTheCommandLineAndLogsTheConsoleToOneFile() {
+        let xml = LibvirtDomainXML.make(for: spec(boot: kernelBoot))
+        #expect(xml.contains("<cmdline>console=ttyS0 panic=-1 kmatrix.sshkey=a&amp;b</cmdline>"))
+        #expect(xml.components(separatedBy: "<source path='/tmp/out/console/debian-12-6.1.log'/>").count == 3)
+        #expect(xml.contains("<memballoon model='none'/>"))
+        #expect(xml.contains("<controller type='usb' model='none'/>"))
+        #expect(xml.contains("<kmatrix:run xmlns:kmatrix='\(LibvirtDomainXML.metadataNamespace)' id='run1'/>"))
+    }
+
+    @Test func diskBootUsesTheOverlayAndTheSeedNeverTheBase() {
+        let boot = MachineSpec.Boot.disk(overlay: URL(fileURLWithPath: "/c/runs/r/overlay.qcow2"), seed: URL(fileURLWithPath: "/c/runs/r/seed.iso"))
+        let xml = LibvirtDomainXML.make(for: spec(boot: boot))
+        #expect(xml.contains("<source file='/c/runs/r/overlay.qcow2'/>"))
+        #expect(xml.contains("<source file='/c/runs/r/seed.iso'/>"))
+        #expect(xml.contains("<readonly/>"))
+        #expect(!xml.contains("<kernel>"))
+    }
+
+    @Test func runIDIsReadBackFromLibvirtsMetadata() {
+        #expect(LibvirtDomainXML.runID(fromMetadata: #"<run xmlns="https://kmatrix.dev/xmlns/run/1" id="2214a&amp;b"/>"#) == "2214a&b")
+        #expect(LibvirtDomainXML.runID(fromMetadata: "<run/>") == nil)
+    }
+}
