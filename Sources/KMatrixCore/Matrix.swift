@@ -56,6 +56,7 @@ public struct GuestSpec: Sendable, Hashable, Identifiable {
     public var name: String
     public var image: ImageSpec
     public var memoryMiB: Int?
+    public var vcpus: Int?
     /// Per-scenario expected outcomes that override the version rules.
     public var expect: [String: Outcome]
     /// The kernel release this guest is known to run (vendor images), used to state an
@@ -90,6 +91,16 @@ public enum ImageSpec: Sendable, Hashable {
         case .host: "host"
         case .kernel: "kernel"
         case .cloud: "cloud"
+        }
+    }
+
+    /// Rough boot cost, for starting the slowest guests first: a distro's own boot with
+    /// cloud-init takes minutes under TCG, our initramfs seconds, the host none.
+    public var bootCost: Int {
+        switch self {
+        case .host: 0
+        case .kernel: 1
+        case .cloud: 2
         }
     }
 }

@@ -15,6 +15,9 @@ public struct MatrixError: Error, Sendable, Equatable, CustomStringConvertible {
 
 public enum MatrixParser {
     static let suites = ["bullseye", "bookworm", "trixie"]
+    /// Builds under `images/` that a matrix may name.
+    public static let kernelRecipes = ["legacy-failopen"]
+    public static let cloudRecipes = ["cloud-standin"]
 
     public static func parse(_ text: String, file: String) throws(MatrixError) -> Matrix {
         let context = Context(file: file)
@@ -205,7 +208,7 @@ public enum MatrixParser {
                 var name: String?
                 var image: ImageSpec?
                 var spec = GuestSpec(name: "", image: .host)
-                for entry in try mapping(guestNode, "a guest", allowed: ["name", "image", "memory_mib", "expect", "kernel"]) {
+                for entry in try mapping(guestNode, "a guest", allowed: ["name", "image", "memory_mib", "vcpus", "expect", "kernel"]) {
                     switch entry.key {
                     case "name":
                         let value = try string(entry.value, "name")
@@ -220,6 +223,7 @@ public enum MatrixParser {
                         name = value
                     case "image": image = try self.image(entry.value)
                     case "memory_mib": spec.memoryMiB = try int(entry.value, "memory_mib", range: 128...65536)
+                    case "vcpus": spec.vcpus = try int(entry.value, "vcpus", range: 1...64)
                     case "kernel": spec.nominalKernel = try string(entry.value, "kernel")
                     case "expect":
                         for override in try mapping(entry.value, "a guest's expect", allowed: Scenario.catalogue.map(\.name)) {
@@ -273,6 +277,9 @@ public enum MatrixParser {
                     }
                     return .kernel(.debian(suite: value))
                 case "recipe":
+                    guard MatrixParser.kernelRecipes.contains(value) else {
+                        throw error(at: valueNode, "unknown kernel recipe \"\(value)\"", fix: "use one of: \(MatrixParser.kernelRecipes.joined(separator: ", ")) (images/legacy-kernel)")
+                    }
                     return .kernel(.recipe(value))
                 default:
                     return .kernel(.file(path: value, modules: values["modules"]?.0))
@@ -284,6 +291,9 @@ public enum MatrixParser {
                 }
                 guard let (user, _) = values["user"] else {
                     throw error(at: node, "a cloud image needs the distribution's default user", fix: "add user: cloud-user (RHEL), ubuntu or ec2-user")
+                }
+                if let (recipe, recipeNode) = values["recipe"], !MatrixParser.cloudRecipes.contains(recipe) {
+                    throw error(at: recipeNode, "unknown cloud image recipe \"\(recipe)\"", fix: "use one of: \(MatrixParser.cloudRecipes.joined(separator: ", ")) (a directory under images/)")
                 }
                 if let (sum, sumNode) = values["sha256"], sum.count != 64 || !sum.allSatisfy(\.isHexDigit) {
                     throw error(at: sumNode, "sha256 must be 64 hexadecimal digits", fix: "copy the checksum from the vendor's download page")

@@ -31,7 +31,10 @@ public struct Orchestrator: Sendable {
         let labels = RowLabels(taken: guests.filter { !$0.labelledByKernel }.map(\.name))
         var byGuest: [String: [CellResult]] = [:]
         await withTaskGroup(of: (String, [CellResult]).self) { group in
-            var pending = guests[...]
+            // Slowest boots first, so the long ones overlap the many short ones.
+            var pending = guests.enumerated().sorted {
+                ($0.element.image.bootCost, -$0.offset) > ($1.element.image.bootCost, -$1.offset)
+            }.map(\.element)[...]
             func startNext() {
                 guard let guest = pending.popFirst() else { return }
                 group.addTask {

@@ -96,7 +96,7 @@ public struct VirtualMachineLauncher: GuestLauncher {
         }
 
         progress(.booting)
-        let spec = MachineSpec(name: domainName, runID: context.runID, boot: boot, memoryMiB: memory, vcpus: context.defaults.vcpus,
+        let spec = MachineSpec(name: domainName, runID: context.runID, boot: boot, memoryMiB: memory, vcpus: guest.vcpus ?? context.defaults.vcpus,
                                sshPort: port, consoleLog: console, accelerator: accelerator)
         let machine: any VirtualMachine
         do {

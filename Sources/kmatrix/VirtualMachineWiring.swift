@@ -20,7 +20,8 @@ struct VirtualMachineWiring: Sendable {
             throw KMatrixError(.hostNotReady, "cannot connect to libvirt at \(uri): \(error); start it with scripts/host-setup.sh (or check `kmatrix doctor`)")
         }
         let versions = try await hypervisor.versions()
-        let accelerator = await hypervisor.detectAccelerator()
+        let accelerator = await AcceleratorCache(cacheDirectory: layout.cache)
+            .verdict(key: AcceleratorCache.key(uri: uri, qemu: versions.qemu)) { await hypervisor.detectAccelerator() }
         logger.notice("libvirt \(versions.libvirt), QEMU \(versions.qemu), accelerator \(accelerator.rawValue)")
         let keys = try await RunKeys.create(runID: context.runID, commands: commands)
         let scratch = layout.cache.appendingPathComponent("runs").appendingPathComponent(context.runID)

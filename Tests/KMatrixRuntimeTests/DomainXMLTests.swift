@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import KMatrixRuntime
 
@@ -52,5 +53,23 @@ struct DomainXMLTests {
     @Test func runIDIsReadBackFromLibvirtsMetadata() {
         #expect(LibvirtDomainXML.runID(fromMetadata: #"<run xmlns="https://kmatrix.dev/xmlns/run/1" id="2214a&amp;b"/>"#) == "2214a&b")
         #expect(LibvirtDomainXML.runID(fromMetadata: "<run/>") == nil)
+    }
+}
+
+struct AcceleratorCacheTests {
+    @Test func probesOncePerKeyAndAgainForANewOne() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-accel-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let cache = AcceleratorCache(cacheDirectory: directory)
+        let probes = Mutex(0)
+        let probe: () async -> Accelerator = { probes.withLock { $0 += 1 }; return .tcg }
+        #expect(await cache.verdict(key: "boot-a qemu:///system 7.2", probe: probe) == .tcg)
+        #expect(await cache.verdict(key: "boot-a qemu:///system 7.2", probe: probe) == .tcg)
+        #expect(probes.withLock { $0 } == 1)
+        #expect(await cache.verdict(key: "boot-b qemu:///system 7.2", probe: { .kvm }) == .kvm)
+        #expect(await cache.verdict(key: nil, probe: probe) == .tcg)
+        #expect(probes.withLock { $0 } == 2)
+        #expect(AcceleratorCache.key(uri: "qemu+ssh://lab/system", qemu: "7.2") == nil)
+        #expect(AcceleratorCache.key(uri: "qemu:///system", qemu: "7.2")?.hasSuffix(" qemu:///system 7.2") == true)
     }
 }

@@ -94,10 +94,30 @@ APT=(-o "Dir::Etc=$APTDIR/etc" -o "Dir::Etc::SourceList=$APTDIR/etc/sources.list
      -o APT::Architecture=amd64 -o "APT::Architectures::=amd64" -o Acquire::Languages=none
      -o APT::Get::List-Cleanup=true)
 
-log "updating private apt lists ($RELEASE, -updates, -security)"
-if ! apt-get "${APT[@]}" -qq update >"$CACHE/apt-update.log" 2>&1; then
-    ls "$APTDIR/lists/"*_InRelease >/dev/null 2>&1 || { cat "$CACHE/apt-update.log" >&2; die "apt update failed and no cached lists"; }
-    log "warning: apt update failed; using cached lists ($(cat "$CACHE/apt-update.log" | tail -1))"
+# Lists younger than KMATRIX_APT_TTL seconds (default 3600) are trusted as they are: every
+# run asks for this image, and a refresh costs seconds and the network.
+APT_TTL=${KMATRIX_APT_TTL:-3600}
+stamp="$APTDIR/lists/.updated"
+if [ -e "$stamp" ] && [ $(( $(date +%s) - $(stat -c %Y "$stamp") )) -lt "$APT_TTL" ] && cmp -s "$APTDIR/etc/sources.list" "$APTDIR/lists/.sources"; then
+    :
+else
+    log "updating private apt lists ($RELEASE, -updates, -security)"
+    if apt-get "${APT[@]}" -qq update >"$CACHE/apt-update.log" 2>&1; then
+        cp "$APTDIR/etc/sources.list" "$APTDIR/lists/.sources"
+        touch "$stamp"
+    else
+        ls "$APTDIR/lists/"*_InRelease >/dev/null 2>&1 || { cat "$CACHE/apt-update.log" >&2; die "apt update failed and no cached lists"; }
+        log "warning: apt update failed; using cached lists ($(tail -1 "$CACHE/apt-update.log"))"
+    fi
+fi
+
+# The build id below costs a few seconds of apt resolution; remember it per set of lists.
+LISTS_KEY=$( { sha256sum "$SELF"; (cd "$FILES" && find . -type f | LC_ALL=C sort | xargs sha256sum)
+    cat "$APTDIR/lists/"*_InRelease; } | sha256sum | cut -d' ' -f1)
+if [ "$FORCE" = 0 ] && [ -f "$CACHE/build-id.$LISTS_KEY" ] && [ -f "$OUT/manifest.json" ] && [ -f "$OUT/$IMAGE_NAME" ] &&
+   [ "$(jq -r .build_id "$OUT/manifest.json" 2>/dev/null)" = "$(cat "$CACHE/build-id.$LISTS_KEY")" ]; then
+    log "up to date: $OUT/$IMAGE_NAME"
+    exit 0
 fi
 
 mapfile -t PACKAGES < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$FILES/packages.list" | grep -v '^$')
@@ -129,6 +149,8 @@ BUILD_ID=$( {
     echo "$CLOSURE"
 } | sha256sum | cut -d' ' -f1)
 log "build_id $BUILD_ID (kernel $KERNEL_PKG $KERNEL_VER)"
+rm -f "$CACHE"/build-id.*
+echo "$BUILD_ID" >"$CACHE/build-id.$LISTS_KEY"
 
 if [ "$FORCE" = 0 ] && [ -f "$OUT/manifest.json" ] && [ -f "$OUT/$IMAGE_NAME" ] &&
    [ "$(jq -r .build_id "$OUT/manifest.json" 2>/dev/null)" = "$BUILD_ID" ]; then
