@@ -39,6 +39,7 @@ let package = Package(
         .testTarget(name: "KMatrixCoreTests", dependencies: ["KMatrixCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"], swiftSettings: strict),
         .testTarget(name: "KMatrixRuntimeTests", dependencies: ["KMatrixRuntime", "KMatrixCore"], swiftSettings: strict),
-        .testTarget(name: "EndToEndTests", dependencies: ["KMatrixCore"], swiftSettings: strict),
+        // Fixtures holds scripts the tests run from the checkout, not bundle resources.
+        .testTarget(name: "EndToEndTests", dependencies: ["KMatrixCore"], exclude: ["Fixtures"], swiftSettings: strict),
     ]
 )

@@ -108,8 +108,10 @@ public enum ImageSpec: Sendable, Hashable {
 public enum KernelSource: Sendable, Hashable {
     /// The current cloud kernel of a Debian suite (bullseye, bookworm, trixie), from the archive.
     case debian(suite: String)
-    /// A kernel package or image file on this machine: `.deb`, `.rpm` or bzImage.
-    case file(path: String, modules: String?)
+    /// Kernel files on this machine: `.deb` packages (an Ubuntu linux-image + linux-modules
+    /// pair), `.rpm` packages (RHEL's kernel-core + kernel-modules), or one bare bzImage with
+    /// an optional modules directory.
+    case files(paths: [String], modules: String?)
     /// A kernel built by a recipe under `images/` (e.g. `legacy-failopen`).
     case recipe(String)
 }

@@ -247,7 +247,21 @@ public enum MatrixParser {
             let keys = ["kind", "suite", "deb", "rpm", "bzimage", "modules", "recipe", "file", "sha256", "user", "source"]
             let entries = try mapping(node, "image", allowed: keys)
             var values: [String: (String, Node)] = [:]
-            for entry in entries { values[entry.key] = (try string(entry.value, entry.key), entry.value) }
+            var packageLists: [String: [String]] = [:]
+            for entry in entries {
+                // deb and rpm take one file or a list (split kernel packages go together).
+                if ["deb", "rpm"].contains(entry.key), case .sequence(let items) = entry.value {
+                    guard !items.isEmpty else {
+                        throw error(at: entry.value, "\(entry.key) lists no files", fix: "write \(entry.key): [/path/a.\(entry.key), /path/b.\(entry.key)]")
+                    }
+                    var paths: [String] = []
+                    for item in items { paths.append(try string(item, entry.key)) }
+                    packageLists[entry.key] = paths
+                    values[entry.key] = (paths[0], entry.value)
+                } else {
+                    values[entry.key] = (try string(entry.value, entry.key), entry.value)
+                }
+            }
             guard let (kind, kindNode) = values["kind"] else {
                 throw error(at: node, "the image has no kind", fix: "add kind: host, kernel or cloud")
             }
@@ -282,7 +296,7 @@ public enum MatrixParser {
                     }
                     return .kernel(.recipe(value))
                 default:
-                    return .kernel(.file(path: value, modules: values["modules"]?.0))
+                    return .kernel(.files(paths: packageLists[source] ?? [value], modules: values["modules"]?.0))
                 }
             case "cloud":
                 try reject(["suite", "deb", "rpm", "bzimage", "modules"])

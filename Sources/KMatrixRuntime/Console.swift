@@ -21,7 +21,7 @@ public struct ConsoleLog: Sendable {
     }
 
     public static func crashLine(in text: String) -> String? {
-        for line in text.split(separator: "\n") {
+        for line in text.split(whereSeparator: \.isNewline) {
             if crashMarkers.contains(where: { line.contains($0) }) {
                 return line.trimmingCharacters(in: .whitespacesAndNewlines.union(.controlCharacters))
             }
@@ -36,7 +36,7 @@ public struct ConsoleLog: Sendable {
 
     public static func missingFeatures(in text: String) -> [String] {
         var found: [String] = []
-        for line in text.split(separator: "\n") {
+        for line in text.split(whereSeparator: \.isNewline) {
             guard let range = line.range(of: "KMATRIX-MISSING ") else { continue }
             let what = line[range.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines.union(.controlCharacters))
             if !what.isEmpty && !found.contains(what) { found.append(what) }
@@ -45,7 +45,7 @@ public struct ConsoleLog: Sendable {
     }
 
     public func tail(lines count: Int = 15) -> String {
-        text().split(separator: "\n", omittingEmptySubsequences: true).suffix(count)
+        text().split(whereSeparator: \.isNewline).suffix(count)
             .map { $0.trimmingCharacters(in: .controlCharacters) }.joined(separator: "\n")
     }
 

@@ -45,7 +45,7 @@ public actor ImageStore {
         switch source {
         case .debian(let suite): "debian-\(suite)"
         case .recipe(let name): "recipe-\(name)"
-        case .file(let path, let modules): "file-\(path)-\(modules ?? "")"
+        case .files(let paths, let modules): "files-\(paths.joined(separator: ","))-\(modules ?? "")"
         }
     }
 
@@ -69,19 +69,23 @@ public actor ImageStore {
             kernelFile = bzImage
             out = imagesDirectory.appendingPathComponent("kernel-legacy-failopen")
             arguments += ["--suite", "legacy-failopen", "--bzimage", bzImage.path]
-        case .file(let path, let modules):
-            let file = URL(fileURLWithPath: path).standardizedFileURL
-            guard FileManager.default.fileExists(atPath: file.path) else {
-                throw KMatrixError(.image, "kernel file \(path) does not exist")
+        case .files(let paths, let modules):
+            let files = paths.map { URL(fileURLWithPath: $0).standardizedFileURL }
+            for file in files where !FileManager.default.fileExists(atPath: file.path) {
+                throw KMatrixError(.image, "kernel file \(file.path) does not exist")
             }
-            kernelFile = file
-            let digest = FileDigest.sha256(of: file) ?? "unknown"
-            out = imagesDirectory.appendingPathComponent("kernel-file-\(digest.prefix(16))")
-            switch file.pathExtension {
-            case "deb": arguments += ["--deb", file.path]
-            case "rpm": arguments += ["--rpm", file.path]
-            default: arguments += ["--bzimage", file.path]
+            let kinds = Set(files.map { ["deb", "rpm"].contains($0.pathExtension) ? $0.pathExtension : "bzimage" })
+            guard let kind = kinds.first, kinds.count == 1, kind != "bzimage" || files.count == 1 else {
+                throw KMatrixError(.invalidInput, "kernel files \(paths.joined(separator: ", ")) mix kinds: give .deb files, .rpm files, or one bzImage")
             }
+            if modules != nil && kind != "bzimage" {
+                throw KMatrixError(.invalidInput, "--modules goes with a bare bzImage; \(kind) packages carry their own modules")
+            }
+            kernelFile = files.first
+            // One output slot per set of inputs; the recipe's build id covers their content anyway.
+            let digests = files.map { String((FileDigest.sha256(of: $0) ?? "unknown").prefix(16)) }
+            out = imagesDirectory.appendingPathComponent("kernel-file-" + digests.joined(separator: "-"))
+            for file in files { arguments += ["--\(kind)", file.path] }
             if let modules { arguments += ["--modules", modules] }
         }
         try await runRecipe(recipe, arguments + ["--out", out.path], what: "kernel image \(key)", limit: .seconds(1800))

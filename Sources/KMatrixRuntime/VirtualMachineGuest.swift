@@ -34,8 +34,8 @@ public struct VirtualMachineLauncher: GuestLauncher {
         switch guest.image {
         case .cloud(let image) where !images.cloudImagePresent(image):
             return ImageStore.missingCloudImage(image, expectedAt: images.cloudDirectory.appendingPathComponent(image.file))
-        case .kernel(.file(let path, _)) where !FileManager.default.fileExists(atPath: path):
-            return "kernel file \(path) does not exist"
+        case .kernel(.files(let paths, _)) where paths.contains(where: { !FileManager.default.fileExists(atPath: $0) }):
+            return "kernel file \(paths.filter { !FileManager.default.fileExists(atPath: $0) }.joined(separator: ", ")) does not exist"
         default:
             return nil
         }

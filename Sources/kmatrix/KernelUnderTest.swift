@@ -2,15 +2,19 @@ import Foundation
 import KMatrixCore
 import KMatrixRuntime
 
-/// `--kernel PATH`: a guest for a kernel file, judged by the matrix's version rules.
+/// `--kernel PATH[,PATH…]`: a guest for a kernel, judged by the matrix's version rules. Split
+/// packages go together, comma-separated: RHEL's kernel-core + kernel-modules, Ubuntu's
+/// linux-image + linux-modules.
 enum KernelUnderTest {
     static let prefix = "kernel-"
 
-    static func guest(for path: String, modules: String?, existing: [GuestSpec]) throws -> GuestSpec {
-        let url = URL(fileURLWithPath: path).standardizedFileURL
-        guard FileManager.default.fileExists(atPath: url.path) else {
+    static func guest(for argument: String, modules: String?, existing: [GuestSpec]) throws -> GuestSpec {
+        let paths = argument.split(separator: ",").map { URL(fileURLWithPath: String($0)).standardizedFileURL.path }
+        guard let first = paths.first else { throw KMatrixError(.invalidInput, "--kernel needs a file") }
+        for path in paths where !FileManager.default.fileExists(atPath: path) {
             throw KMatrixError(.invalidInput, "--kernel \(path): no such file")
         }
+        let url = URL(fileURLWithPath: first)
         // The row is relabelled with the observed `uname -r` once the guest boots; until then
         // (and when it never boots) the file name keeps rows apart.
         var base = prefix + url.deletingPathExtension().lastPathComponent
@@ -22,6 +26,6 @@ enum KernelUnderTest {
             name = "\(base)-\(counter)"
             counter += 1
         }
-        return GuestSpec(name: name, image: .kernel(.file(path: url.path, modules: modules)), labelledByKernel: true)
+        return GuestSpec(name: name, image: .kernel(.files(paths: paths, modules: modules)), labelledByKernel: true)
     }
 }

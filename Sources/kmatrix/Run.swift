@@ -19,7 +19,9 @@ struct Run: AsyncParsableCommand {
     @Option(name: .customLong("scenario"), help: "Run only this scenario (repeatable).")
     var scenarios: [String] = []
 
-    @Option(name: .customLong("kernel"), help: "Also boot this kernel (.deb, .rpm or bzImage) with kmatrix's rootfs (repeatable).")
+    @Option(name: .customLong("kernel"), help: ArgumentHelp(
+        "Also boot this kernel with kmatrix's rootfs (repeatable): a .deb, a .rpm or a bzImage; split packages comma-separated.",
+        valueName: "file[,file…]"))
     var kernels: [String] = []
 
     @Option(help: "Modules directory for a bare bzImage given with --kernel.")

@@ -94,7 +94,7 @@ actor ResultWriter {
     /// The last lines of a guest's console, for failure messages in JUnit.
     static func consoleTail(_ path: String) -> String? {
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        let lines = String(decoding: data, as: UTF8.self).split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
         return lines.suffix(30).joined(separator: "\n")
     }
 }

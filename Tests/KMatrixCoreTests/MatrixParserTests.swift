@@ -47,6 +47,7 @@ import Testing
           - { name: h, image: { kind: host } }
           - { name: k, image: { kind: kernel, deb: /tmp/linux-image.deb } }
           - { name: b, image: { kind: kernel, bzimage: /tmp/bzImage, modules: /tmp/mods } }
+          - { name: r, image: { kind: kernel, rpm: [/tmp/kernel-core.rpm, /tmp/kernel-modules.rpm] } }
           - name: c
             kernel: 3.10.0-1160.el7.x86_64
             memory_mib: 1024
@@ -55,12 +56,13 @@ import Testing
         """, file: "m.yaml")
         #expect(matrix.guests.map(\.image) == [
             .host,
-            .kernel(.file(path: "/tmp/linux-image.deb", modules: nil)),
-            .kernel(.file(path: "/tmp/bzImage", modules: "/tmp/mods")),
+            .kernel(.files(paths: ["/tmp/linux-image.deb"], modules: nil)),
+            .kernel(.files(paths: ["/tmp/bzImage"], modules: "/tmp/mods")),
+            .kernel(.files(paths: ["/tmp/kernel-core.rpm", "/tmp/kernel-modules.rpm"], modules: nil)),
             .cloud(CloudImage(file: "x.qcow2", sha256: String(repeating: "a", count: 64), user: "cloud-user")),
         ])
-        #expect(matrix.guests[3].memoryMiB == 1024)
-        #expect(matrix.guests[3].nominalKernel == "3.10.0-1160.el7.x86_64")
+        #expect(matrix.guests[4].memoryMiB == 1024)
+        #expect(matrix.guests[4].nominalKernel == "3.10.0-1160.el7.x86_64")
         // Catalogue order, not file order.
         #expect(matrix.scenarios.map(\.name) == ["failopen-socket-overflow", "live-consumer"])
     }

@@ -54,7 +54,9 @@
 #   apt/SUITE/      private apt config, sources.list, lists, cache, empty dpkg status
 #   debs/SHA256.deb downloaded kernels, by content; SHA256.meta: suite/flavour/package/version
 #   builds/BUILD_ID finished outputs, copied to --out on a cache hit
-set -euo pipefail
+set -Eeuo pipefail
+# set -e stops without a word; say where, so the harness can show it in the cell's reason
+trap 'echo "kernel-rootfs: error: line $LINENO: $BASH_COMMAND failed" >&2' ERR
 umask 022
 export LC_ALL=C
 
@@ -384,11 +386,11 @@ extract_kernel() {
 		fi ;;
 	esac
 	local vm
-	vm=$(find "$k/boot" -maxdepth 1 -name 'vmlinuz-*' 2>/dev/null | sort | head -n1)
+	vm=$(find "$k/boot" -maxdepth 1 -name 'vmlinuz-*' 2>/dev/null | sort | head -n1 || true)
 	if [ -n "$vm" ]; then KVER=${vm##*/vmlinuz-}
 	else
 		# RHEL 8 and later ship the kernel inside its modules directory
-		vm=$(find "$k/lib/modules" "$k/usr/lib/modules" -mindepth 2 -maxdepth 2 -name vmlinuz 2>/dev/null | sort | head -n1)
+		vm=$(find "$k/lib/modules" "$k/usr/lib/modules" -mindepth 2 -maxdepth 2 -name vmlinuz 2>/dev/null | sort | head -n1 || true)
 		[ -n "$vm" ] || die "no boot/vmlinuz-* or lib/modules/*/vmlinuz in ${GIVEN[*]:-${DEBS[*]}}"
 		KVER=$(basename "$(dirname "$vm")")
 	fi
