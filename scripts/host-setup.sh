@@ -13,7 +13,7 @@ set -euo pipefail
 readonly PACKAGES=(
     libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils
     musl-tools busybox-static dropbear-bin iptables nftables kmod cpio zstd xz-utils
-    openssh-client tini genisoimage iproute2 pkg-config rpm2cpio
+    openssh-client tini genisoimage iproute2 pkg-config rpm2cpio rpm
 )
 readonly QEMU_CONF=/etc/libvirt/qemu.conf
 readonly LIBVIRTD_LOG=${KMATRIX_LIBVIRTD_LOG:-/var/log/kmatrix-libvirtd.log}

@@ -23,12 +23,33 @@ public struct CommandResult: Sendable {
     }
 }
 
+/// Where a long-running command's stderr goes instead of memory.
+public enum ErrorStream: Sendable {
+    /// This process's stderr: the user watches an image build happen.
+    case passthrough
+    /// A log file, overwritten, for reading later.
+    case file(URL)
+}
+
 /// Runs programs. The system implementation uses swift-subprocess; tests substitute fakes.
 public protocol CommandRunner: Sendable {
     func run(_ executable: String, _ arguments: [String], input: Data?, timeout: Duration?) async throws -> CommandResult
+    /// Like `run`, with stderr streamed to `errors` as it is written (the result's `stderr` is empty).
+    func run(_ executable: String, _ arguments: [String], timeout: Duration?, errors: ErrorStream) async throws -> CommandResult
 }
 
 extension CommandRunner {
+    /// Fakes need not stream: they hand the collected stderr over at the end.
+    public func run(_ executable: String, _ arguments: [String], timeout: Duration?, errors: ErrorStream) async throws -> CommandResult {
+        var result = try await run(executable, arguments, input: nil, timeout: timeout)
+        switch errors {
+        case .passthrough: FileHandle.standardError.write(Data(result.stderr.utf8))
+        case .file(let url): try Data(result.stderr.utf8).write(to: url)
+        }
+        result.stderr = ""
+        return result
+    }
+
     public func run(_ executable: String, _ arguments: [String], timeout: Duration? = nil) async throws -> CommandResult {
         try await run(executable, arguments, input: nil, timeout: timeout)
     }
@@ -51,23 +72,52 @@ public struct SystemCommandRunner: CommandRunner {
 
     public init() {}
 
-    public func run(_ executable: String, _ arguments: [String], input: Data?, timeout: Duration?) async throws -> CommandResult {
+    func configuration(_ executable: String, _ arguments: [String]) -> Configuration {
         let executableReference: Executable = executable.contains("/") ? .path(FilePath(executable)) : .name(executable)
         var options = PlatformOptions()
         // A command that outlives its timeout gets SIGTERM, then SIGKILL two seconds later.
         options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(2))]
-        let configuration = Configuration(executable: executableReference, arguments: Arguments(arguments), environment: .inherit, platformOptions: options)
+        return Configuration(executable: executableReference, arguments: Arguments(arguments), environment: .inherit, platformOptions: options)
+    }
+
+    public func run(_ executable: String, _ arguments: [String], timeout: Duration?, errors: ErrorStream) async throws -> CommandResult {
+        let configuration = configuration(executable, arguments)
+        let operation: @Sendable () async throws -> CommandResult = {
+            let descriptor: FileDescriptor
+            let close: Bool
+            switch errors {
+            case .passthrough:
+                descriptor = .standardError
+                close = false
+            case .file(let url):
+                descriptor = try FileDescriptor.open(FilePath(url.path), .writeOnly, options: [.create, .truncate], permissions: [.ownerReadWrite, .groupRead, .otherRead])
+                close = true
+            }
+            let result = try await Subprocess.run(
+                configuration, input: .none, output: .data(limit: Self.outputLimit),
+                error: .fileDescriptor(descriptor, closeAfterSpawningProcess: close))
+            return CommandResult(status: Self.status(result.terminationStatus), stdout: result.standardOutput, stderr: "")
+        }
+        guard let timeout else { return try await operation() }
+        return try await withTimeout(timeout, what: "\(executable) \(arguments.prefix(3).joined(separator: " "))", operation)
+    }
+
+    static func status(_ termination: TerminationStatus) -> Int32 {
+        switch termination {
+        case .exited(let code): code
+        case .signaled(let signal): 128 + signal
+        }
+    }
+
+    public func run(_ executable: String, _ arguments: [String], input: Data?, timeout: Duration?) async throws -> CommandResult {
+        let configuration = configuration(executable, arguments)
         let operation: @Sendable () async throws -> CommandResult = {
             let result = try await Subprocess.run(
                 configuration,
                 input: .data(input ?? Data()),
                 output: .data(limit: Self.outputLimit),
                 error: .string(limit: Self.outputLimit))
-            let status: Int32 = switch result.terminationStatus {
-            case .exited(let code): code
-            case .signaled(let signal): 128 + signal
-            }
-            return CommandResult(status: status, stdout: result.standardOutput, stderr: result.standardError)
+            return CommandResult(status: Self.status(result.terminationStatus), stdout: result.standardOutput, stderr: result.standardError)
         }
         guard let timeout else { return try await operation() }
         return try await withTimeout(timeout, what: "\(executable) \(arguments.prefix(3).joined(separator: " "))", operation)

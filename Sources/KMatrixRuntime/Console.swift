@@ -50,7 +50,9 @@ public struct ConsoleLog: Sendable {
     }
 
     /// Waits until `marker` appears on the console; fails early on a crash, at the deadline with the tail.
-    public func waitFor(_ marker: String, within limit: Duration, what: String) async throws {
+    /// `silentHint` explains an empty console, which differs for a bare kernel and a disk image.
+    public func waitFor(_ marker: String, within limit: Duration, what: String,
+                        silentHint: String = "a kernel needs its 8250 serial console built in, CONFIG_SERIAL_8250_CONSOLE, to print on ttyS0") async throws {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             try Task.checkCancellation()
@@ -61,7 +63,7 @@ public struct ConsoleLog: Sendable {
         }
         let content = text()
         if content.isEmpty {
-            throw KMatrixError(.boot, "\(what) not seen within \(limit.formattedSeconds): the console stayed empty (a kernel needs its 8250 serial console built in, CONFIG_SERIAL_8250_CONSOLE, to print on ttyS0)")
+            throw KMatrixError(.boot, "\(what) not seen within \(limit.formattedSeconds): the console stayed empty (\(silentHint))")
         }
         let missing = Self.missingFeatures(in: content)
         let tail = tail(lines: 8).replacingOccurrences(of: "\n", with: " ⏎ ")

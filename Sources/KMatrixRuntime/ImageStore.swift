@@ -17,12 +17,17 @@ public struct KernelImage: Sendable {
 public actor ImageStore {
     let layout: Layout
     let commands: any CommandRunner
+    /// Recipes' output on this process's stderr (`images build`), or in a log file per image.
+    let showBuildOutput: Bool
     var builds: [String: Task<KernelImage, any Error>] = [:]
 
-    public init(layout: Layout, commands: any CommandRunner) {
+    public init(layout: Layout, commands: any CommandRunner, showBuildOutput: Bool = false) {
         self.layout = layout
         self.commands = commands
+        self.showBuildOutput = showBuildOutput
     }
+
+    nonisolated var logDirectory: URL { layout.cache.appendingPathComponent("logs") }
 
     nonisolated var imagesDirectory: URL { layout.cache.appendingPathComponent("images") }
     /// Registered cloud images (vendor downloads, `kmatrix images add`) and built stand-ins.
@@ -98,10 +103,13 @@ public actor ImageStore {
     }
 
     func runRecipe(_ script: String, _ arguments: [String], what: String, limit: Duration) async throws {
-        let result = try await commands.run("bash", [script] + arguments, input: nil, timeout: limit)
+        try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
+        let log = logDirectory.appendingPathComponent(what.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "-" }.reduce("") { $0 + String($1) } + ".log")
+        let result = try await commands.run("bash", [script] + arguments, timeout: limit, errors: showBuildOutput ? .passthrough : .file(log))
         guard result.succeeded else {
-            let tail = result.stderr.split(separator: "\n").suffix(6).joined(separator: " / ")
-            throw KMatrixError(.image, "building the \(what) failed (exit \(result.status)): \(tail)")
+            let tail = showBuildOutput ? "" : String(decoding: FileManager.default.contents(atPath: log.path) ?? Data(), as: UTF8.self)
+                .split(whereSeparator: \.isNewline).suffix(4).joined(separator: " / ")
+            throw KMatrixError(.image, "building the \(what) failed (exit \(result.status))" + (tail.isEmpty ? "" : ": \(tail); full log: \(log.path)"))
         }
     }
 

@@ -112,7 +112,19 @@ public struct VirtualMachineLauncher: GuestLauncher {
                                             probePath: "/usr/bin/kmatrix-probe", sudo: user != "root")
         do {
             progress(.waitingForReady)
-            try await log.waitFor(ready, within: .seconds(context.timeouts.ready), what: ready == Self.readyMarker ? "the rootfs ready marker" : "cloud-init's final message")
+            if deployProbe {
+                do {
+                    try await log.waitFor(ready, within: .seconds(context.timeouts.ready), what: "cloud-init's final message",
+                                          silentHint: "the disk did not boot, or its bootloader and kernel do not log to the serial port ttyS0")
+                } catch let error as KMatrixError where error.code == .boot {
+                    let console = log.text()
+                    guard console.contains("login:") && !console.contains("Cloud-init v. ") else { throw error }
+                    throw KMatrixError(.boot, "the guest reached its login prompt but cloud-init never ran: the image has no cloud-init, "
+                        + "or it does not read the NoCloud seed (a CD labelled cidata), so the run's SSH key was never installed")
+                }
+            } else {
+                try await log.waitFor(ready, within: .seconds(context.timeouts.ready), what: "the rootfs ready marker")
+            }
             session.missingFeatures = log.missingFeatures()
             if let nic = session.missingFeatures.first(where: { $0.hasPrefix("eth0") }) {
                 throw KMatrixError(.boot, "the guest has no network interface, so SSH cannot reach it: the kernel lacks \(nic)"

@@ -18,7 +18,7 @@ struct Images: AsyncParsableCommand {
             let commands = SystemCommandRunner()
             let layout = try Layout.discover()
             let probe = try await layout.ensureProbe(commands: commands)
-            let store = ImageStore(layout: layout, commands: commands)
+            let store = ImageStore(layout: layout, commands: commands, showBuildOutput: true)
             let guests = try selectGuests(names, in: matrix)
             var failed = 0
             for guest in guests {

@@ -26,6 +26,8 @@ enum KernelUnderTest {
             name = "\(base)-\(counter)"
             counter += 1
         }
-        return GuestSpec(name: name, image: .kernel(.files(paths: paths, modules: modules)), labelledByKernel: true)
+        // --modules is for bare kernels; packages in the same run carry their own.
+        let isPackage = paths.allSatisfy { $0.hasSuffix(".deb") || $0.hasSuffix(".rpm") }
+        return GuestSpec(name: name, image: .kernel(.files(paths: paths, modules: isPackage ? nil : modules)), labelledByKernel: true)
     }
 }

@@ -24,7 +24,7 @@ struct Run: AsyncParsableCommand {
         valueName: "file[,file…]"))
     var kernels: [String] = []
 
-    @Option(help: "Modules directory for a bare bzImage given with --kernel.")
+    @Option(help: "Modules directory (/lib/modules/<release> or its parent) for the bare bzImages given with --kernel.")
     var modules: String?
 
     @Option(help: "Guests booted at once (default: from cores and memory).")
@@ -53,15 +53,16 @@ struct Run: AsyncParsableCommand {
         let commands = SystemCommandRunner()
         let layout = try Layout.discover()
 
-        for path in kernels {
-            matrix.guests.append(try KernelUnderTest.guest(for: path, modules: modules, existing: matrix.guests))
+        var kernelGuests: [GuestSpec] = []
+        for argument in kernels {
+            kernelGuests.append(try KernelUnderTest.guest(for: argument, modules: modules, existing: matrix.guests + kernelGuests))
         }
-        let selectedGuests = try select(guests, from: matrix.guests.map(\.name), what: "guest").map { name in
+        let selectedGuests = try select(guests, from: matrix.guests.map(\.name), what: "guest").compactMap { name in
             matrix.guests.first { $0.name == name }
-        }.compactMap { $0 }
-        let chosenGuests = guests.isEmpty && !kernels.isEmpty
-            ? matrix.guests.filter { $0.name.hasPrefix(KernelUnderTest.prefix) }
-            : (guests.isEmpty ? matrix.guests : selectedGuests)
+        }
+        // --kernel alone validates those kernels; with --guest the named matrix guests run beside them.
+        let chosenGuests = (guests.isEmpty ? (kernels.isEmpty ? matrix.guests : []) : selectedGuests) + kernelGuests
+        matrix.guests += kernelGuests
         let chosenScenarios = scenarios.isEmpty
             ? matrix.scenarios
             : try select(scenarios, from: Scenario.catalogue.map(\.name), what: "scenario").compactMap(Scenario.named)

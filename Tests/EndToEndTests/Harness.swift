@@ -1,5 +1,10 @@
 import Foundation
+import Testing
 import KMatrixCore
+
+/// Every end-to-end suite nests in this one, so they run one after another: they share the
+/// host's libvirt, namespaces and two cores, and each checks that nothing kmatrix made is left.
+@Suite(.serialized) struct EndToEnd {}
 
 /// Runs the real `kmatrix` binary, as a user would.
 enum Harness {
@@ -81,5 +86,31 @@ enum Harness {
         let runs = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/kmatrix/runs").path
         leftovers += ((try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? []).map { "overlay dir \($0)" }
         return leftovers
+    }
+
+    static func scratchDirectory(_ name: String) throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-e2e-\(name)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// The Debian kernel packages kmatrix cached for its default guests, by suite (building
+    /// those images first, which is a no-op when they exist).
+    static func cachedKernelDebs() throws -> [String: URL] {
+        let build = try run(["images", "build", "debian-11-5.10", "debian-12-6.1", "debian-13-6.12"])
+        guard build.status == 0 else { throw HarnessError("kmatrix images build failed: \(build.stderr)") }
+        let debs = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/kmatrix/debs")
+        var found: [String: URL] = [:]
+        for entry in try FileManager.default.contentsOfDirectory(atPath: debs.path) where entry.hasSuffix(".meta") {
+            let meta = try String(contentsOf: debs.appendingPathComponent(entry), encoding: .utf8)
+            guard meta.contains("package=linux-image-"), let suite = meta.split(separator: "\n").first(where: { $0.hasPrefix("suite=") }) else { continue }
+            found[String(suite.dropFirst("suite=".count))] = debs.appendingPathComponent(entry.replacingOccurrences(of: ".meta", with: ".deb"))
+        }
+        return found
+    }
+
+    struct HarnessError: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
     }
 }

@@ -19,77 +19,79 @@ enum SharedVirtualMachineRun {
     }
 }
 
-@Suite(.serialized, .enabled(if: Harness.virtualMachinesEnabled, "set KMATRIX_E2E_VMS=1 (scripts/test does)"))
-struct VirtualMachineTests {
-    @Test func stockKernelsReinjectAndStrictDrops() throws {
-        let (run, result) = try SharedVirtualMachineRun.result()
-        for guest in ["debian-12-6.1", "debian-13-6.12"] {
-            let failOpen = try #require(result.cell(guest: guest, scenario: "failopen-socket-overflow"), "stderr: \(run.stderr)")
-            #expect(failOpen.outcome == .reinjected, "\(guest): \(failOpen.reason)")
-            #expect(failOpen.lost == 0)
-            #expect(failOpen.enobufs >= 1)
-            let strict = try #require(result.cell(guest: guest, scenario: "strict-socket-overflow"))
-            #expect(strict.outcome == .dropped, "\(guest): \(strict.reason)")
-            #expect(strict.lost > 0 && strict.lost == strict.counters?.queueUserDropped)
+extension EndToEnd {
+    @Suite(.serialized, .enabled(if: Harness.virtualMachinesEnabled, "set KMATRIX_E2E_VMS=1 (scripts/test does)"))
+    struct VirtualMachineTests {
+        @Test func stockKernelsReinjectAndStrictDrops() throws {
+            let (run, result) = try SharedVirtualMachineRun.result()
+            for guest in ["debian-12-6.1", "debian-13-6.12"] {
+                let failOpen = try #require(result.cell(guest: guest, scenario: "failopen-socket-overflow"), "stderr: \(run.stderr)")
+                #expect(failOpen.outcome == .reinjected, "\(guest): \(failOpen.reason)")
+                #expect(failOpen.lost == 0)
+                #expect(failOpen.enobufs >= 1)
+                let strict = try #require(result.cell(guest: guest, scenario: "strict-socket-overflow"))
+                #expect(strict.outcome == .dropped, "\(guest): \(strict.reason)")
+                #expect(strict.lost > 0 && strict.lost == strict.counters?.queueUserDropped)
+            }
+            #expect(result.cell(guest: "debian-12-6.1", scenario: "failopen-socket-overflow")?.kernel?.hasPrefix("6.1.") == true)
+            #expect(result.cell(guest: "debian-13-6.12", scenario: "failopen-socket-overflow")?.kernel?.hasPrefix("6.12.") == true)
+            #expect(result.run.accelerator != nil)
         }
-        #expect(result.cell(guest: "debian-12-6.1", scenario: "failopen-socket-overflow")?.kernel?.hasPrefix("6.1.") == true)
-        #expect(result.cell(guest: "debian-13-6.12", scenario: "failopen-socket-overflow")?.kernel?.hasPrefix("6.12.") == true)
-        #expect(result.run.accelerator != nil)
-    }
 
-    @Test func legacyFixtureDropsWhereItsStockTwinReinjects() throws {
-        let (run, result) = try SharedVirtualMachineRun.result()
-        let legacy = try #require(result.cell(guest: "legacy-6.1-failopen-reverted", scenario: "failopen-socket-overflow"), "stderr: \(run.stderr)")
-        #expect(legacy.outcome == .dropped, "\(legacy.reason)")
-        #expect(legacy.lost > 0)
-        #expect(legacy.lost == legacy.counters?.queueUserDropped)
-        #expect(legacy.kernel?.contains("kmatrix-legacy-failopen") == true)
-        let twin = try #require(result.cell(guest: "debian-12-6.1", scenario: "failopen-socket-overflow"))
-        #expect(twin.outcome == .reinjected)
-        let probes = try #require(result.cell(guest: "legacy-6.1-failopen-reverted", scenario: "liveness-probe"))
-        #expect(probes.outcome == .dropped, "\(probes.reason)")
-        let twinProbes = try #require(result.cell(guest: "debian-12-6.1", scenario: "liveness-probe"))
-        #expect(twinProbes.outcome == .reinjected, "\(twinProbes.reason)")
-    }
-
-    @Test func cloudStandInRunsThroughTheCloudImagePath() throws {
-        let (run, result) = try SharedVirtualMachineRun.result()
-        let cell = try #require(result.cell(guest: "cloud-standin-debian-11", scenario: "failopen-socket-overflow"), "stderr: \(run.stderr)")
-        #expect(cell.outcome == .reinjected, "\(cell.reason)")
-        #expect(cell.distro?.contains("Debian GNU/Linux 11") == true)
-        #expect(cell.kernel?.hasPrefix("5.10.") == true)
-    }
-
-    @Test func everyCellMatchedAndNothingIsLeftBehind() throws {
-        let (run, result) = try SharedVirtualMachineRun.result()
-        #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
-        #expect(result.cells.allSatisfy { $0.matches == true }, "\(run.stdout)")
-        #expect(Harness.kmatrixLeftovers().isEmpty)
-        let console = run.output.appendingPathComponent("console/debian-12-6.1.log")
-        #expect(try String(contentsOf: console, encoding: .utf8).contains("KMATRIX-READY"))
-    }
-
-    @Test func interruptedMidBootLeavesNothing() throws {
-        let run = try Harness.run(["run", "--guest", "debian-12-6.1", "--scenario", "failopen-socket-overflow"]) { out in
-            FileManager.default.fileExists(atPath: out.appendingPathComponent("console/debian-12-6.1.log").path)
+        @Test func legacyFixtureDropsWhereItsStockTwinReinjects() throws {
+            let (run, result) = try SharedVirtualMachineRun.result()
+            let legacy = try #require(result.cell(guest: "legacy-6.1-failopen-reverted", scenario: "failopen-socket-overflow"), "stderr: \(run.stderr)")
+            #expect(legacy.outcome == .dropped, "\(legacy.reason)")
+            #expect(legacy.lost > 0)
+            #expect(legacy.lost == legacy.counters?.queueUserDropped)
+            #expect(legacy.kernel?.contains("kmatrix-legacy-failopen") == true)
+            let twin = try #require(result.cell(guest: "debian-12-6.1", scenario: "failopen-socket-overflow"))
+            #expect(twin.outcome == .reinjected)
+            let probes = try #require(result.cell(guest: "legacy-6.1-failopen-reverted", scenario: "liveness-probe"))
+            #expect(probes.outcome == .dropped, "\(probes.reason)")
+            let twinProbes = try #require(result.cell(guest: "debian-12-6.1", scenario: "liveness-probe"))
+            #expect(twinProbes.outcome == .reinjected, "\(twinProbes.reason)")
         }
-        #expect(run.status != 0)
-        #expect(Harness.kmatrixLeftovers().isEmpty)
-        let result = try run.results()
-        #expect(result.cells.first?.outcome == .error)
-        #expect(result.cells.first?.reason.contains("interrupted") == true)
-    }
 
-    @Test func vendorImagesWithoutFilesAreSkippedWithInstructions() throws {
-        let run = try Harness.run(["run", "--guest", "rhel-7.9", "--guest", "amazonlinux-2"])
-        #expect(run.status == 0, "\(run.stderr)")
-        let result = try run.results()
-        #expect(result.cells.count == 12)
-        #expect(result.cells.allSatisfy { $0.outcome == .skipped })
-        let reason = try #require(result.cells.first?.reason)
-        #expect(reason.contains("rhel-server-7.9-x86_64-kvm.qcow2"))
-        #expect(reason.contains("kmatrix images add"))
-        #expect(result.cell(guest: "rhel-7.9", scenario: "failopen-socket-overflow")?.expected == .dropped)
-        #expect(result.cell(guest: "amazonlinux-2", scenario: "failopen-socket-overflow")?.expected == .reinjected)
+        @Test func cloudStandInRunsThroughTheCloudImagePath() throws {
+            let (run, result) = try SharedVirtualMachineRun.result()
+            let cell = try #require(result.cell(guest: "cloud-standin-debian-11", scenario: "failopen-socket-overflow"), "stderr: \(run.stderr)")
+            #expect(cell.outcome == .reinjected, "\(cell.reason)")
+            #expect(cell.distro?.contains("Debian GNU/Linux 11") == true)
+            #expect(cell.kernel?.hasPrefix("5.10.") == true)
+        }
+
+        @Test func everyCellMatchedAndNothingIsLeftBehind() throws {
+            let (run, result) = try SharedVirtualMachineRun.result()
+            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            #expect(result.cells.allSatisfy { $0.matches == true }, "\(run.stdout)")
+            #expect(Harness.kmatrixLeftovers().isEmpty)
+            let console = run.output.appendingPathComponent("console/debian-12-6.1.log")
+            #expect(try String(contentsOf: console, encoding: .utf8).contains("KMATRIX-READY"))
+        }
+
+        @Test func interruptedMidBootLeavesNothing() throws {
+            let run = try Harness.run(["run", "--guest", "debian-12-6.1", "--scenario", "failopen-socket-overflow"]) { out in
+                FileManager.default.fileExists(atPath: out.appendingPathComponent("console/debian-12-6.1.log").path)
+            }
+            #expect(run.status != 0)
+            #expect(Harness.kmatrixLeftovers().isEmpty)
+            let result = try run.results()
+            #expect(result.cells.first?.outcome == .error)
+            #expect(result.cells.first?.reason.contains("interrupted") == true)
+        }
+
+        @Test func vendorImagesWithoutFilesAreSkippedWithInstructions() throws {
+            let run = try Harness.run(["run", "--guest", "rhel-7.9", "--guest", "amazonlinux-2"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let result = try run.results()
+            #expect(result.cells.count == 12)
+            #expect(result.cells.allSatisfy { $0.outcome == .skipped })
+            let reason = try #require(result.cells.first?.reason)
+            #expect(reason.contains("rhel-server-7.9-x86_64-kvm.qcow2"))
+            #expect(reason.contains("kmatrix images add"))
+            #expect(result.cell(guest: "rhel-7.9", scenario: "failopen-socket-overflow")?.expected == .dropped)
+            #expect(result.cell(guest: "amazonlinux-2", scenario: "failopen-socket-overflow")?.expected == .reinjected)
+        }
     }
 }

@@ -1,0 +1,66 @@
+import Foundation
+import Testing
+import KMatrixCore
+
+extension EndToEnd {
+    /// `kmatrix run --kernel …`: "validate a new kernel release" with every kind of kernel file,
+    /// booted for real through libvirt. Rows are labelled with the observed `uname -r`, and
+    /// expectations come from the matrix's version rules alone.
+    @Suite(.serialized, .enabled(if: Harness.virtualMachinesEnabled, "set KMATRIX_E2E_VMS=1 (scripts/test does)"))
+    struct KernelUnderTestTests {
+        static let scenarios = ["--scenario", "failopen-socket-overflow", "--scenario", "strict-socket-overflow"]
+
+        @Test func debRpmPairAndBzImageWithModulesAreJudgedByVersionRules() throws {
+            let debs = try Harness.cachedKernelDebs()
+            let work = try Harness.scratchDirectory("kernels")
+            defer { try? FileManager.default.removeItem(at: work) }
+
+            // RHEL 8-style split RPMs (kernel-core + kernel-modules) made from the bookworm kernel.
+            let rpms = Harness.shell("'\(Harness.packageRoot.path)/Tests/EndToEndTests/Fixtures/kernel-rpms.sh' '\(try #require(debs["bookworm"]).path)' '\(work.path)/rpms'")
+                .split(separator: "\n").map(String.init).filter { $0.hasSuffix(".rpm") }
+            #expect(rpms.count == 2, "kernel-rpms.sh made \(rpms)")
+            // A bare vmlinuz with its modules directory, from the bullseye kernel.
+            let unpacked = work.appendingPathComponent("bullseye")
+            _ = Harness.shell("mkdir -p '\(unpacked.path)' && dpkg-deb -x '\(try #require(debs["bullseye"]).path)' '\(unpacked.path)'")
+            let vmlinuz = try #require(try FileManager.default.contentsOfDirectory(atPath: unpacked.appendingPathComponent("boot").path).first { $0.hasPrefix("vmlinuz-") })
+            let release = String(vmlinuz.dropFirst("vmlinuz-".count))
+
+            let run = try Harness.run(["run", "--kernel", try #require(debs["trixie"]).path, "--kernel", rpms.joined(separator: ","),
+                                       "--kernel", unpacked.appendingPathComponent("boot/\(vmlinuz)").path,
+                                       "--modules", unpacked.appendingPathComponent("lib/modules").path] + Self.scenarios)
+            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            let result = try run.results()
+            #expect(result.guests.count == 3)
+            for guest in result.guests {
+                let failOpen = try #require(result.cell(guest: guest, scenario: "failopen-socket-overflow"))
+                #expect(failOpen.kernel == guest, "the row is labelled with the observed uname -r")
+                #expect(failOpen.outcome == .reinjected && failOpen.expected == .reinjected, "\(guest): \(failOpen.reason)")
+                let strict = try #require(result.cell(guest: guest, scenario: "strict-socket-overflow"))
+                #expect(strict.outcome == .dropped && strict.lost == strict.counters?.queueUserDropped, "\(guest): \(strict.reason)")
+                #expect(failOpen.provenance?.imageSha256?.count == 64)
+                #expect(failOpen.provenance?.rootfsBuildId?.count == 64)
+            }
+            #expect(result.guests.contains(release))
+            #expect(result.guests.contains { $0.hasPrefix("6.12.") })
+            #expect(result.guests.contains { $0.hasPrefix("6.1.") })
+            #expect(Harness.kmatrixLeftovers().isEmpty)
+        }
+
+        @Test func bareKernelWithoutItsModulesSaysWhatItLacks() throws {
+            let debs = try Harness.cachedKernelDebs()
+            let work = try Harness.scratchDirectory("bare")
+            defer { try? FileManager.default.removeItem(at: work) }
+            _ = Harness.shell("dpkg-deb --fsys-tarfile '\(try #require(debs["bookworm"]).path)' | tar -x -C '\(work.path)' --wildcards './boot/vmlinuz-*'")
+            let boot = work.appendingPathComponent("boot")
+            let vmlinuz = try #require(try FileManager.default.contentsOfDirectory(atPath: boot.path).first)
+
+            let run = try Harness.run(["run", "--kernel", boot.appendingPathComponent(vmlinuz).path, "--scenario", "failopen-socket-overflow"])
+            #expect(run.status == 1)
+            let cell = try #require(try run.results().cells.first)
+            #expect(cell.outcome == .error)
+            #expect(cell.reason.contains("the kernel lacks eth0 (CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_NET)"), "\(cell.reason)")
+            #expect(cell.reason.contains("CONFIG_NETFILTER_NETLINK_QUEUE"))
+            #expect(Harness.kmatrixLeftovers().isEmpty)
+        }
+    }
+}
