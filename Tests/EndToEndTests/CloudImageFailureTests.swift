@@ -46,7 +46,7 @@ extension EndToEnd {
             defer { try? FileManager.default.removeItem(at: truncated) }
 
             let (run, cell) = try runSingleCell(try matrix(file: truncated.lastPathComponent))
-            #expect(run.status == 1)
+            #expect(run.status == 3, "no cell could run: infrastructure failure")
             #expect(cell.outcome == .error)
             #expect(cell.reason.contains("corrupt or truncated"), "\(cell.reason)")
             #expect(cell.expected == .reinjected)
@@ -61,7 +61,7 @@ extension EndToEnd {
             let blank = try image("kmatrix-test-checksum.qcow2", "qemu-img create -q -f qcow2 OUT 64M")
             defer { try? FileManager.default.removeItem(at: blank) }
             let (run, cell) = try runSingleCell(try matrix(file: blank.lastPathComponent, sha256: String(repeating: "0", count: 64)))
-            #expect(run.status == 1)
+            #expect(run.status == 3, "no cell could run: infrastructure failure")
             #expect(cell.outcome == .error)
             #expect(cell.reason.contains("expected \(String(repeating: "0", count: 64))"), "\(cell.reason)")
             #expect(Harness.kmatrixLeftovers().isEmpty)
@@ -71,7 +71,7 @@ extension EndToEnd {
             let blank = try image("kmatrix-test-blank.qcow2", "qemu-img create -q -f qcow2 OUT 64M")
             defer { try? FileManager.default.removeItem(at: blank) }
             let (run, cell) = try runSingleCell(try matrix(file: blank.lastPathComponent, ready: 15))
-            #expect(run.status == 1)
+            #expect(run.status == 3, "no cell could run: infrastructure failure")
             #expect(cell.outcome == .error)
             #expect(cell.reason.contains("cloud-init's final message not seen"), "\(cell.reason)")
             #expect(cell.reason.contains("15 s"))

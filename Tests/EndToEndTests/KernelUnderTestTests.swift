@@ -55,7 +55,7 @@ extension EndToEnd {
             let vmlinuz = try #require(try FileManager.default.contentsOfDirectory(atPath: boot.path).first)
 
             let run = try Harness.run(["run", "--kernel", boot.appendingPathComponent(vmlinuz).path, "--scenario", "failopen-socket-overflow"])
-            #expect(run.status == 1)
+            #expect(run.status == 3, "no cell could run: infrastructure failure")
             let cell = try #require(try run.results().cells.first)
             #expect(cell.outcome == .error)
             #expect(cell.reason.contains("the kernel lacks eth0 (CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_NET)"), "\(cell.reason)")
