@@ -16,13 +16,13 @@ public enum JUnitReport {
             let guestFailures = cells.filter { $0.matches == false }.count
             let guestSkipped = cells.filter { $0.matches == nil }.count
             let kernel = cells.compactMap(\.kernel).first ?? "unknown"
-            xml += #"  <testsuite name="\#(escape(guest))" tests="\#(cells.count)" failures="\#(guestFailures)" skipped="\#(guestSkipped)" time="\#(seconds(cells.reduce(0) { $0 + $1.durationS }))">"# + "\n"
-            xml += #"    <properties><property name="kernel" value="\#(escape(kernel))"/></properties>"# + "\n"
+            xml += #"  <testsuite name="\#(XMLText.escape(guest))" tests="\#(cells.count)" failures="\#(guestFailures)" skipped="\#(guestSkipped)" time="\#(seconds(cells.reduce(0) { $0 + $1.durationS }))">"# + "\n"
+            xml += #"    <properties><property name="kernel" value="\#(XMLText.escape(kernel))"/></properties>"# + "\n"
             for cell in cells {
-                xml += #"    <testcase classname="kmatrix.\#(escape(guest))" name="\#(escape(cell.scenario))" time="\#(seconds(cell.durationS))">"# + "\n"
+                xml += #"    <testcase classname="kmatrix.\#(XMLText.escape(guest))" name="\#(XMLText.escape(cell.scenario))" time="\#(seconds(cell.durationS))">"# + "\n"
                 switch cell.matches {
                 case nil:
-                    xml += #"      <skipped message="\#(escape(cell.reason))"/>"# + "\n"
+                    xml += #"      <skipped message="\#(XMLText.escape(cell.reason))"/>"# + "\n"
                 case false?:
                     let message = "\(cell.outcome.rawValue), expected \(cell.expected?.rawValue ?? "a measurement")"
                     var body = cell.reason
@@ -33,9 +33,9 @@ public enum JUnitReport {
                     if let log = cell.evidence?.consoleLog, let tail = consoleTail(log) {
                         body += "\n--- console (\(log)), last lines ---\n" + tail
                     }
-                    xml += #"      <failure message="\#(escape(message))" type="\#(cell.outcome.rawValue)">\#(escape(body))</failure>"# + "\n"
+                    xml += #"      <failure message="\#(XMLText.escape(message))" type="\#(cell.outcome.rawValue)">\#(XMLText.escape(body))</failure>"# + "\n"
                 case true?:
-                    xml += #"      <system-out>\#(escape("\(cell.outcome.rawValue): \(cell.reason)"))</system-out>"# + "\n"
+                    xml += #"      <system-out>\#(XMLText.escape("\(cell.outcome.rawValue): \(cell.reason)"))</system-out>"# + "\n"
                 }
                 xml += "    </testcase>\n"
             }
@@ -47,23 +47,5 @@ public enum JUnitReport {
 
     static func seconds(_ value: Double) -> String {
         String(Double(Int((value * 1000).rounded())) / 1000)
-    }
-
-    static func escape(_ text: String) -> String {
-        var escaped = ""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "&": escaped += "&amp;"
-            case "<": escaped += "&lt;"
-            case ">": escaped += "&gt;"
-            case "\"": escaped += "&quot;"
-            case "'": escaped += "&apos;"
-            case "\n", "\t": escaped.unicodeScalars.append(scalar)
-            // XML 1.0 cannot carry other control characters (console logs have escape sequences).
-            case _ where scalar.value < 0x20: continue
-            default: escaped.unicodeScalars.append(scalar)
-            }
-        }
-        return escaped
     }
 }

@@ -94,6 +94,8 @@ public actor ImageStore {
             if let modules { arguments += ["--modules", modules] }
         }
         try await runRecipe(recipe, arguments + ["--out", out.path], what: "kernel image \(key)", limit: .seconds(1800))
+        // Its age tells `kmatrix gc` when an image built for a --kernel file was last used.
+        try? FileManager.default.setAttributes([.modificationDate: Date()], ofItemAtPath: out.path)
         let manifest = Self.manifest(at: out)
         return KernelImage(
             kernel: out.appendingPathComponent("vmlinuz"), initramfs: out.appendingPathComponent("initramfs.gz"),
@@ -117,6 +119,28 @@ public actor ImageStore {
         guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent("manifest.json").path),
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [:] }
         return object
+    }
+
+    /// Removes what no run will ask for again: images built for `--kernel` files and unused for
+    /// `unusedDays`, and recipe builds no image refers to any more. Returns what went.
+    public nonisolated func prune(unusedDays: Int) -> [String] {
+        let manager = FileManager.default
+        let cutoff = Date().addingTimeInterval(-Double(unusedDays) * 86400)
+        var removed: [String] = []
+        let images = (try? manager.contentsOfDirectory(atPath: imagesDirectory.path)) ?? []
+        for name in images where name.hasPrefix("kernel-file-") {
+            let url = imagesDirectory.appendingPathComponent(name)
+            let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
+            if modified < cutoff, (try? manager.removeItem(at: url)) != nil { removed.append("image \(name)") }
+        }
+        let referenced = Set(((try? manager.contentsOfDirectory(atPath: imagesDirectory.path)) ?? []).compactMap {
+            Self.manifest(at: imagesDirectory.appendingPathComponent($0))["build_id"] as? String
+        })
+        let builds = layout.cache.appendingPathComponent("builds")
+        for id in (try? manager.contentsOfDirectory(atPath: builds.path)) ?? [] where !referenced.contains(id) && !id.hasPrefix(".") {
+            if (try? manager.removeItem(at: builds.appendingPathComponent(id))) != nil { removed.append("rootfs build \(id.prefix(12))") }
+        }
+        return removed
     }
 
     /// A cloud guest's base image: registered by `images add`, or built by its recipe.

@@ -1,4 +1,5 @@
 import Foundation
+import KMatrixCore
 import Libvirt
 
 /// Decides KVM or TCG by running a tiny guest under KVM and checking it gets work done.
@@ -58,12 +59,12 @@ enum LibvirtAcceleratorProbe {
     static func domainXML(name: String, kernel: URL, consoleLog: URL) -> String {
         """
         <domain type='kvm'>
-          <name>\(LibvirtDomainXML.escape(name))</name>
+          <name>\(XMLText.escape(name))</name>
           <memory unit='MiB'>64</memory>
           <vcpu>1</vcpu>
           <os>
             <type arch='x86_64' machine='pc'>hvm</type>
-            <kernel>\(LibvirtDomainXML.escape(kernel.path))</kernel>
+            <kernel>\(XMLText.escape(kernel.path))</kernel>
           </os>
           <on_poweroff>destroy</on_poweroff>
           <on_reboot>destroy</on_reboot>
@@ -71,7 +72,7 @@ enum LibvirtAcceleratorProbe {
           <devices>
             <controller type='usb' model='none'/>
             <serial type='file'>
-              <source path='\(LibvirtDomainXML.escape(consoleLog.path))'/>
+              <source path='\(XMLText.escape(consoleLog.path))'/>
               <target port='0'/>
             </serial>
             <memballoon model='none'/>

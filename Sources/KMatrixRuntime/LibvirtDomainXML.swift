@@ -1,4 +1,5 @@
 import Foundation
+import KMatrixCore
 
 /// Libvirt domain XML for kmatrix guests: a pure function of `MachineSpec`.
 public enum LibvirtDomainXML {
@@ -16,12 +17,12 @@ public enum LibvirtDomainXML {
     /// The domain XML for `spec`. Every interpolated value is XML-escaped.
     public static func make(for spec: MachineSpec) -> String {
         let type = spec.accelerator == .kvm ? "kvm" : "qemu"
-        let console = escape(spec.consoleLog.path)
+        let console = XMLText.escape(spec.consoleLog.path)
         var lines: [String] = []
         lines.append("<domain type='\(type)' xmlns:qemu='\(qemuNamespace)'>")
-        lines.append("  <name>\(escape(spec.name))</name>")
+        lines.append("  <name>\(XMLText.escape(spec.name))</name>")
         lines.append("  <metadata>")
-        lines.append("    <kmatrix:run xmlns:kmatrix='\(metadataNamespace)' id='\(escape(spec.runID))'/>")
+        lines.append("    <kmatrix:run xmlns:kmatrix='\(metadataNamespace)' id='\(XMLText.escape(spec.runID))'/>")
         lines.append("  </metadata>")
         lines.append("  <memory unit='MiB'>\(spec.memoryMiB)</memory>")
         lines.append("  <vcpu placement='static'>\(spec.vcpus)</vcpu>")
@@ -30,9 +31,9 @@ public enum LibvirtDomainXML {
         lines.append("    <type arch='x86_64' machine='pc'>hvm</type>")
         switch spec.boot {
         case let .kernel(kernel, initrd, cmdline):
-            lines.append("    <kernel>\(escape(kernel.path))</kernel>")
-            lines.append("    <initrd>\(escape(initrd.path))</initrd>")
-            lines.append("    <cmdline>\(escape(cmdline))</cmdline>")
+            lines.append("    <kernel>\(XMLText.escape(kernel.path))</kernel>")
+            lines.append("    <initrd>\(XMLText.escape(initrd.path))</initrd>")
+            lines.append("    <cmdline>\(XMLText.escape(cmdline))</cmdline>")
         case .disk:
             lines.append("    <boot dev='hd'/>")
         }
@@ -60,13 +61,13 @@ public enum LibvirtDomainXML {
         if case let .disk(overlay, seed) = spec.boot {
             lines.append("    <disk type='file' device='disk'>")
             lines.append("      <driver name='qemu' type='qcow2' discard='unmap'/>")
-            lines.append("      <source file='\(escape(overlay.path))'/>")
+            lines.append("      <source file='\(XMLText.escape(overlay.path))'/>")
             lines.append("      <target dev='vda' bus='virtio'/>")
             lines.append("    </disk>")
             if let seed {
                 lines.append("    <disk type='file' device='cdrom'>")
                 lines.append("      <driver name='qemu' type='raw'/>")
-                lines.append("      <source file='\(escape(seed.path))'/>")
+                lines.append("      <source file='\(XMLText.escape(seed.path))'/>")
                 lines.append("      <target dev='hdc' bus='ide'/>")
                 lines.append("      <readonly/>")
                 lines.append("    </disk>")
@@ -92,7 +93,7 @@ public enum LibvirtDomainXML {
         // the NIC's iPXE option ROM, which only slows boot.
         lines.append("  <qemu:commandline>")
         for argument in qemuNetworkArguments(sshPort: spec.sshPort) {
-            lines.append("    <qemu:arg value='\(escape(argument))'/>")
+            lines.append("    <qemu:arg value='\(XMLText.escape(argument))'/>")
         }
         lines.append("  </qemu:commandline>")
         lines.append("</domain>")
@@ -117,22 +118,6 @@ public enum LibvirtDomainXML {
         guard let start = element.range(of: " id=\"") else { return nil }
         guard let end = element[start.upperBound...].firstIndex(of: "\"") else { return nil }
         return unescape(String(element[start.upperBound..<end]))
-    }
-
-    static func escape(_ text: String) -> String {
-        var escaped = ""
-        escaped.reserveCapacity(text.count)
-        for character in text {
-            switch character {
-            case "&": escaped += "&amp;"
-            case "<": escaped += "&lt;"
-            case ">": escaped += "&gt;"
-            case "'": escaped += "&apos;"
-            case "\"": escaped += "&quot;"
-            default: escaped.append(character)
-            }
-        }
-        return escaped
     }
 
     static func unescape(_ text: String) -> String {

@@ -31,6 +31,11 @@ public struct VirtualMachineLauncher: GuestLauncher {
     }
 
     public func unavailableReason(_ guest: GuestSpec, context: RunContext) async -> String? {
+        Self.missingImageReason(guest, images: images)
+    }
+
+    /// Why a guest's image is not on this machine (with how to get it), or nil when it is.
+    public static func missingImageReason(_ guest: GuestSpec, images: ImageStore) -> String? {
         switch guest.image {
         case .cloud(let image) where !images.cloudImagePresent(image):
             return ImageStore.missingCloudImage(image, expectedAt: images.cloudDirectory.appendingPathComponent(image.file))

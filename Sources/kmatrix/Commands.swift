@@ -59,7 +59,10 @@ struct Doctor: AsyncParsableCommand {
 
 struct GC: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gc", abstract: "Remove leftovers of interrupted runs: kmatrix domains, overlays, namespaces.")
+        commandName: "gc", abstract: "Remove leftovers of interrupted runs (domains, overlays, namespaces) and stale cached images. Not while a run is in progress.")
+
+    @Option(help: "Also remove images built for --kernel files that no run used for this many days.")
+    var unusedDays = 30
 
     @OptionGroup var global: GlobalOptions
 
@@ -87,6 +90,10 @@ struct GC: AsyncParsableCommand {
             for entry in (try? FileManager.default.contentsOfDirectory(atPath: runs.path)) ?? [] {
                 try FileManager.default.removeItem(at: runs.appendingPathComponent(entry))
                 print("removed overlays of run \(entry)")
+                removed += 1
+            }
+            for entry in ImageStore(layout: layout, commands: commands).prune(unusedDays: unusedDays) {
+                print("removed \(entry)")
                 removed += 1
             }
         }

@@ -14,7 +14,7 @@ struct Images: AsyncParsableCommand {
         @Option(help: "The matrix file.") var matrix: String?
 
         func run() async throws {
-            let matrix = try loadMatrix(matrix)
+            let matrix = try loadMatrix(matrix).matrix
             let commands = SystemCommandRunner()
             let layout = try Layout.discover()
             let probe = try await layout.ensureProbe(commands: commands)
@@ -51,7 +51,7 @@ struct Images: AsyncParsableCommand {
         @Option(help: "The matrix file.") var matrix: String?
 
         func run() async throws {
-            let matrix = try loadMatrix(matrix)
+            let matrix = try loadMatrix(matrix).matrix
             let layout = try Layout.discover()
             let store = ImageStore(layout: layout, commands: SystemCommandRunner())
             for guest in matrix.guests {
@@ -94,7 +94,7 @@ struct Images: AsyncParsableCommand {
         @Option(help: "The matrix file.") var matrix: String?
 
         func run() async throws {
-            let matrix = try loadMatrix(matrix)
+            let matrix = try loadMatrix(matrix).matrix
             guard let guest = matrix.guests.first(where: { $0.name == name }) else {
                 throw ValidationError("unknown guest \"\(name)\"; known: \(matrix.guests.map(\.name).joined(separator: ", "))")
             }
@@ -131,13 +131,15 @@ struct Images: AsyncParsableCommand {
     }
 }
 
-func loadMatrix(_ path: String?) throws -> Matrix {
+/// `--matrix FILE`, else ./matrix.yaml when present, else the embedded default; with the name
+/// results record.
+func loadMatrix(_ path: String?) throws -> (matrix: Matrix, name: String) {
     let chosen = path ?? (FileManager.default.fileExists(atPath: "matrix.yaml") ? "matrix.yaml" : nil)
-    guard let chosen else { return try DefaultMatrix.load() }
+    guard let chosen else { return (try DefaultMatrix.load(), DefaultMatrix.fileName) }
     guard let data = FileManager.default.contents(atPath: chosen) else {
         throw KMatrixError(.invalidInput, "cannot read the matrix file \(chosen)")
     }
-    return try MatrixParser.parse(String(decoding: data, as: UTF8.self), file: chosen)
+    return (try MatrixParser.parse(String(decoding: data, as: UTF8.self), file: chosen), chosen)
 }
 
 func selectGuests(_ names: [String], in matrix: Matrix) throws -> [GuestSpec] {

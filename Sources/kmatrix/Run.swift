@@ -48,7 +48,7 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let logger = global.makeLogger()
-        let loaded = try loadMatrix()
+        let loaded = try loadMatrix(matrix)
         var matrix = loaded.matrix
         let commands = SystemCommandRunner()
         let layout = try Layout.discover()
@@ -102,15 +102,6 @@ struct Run: AsyncParsableCommand {
         }
         if task.isCancelled { status = .infrastructure }
         throw ExitCode(status.rawValue)
-    }
-
-    func loadMatrix() throws -> (matrix: Matrix, name: String) {
-        let path = matrix ?? (FileManager.default.fileExists(atPath: "matrix.yaml") ? "matrix.yaml" : nil)
-        guard let path else { return (try DefaultMatrix.load(), DefaultMatrix.fileName) }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw KMatrixError(.invalidInput, "cannot read the matrix file \(path)")
-        }
-        return (try MatrixParser.parse(String(decoding: data, as: UTF8.self), file: path), path)
     }
 
     func select(_ requested: [String], from known: [String], what: String) throws -> [String] {

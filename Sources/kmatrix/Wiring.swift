@@ -17,11 +17,35 @@ struct RunWiring: Sendable {
         guard needsVMs else {
             return RunWiring(launcher: { _ in host }, defaultJobs: 1, versions: nil, accelerator: nil, cleanup: {})
         }
-        let machines = try await VirtualMachineWiring.make(layout: layout, uri: uri, context: context, commands: commands, logger: logger)
+        let machines: VirtualMachineWiring
+        do {
+            machines = try await VirtualMachineWiring.make(layout: layout, uri: uri, context: context, commands: commands, logger: logger)
+        } catch {
+            // The host guest still runs; every VM guest's cells carry the reason.
+            logger.error("\(error)")
+            let unreachable = UnreachableHypervisor(error: error, images: ImageStore(layout: layout, commands: commands))
+            return RunWiring(launcher: { guest -> any GuestLauncher in guest.image == .host ? host : unreachable },
+                             defaultJobs: 1, versions: nil, accelerator: nil, cleanup: {})
+        }
         return RunWiring(
             launcher: { guest -> any GuestLauncher in guest.image == .host ? host : machines.launcher },
             defaultJobs: machines.defaultJobs, versions: machines.versions, accelerator: machines.accelerator,
             cleanup: machines.cleanup)
+    }
+}
+
+/// Stands in for the VM launcher when libvirt cannot be reached: each guest fails with why.
+struct UnreachableHypervisor: GuestLauncher {
+    let error: any Error
+    let images: ImageStore
+
+    /// An absent image is still `skipped` with its instructions, as in any run.
+    func unavailableReason(_ guest: GuestSpec, context: RunContext) async -> String? {
+        VirtualMachineLauncher.missingImageReason(guest, images: images)
+    }
+
+    func launch(_ guest: GuestSpec, context: RunContext, progress: @escaping @Sendable (GuestPhase) -> Void) async throws -> any GuestSession {
+        throw error
     }
 }
 

@@ -62,6 +62,19 @@ extension EndToEnd {
             #expect(scenario.stderr.contains("failopen-socket-overflow"))
         }
 
+        @Test func libvirtDownFailsOnlyTheVirtualMachineRows() throws {
+            let run = try Harness.run(["run", "--connect", "qemu:///system?socket=/nonexistent/libvirt-sock",
+                                       "--guest", "host", "--guest", "debian-12-6.1", "--guest", "rhel-7.9", "--scenario", "failopen-socket-overflow"])
+            #expect(run.status == 1, "\(run.stderr)")
+            let result = try run.results()
+            #expect(result.cell(guest: "host", scenario: "failopen-socket-overflow")?.outcome == .reinjected)
+            let vm = try #require(result.cell(guest: "debian-12-6.1", scenario: "failopen-socket-overflow"))
+            #expect(vm.outcome == .error)
+            #expect(vm.reason.contains("cannot connect to libvirt"), "\(vm.reason)")
+            #expect(vm.reason.contains("scripts/host-setup.sh"))
+            #expect(result.cell(guest: "rhel-7.9", scenario: "failopen-socket-overflow")?.outcome == .skipped)
+        }
+
         @Test func compareFlagsAFlippedCell() throws {
             let run = try Harness.run(["run", "--guest", "host", "--scenario", "failopen-socket-overflow"])
             let base = run.output.appendingPathComponent("results.json")

@@ -42,7 +42,11 @@ cp -a $work/$part/. %{buildroot}/
 %files
 /lib/modules/$release
 SPEC
-    rpmbuild -bb --quiet --define "_topdir $work/rpmbuild" --define "_rpmdir $out" --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
+    # Reproducible (fixed build time and host): the same .deb gives the same RPMs, so kmatrix's
+    # content-addressed image cache reuses their build on the next run.
+    SOURCE_DATE_EPOCH=1704067200 rpmbuild -bb --quiet --define "_topdir $work/rpmbuild" \
+        --define 'use_source_date_epoch_as_buildtime 1' --define 'clamp_mtime_to_source_date_epoch 1' --define '_buildhost kmatrix' \
+        --define "_rpmdir $out" --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
         --define '__os_install_post %{nil}' --define 'debug_package %{nil}' --define '_build_id_links none' \
         --define '_binary_payload w1.gzdio' "$work/$part.spec" >/dev/null
 done

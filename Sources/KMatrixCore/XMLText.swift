@@ -1,0 +1,20 @@
+/// Text and attribute values for the XML kmatrix writes (JUnit reports, libvirt domains).
+public enum XMLText {
+    public static func escape(_ text: String) -> String {
+        var escaped = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "&": escaped += "&amp;"
+            case "<": escaped += "&lt;"
+            case ">": escaped += "&gt;"
+            case "\"": escaped += "&quot;"
+            case "'": escaped += "&apos;"
+            case "\n", "\t": escaped.unicodeScalars.append(scalar)
+            // XML 1.0 cannot carry other control characters (console logs have escape sequences).
+            case _ where scalar.value < 0x20: continue
+            default: escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return escaped
+    }
+}
