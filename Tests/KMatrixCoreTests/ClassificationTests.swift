@@ -39,6 +39,25 @@ import Testing
         #expect(result.bypassedFullQueue == 512)
     }
 
+    /// Recorded on the legacy fixture kernel (931401137f60 reverted): fail-open set, yet the
+    /// failed unicasts are lost and counted in queue_user_dropped, as on 3.10.
+    @Test func failOpenSocketOverflowOnALegacyKernelIsDropped() throws {
+        let result = try classify("failopen-socket-overflow-legacy-6.1", .failopenSocketOverflow)
+        #expect(result.outcome == .dropped)
+        #expect(result.lost == 1990)
+        #expect(result.unicastFailures == 1990)
+        #expect(result.counters?.queueUserDropped == 1990)
+        #expect(result.reason.contains("#11–2000"))
+    }
+
+    @Test func livenessProbesFailOnALegacyKernel() throws {
+        let result = try classify("liveness-probe-legacy-6.1", .livenessProbe)
+        #expect(result.outcome == .dropped)
+        #expect(result.sent == 5)
+        #expect(result.received == 0)
+        #expect(result.counters?.queueUserDropped == 195)
+    }
+
     @Test func pacedLiveConsumerIsDelivered() throws {
         let result = try classify("live-consumer-6.18", .liveConsumer)
         #expect(result.outcome == .delivered)
