@@ -12,14 +12,18 @@ public struct Comparison: Sendable, Equatable {
 
     public var changes: [Change]
 
-    /// A cell that matched its expectation before and does not now, or that now errors.
+    /// A cell that matched its expectation before and does not now, or that now errors or flakes.
     public var hasRegression: Bool {
         changes.contains { change in
             if case .outcomeChanged(_, _, let from, let to, let expected) = change {
-                return to == .error || to == .flaky || (expected.map { from == $0 && to != $0 } ?? false)
+                return Self.isRegression(from: from, to: to, expected: expected)
             }
             return false
         }
+    }
+
+    static func isRegression(from: Outcome, to: Outcome, expected: Outcome?) -> Bool {
+        to == .error || to == .flaky || (expected.map { from == $0 && to != $0 } ?? false)
     }
 
     /// Relative change beyond which a count counts as moved (the unicast-failure count depends on
@@ -65,7 +69,7 @@ public struct Comparison: Sendable, Equatable {
         for change in changes {
             switch change {
             case .outcomeChanged(let guest, let scenario, let from, let to, let expected):
-                let mark = to == .error || (expected.map { from == $0 && to != $0 } ?? false) ? "REGRESSION" : "changed"
+                let mark = Self.isRegression(from: from, to: to, expected: expected) ? "REGRESSION" : "changed"
                 lines.append("\(mark) \(guest) / \(scenario): \(from.rawValue) → \(to.rawValue)\(expected.map { " (expected \($0.rawValue))" } ?? "")")
             case .countMoved(let guest, let scenario, let field, let from, let to):
                 lines.append("moved \(guest) / \(scenario): \(field) \(from) → \(to)")
