@@ -39,7 +39,7 @@ public struct Orchestrator: Sendable {
                 guard let guest = pending.popFirst() else { return }
                 group.addTask {
                     var cells = await runGuest(guest, matrix: matrix, scenarios: scenarios, context: context, repeats: repeats)
-                    if guest.labelledByKernel, let kernel = cells.first(where: { $0.kernel != nil })?.kernel, !cells.isEmpty {
+                    if guest.labelledByKernel, let kernel = cells.first(where: { $0.kernel != nil })?.kernel {
                         let label = labels.claim(kernel)
                         for index in cells.indices { cells[index].guest = label }
                     }
