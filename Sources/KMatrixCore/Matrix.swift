@@ -108,12 +108,29 @@ public enum ImageSpec: Sendable, Hashable {
 public enum KernelSource: Sendable, Hashable {
     /// The current cloud kernel of a Debian suite (bullseye, bookworm, trixie), from the archive.
     case debian(suite: String)
-    /// Kernel files on this machine: `.deb` packages (an Ubuntu linux-image + linux-modules
-    /// pair), `.rpm` packages (RHEL's kernel-core + kernel-modules), or one bare bzImage with
-    /// an optional modules directory.
-    case files(paths: [String], modules: String?)
+    /// Kernel packages on this machine; split packages go together (Ubuntu's linux-image +
+    /// linux-modules, RHEL's kernel-core + kernel-modules).
+    case packages(PackageFormat, paths: [String])
+    /// A bare kernel image on this machine, with its modules directory if it has one.
+    case bzImage(path: String, modules: String?)
     /// A kernel built by a recipe under `images/` (e.g. `legacy-failopen`).
     case recipe(String)
+}
+
+extension KernelSource {
+    /// The files on this machine the guest boots from (none for archive kernels and recipes).
+    public var files: [String] {
+        switch self {
+        case .debian, .recipe: []
+        case .packages(_, let paths): paths
+        case .bzImage(let path, let modules): [path] + (modules.map { [$0] } ?? [])
+        }
+    }
+}
+
+public enum PackageFormat: String, Sendable, Hashable {
+    case deb
+    case rpm
 }
 
 public struct CloudImage: Sendable, Hashable {

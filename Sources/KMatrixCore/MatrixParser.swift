@@ -295,8 +295,10 @@ public enum MatrixParser {
                         throw error(at: valueNode, "unknown kernel recipe \"\(value)\"", fix: "use one of: \(MatrixParser.kernelRecipes.joined(separator: ", ")) (images/legacy-kernel)")
                     }
                     return .kernel(.recipe(value))
+                case "bzimage":
+                    return .kernel(.bzImage(path: value, modules: values["modules"]?.0))
                 default:
-                    return .kernel(.files(paths: packageLists[source] ?? [value], modules: values["modules"]?.0))
+                    return .kernel(.packages(source == "rpm" ? .rpm : .deb, paths: packageLists[source] ?? [value]))
                 }
             case "cloud":
                 try reject(["suite", "deb", "rpm", "bzimage", "modules"])

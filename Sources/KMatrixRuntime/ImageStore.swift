@@ -50,7 +50,8 @@ public actor ImageStore {
         switch source {
         case .debian(let suite): "debian-\(suite)"
         case .recipe(let name): "recipe-\(name)"
-        case .files(let paths, let modules): "files-\(paths.joined(separator: ","))-\(modules ?? "")"
+        case .packages(let format, let paths): "\(format.rawValue)-\(paths.joined(separator: ","))"
+        case .bzImage(let path, let modules): "bzimage-\(path)-\(modules ?? "")"
         }
     }
 
@@ -64,8 +65,8 @@ public actor ImageStore {
             out = imagesDirectory.appendingPathComponent("kernel-\(suite)")
             arguments += ["--suite", suite]
         case .recipe(let name):
-            guard name == "legacy-failopen" else {
-                throw KMatrixError(.image, "unknown kernel recipe \"\(name)\"; known: legacy-failopen")
+            guard MatrixParser.kernelRecipes.contains(name) else {
+                throw KMatrixError(.image, "unknown kernel recipe \"\(name)\"; known: \(MatrixParser.kernelRecipes.joined(separator: ", "))")
             }
             let kernelOut = imagesDirectory.appendingPathComponent("legacy-failopen-bzimage")
             try await runRecipe(layout.images.appendingPathComponent("legacy-kernel/build.sh").path,
@@ -74,24 +75,16 @@ public actor ImageStore {
             kernelFile = bzImage
             out = imagesDirectory.appendingPathComponent("kernel-legacy-failopen")
             arguments += ["--suite", "legacy-failopen", "--bzimage", bzImage.path]
-        case .files(let paths, let modules):
-            let files = paths.map { URL(fileURLWithPath: $0).standardizedFileURL }
-            for file in files where !FileManager.default.fileExists(atPath: file.path) {
-                throw KMatrixError(.image, "kernel file \(file.path) does not exist")
-            }
-            let kinds = Set(files.map { ["deb", "rpm"].contains($0.pathExtension) ? $0.pathExtension : "bzimage" })
-            guard let kind = kinds.first, kinds.count == 1, kind != "bzimage" || files.count == 1 else {
-                throw KMatrixError(.invalidInput, "kernel files \(paths.joined(separator: ", ")) mix kinds: give .deb files, .rpm files, or one bzImage")
-            }
-            if modules != nil && kind != "bzimage" {
-                throw KMatrixError(.invalidInput, "--modules goes with a bare bzImage; \(kind) packages carry their own modules")
-            }
+        case .packages(let format, let paths):
+            let files = try Self.existing(paths)
             kernelFile = files.first
-            // One output slot per set of inputs; the recipe's build id covers their content anyway.
-            let digests = files.map { String((FileDigest.sha256(of: $0) ?? "unknown").prefix(16)) }
-            out = imagesDirectory.appendingPathComponent("kernel-file-" + digests.joined(separator: "-"))
-            for file in files { arguments += ["--\(kind)", file.path] }
-            if let modules { arguments += ["--modules", modules] }
+            out = Self.slot(for: files, in: imagesDirectory)
+            for file in files { arguments += ["--\(format.rawValue)", file.path] }
+        case .bzImage(let path, let modules):
+            let files = try Self.existing([path])
+            kernelFile = files.first
+            out = Self.slot(for: files, in: imagesDirectory)
+            arguments += ["--bzimage", files[0].path] + (modules.map { ["--modules", $0] } ?? [])
         }
         try await runRecipe(recipe, arguments + ["--out", out.path], what: "kernel image \(key)", limit: .seconds(1800))
         // Its age tells `kmatrix gc` when an image built for a --kernel file was last used.
@@ -102,6 +95,20 @@ public actor ImageStore {
             kernelRelease: manifest["kernel_release"] as? String,
             kernelSha256: (manifest["deb_sha256"] as? String) ?? kernelFile.flatMap(FileDigest.sha256(of:)),
             rootfsBuildID: manifest["build_id"] as? String)
+    }
+
+    static func existing(_ paths: [String]) throws -> [URL] {
+        let files = paths.map { URL(fileURLWithPath: $0).standardizedFileURL }
+        for file in files where !FileManager.default.fileExists(atPath: file.path) {
+            throw KMatrixError(.image, "kernel file \(file.path) does not exist")
+        }
+        return files
+    }
+
+    /// One output directory per set of kernel files; the recipe's build id covers their content anyway.
+    static func slot(for files: [URL], in directory: URL) -> URL {
+        let digests = files.map { String((FileDigest.sha256(of: $0) ?? "unknown").prefix(16)) }
+        return directory.appendingPathComponent("kernel-file-" + digests.joined(separator: "-"))
     }
 
     func runRecipe(_ script: String, _ arguments: [String], what: String, limit: Duration) async throws {

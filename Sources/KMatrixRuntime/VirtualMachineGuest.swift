@@ -39,8 +39,8 @@ public struct VirtualMachineLauncher: GuestLauncher {
         switch guest.image {
         case .cloud(let image) where !images.cloudImagePresent(image):
             return ImageStore.missingCloudImage(image, expectedAt: images.cloudDirectory.appendingPathComponent(image.file))
-        case .kernel(.files(let paths, _)) where paths.contains(where: { !FileManager.default.fileExists(atPath: $0) }):
-            return "kernel file \(paths.filter { !FileManager.default.fileExists(atPath: $0) }.joined(separator: ", ")) does not exist"
+        case .kernel(let source) where source.files.contains(where: { !FileManager.default.fileExists(atPath: $0) }):
+            return "kernel file \(source.files.filter { !FileManager.default.fileExists(atPath: $0) }.joined(separator: ", ")) does not exist"
         default:
             return nil
         }

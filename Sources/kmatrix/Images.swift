@@ -62,9 +62,9 @@ struct Images: AsyncParsableCommand {
                     status = cached(layout, "kernel-\(suite)") ?? "not built yet: `kmatrix images build \(guest.name)` (downloads the \(suite) kernel)"
                 case .kernel(.recipe(let name)):
                     status = cached(layout, "kernel-\(name)") ?? "not built yet: `kmatrix images build \(guest.name)` (compiles a kernel, ~10 min)"
-                case .kernel(.files(let paths, _)):
-                    let absent = paths.filter { !FileManager.default.fileExists(atPath: $0) }
-                    status = absent.isEmpty ? "kernel files \(paths.joined(separator: ", "))" : "MISSING kernel file \(absent.joined(separator: ", "))"
+                case .kernel(let source):
+                    status = VirtualMachineLauncher.missingImageReason(guest, images: store).map { "MISSING: \($0)" }
+                        ?? "kernel files \(source.files.joined(separator: ", "))"
                 case .cloud(let image):
                     if image.recipe != nil {
                         let path = layout.cache.appendingPathComponent("images/\(image.recipe ?? "")/\(image.file)").path

@@ -26,8 +26,19 @@ enum KernelUnderTest {
             name = "\(base)-\(counter)"
             counter += 1
         }
-        // --modules is for bare kernels; packages in the same run carry their own.
-        let isPackage = paths.allSatisfy { $0.hasSuffix(".deb") || $0.hasSuffix(".rpm") }
-        return GuestSpec(name: name, image: .kernel(.files(paths: paths, modules: isPackage ? nil : modules)), labelledByKernel: true)
+        return GuestSpec(name: name, image: .kernel(try source(paths, modules: modules)), labelledByKernel: true)
+    }
+
+    /// The file names say what they are; --modules is for bare kernels (packages in the same run
+    /// carry their own).
+    static func source(_ paths: [String], modules: String?) throws -> KernelSource {
+        let formats = Set(paths.map { PackageFormat(rawValue: URL(fileURLWithPath: $0).pathExtension) })
+        if formats.count == 1, let format = formats.first, let format {
+            return .packages(format, paths: paths)
+        }
+        guard paths.count == 1, formats == [nil] else {
+            throw KMatrixError(.invalidInput, "--kernel \(paths.joined(separator: ",")): give .deb files, .rpm files, or one bare kernel image, not a mix")
+        }
+        return .bzImage(path: paths[0], modules: modules)
     }
 }

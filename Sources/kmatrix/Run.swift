@@ -49,7 +49,7 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let logger = global.makeLogger()
         let loaded = try loadMatrix(matrix)
-        var matrix = loaded.matrix
+        let matrix = loaded.matrix
         let commands = SystemCommandRunner()
         let layout = try Layout.discover()
 
@@ -62,7 +62,6 @@ struct Run: AsyncParsableCommand {
         }
         // --kernel alone validates those kernels; with --guest the named matrix guests run beside them.
         let chosenGuests = (guests.isEmpty ? (kernels.isEmpty ? matrix.guests : []) : selectedGuests) + kernelGuests
-        matrix.guests += kernelGuests
         let chosenScenarios = scenarios.isEmpty
             ? matrix.scenarios
             : try select(scenarios, from: Scenario.catalogue.map(\.name), what: "scenario").compactMap(Scenario.named)

@@ -57,6 +57,12 @@ extension EndToEnd {
             let unknown = try Harness.run(["run", "--guest", "nope"])
             #expect(unknown.status == 2)
             #expect(unknown.stderr.contains("unknown guest \"nope\"; known: host"))
+            let files = try Harness.scratchDirectory("mixed")
+            defer { try? FileManager.default.removeItem(at: files) }
+            for name in ["linux-image.deb", "kernel-core.rpm"] { try Data().write(to: files.appendingPathComponent(name)) }
+            let mixed = try Harness.run(["run", "--kernel", files.appendingPathComponent("linux-image.deb").path + "," + files.appendingPathComponent("kernel-core.rpm").path])
+            #expect(mixed.status == 2)
+            #expect(mixed.stderr.contains("give .deb files, .rpm files, or one bare kernel image"), "\(mixed.stderr)")
             let scenario = try Harness.run(["run", "--guest", "host", "--scenario", "nope"])
             #expect(scenario.status == 2)
             #expect(scenario.stderr.contains("failopen-socket-overflow"))

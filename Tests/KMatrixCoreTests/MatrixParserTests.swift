@@ -56,9 +56,9 @@ import Testing
         """, file: "m.yaml")
         #expect(matrix.guests.map(\.image) == [
             .host,
-            .kernel(.files(paths: ["/tmp/linux-image.deb"], modules: nil)),
-            .kernel(.files(paths: ["/tmp/bzImage"], modules: "/tmp/mods")),
-            .kernel(.files(paths: ["/tmp/kernel-core.rpm", "/tmp/kernel-modules.rpm"], modules: nil)),
+            .kernel(.packages(.deb, paths: ["/tmp/linux-image.deb"])),
+            .kernel(.bzImage(path: "/tmp/bzImage", modules: "/tmp/mods")),
+            .kernel(.packages(.rpm, paths: ["/tmp/kernel-core.rpm", "/tmp/kernel-modules.rpm"])),
             .cloud(CloudImage(file: "x.qcow2", sha256: String(repeating: "a", count: 64), user: "cloud-user")),
         ])
         #expect(matrix.guests[4].memoryMiB == 1024)
