@@ -12,34 +12,46 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
+        // SHA-256 of kernels and multi-GB images in process, streamed and cancellable
+        // (about a minute more on a cold 2-core build).
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
     ],
     targets: [
-        // Pure model: matrix, version rules, scenarios, classification, reports. No I/O.
+        // Pure model: matrix, input rules, version rules, scenarios, classification, failures, reports. No I/O.
         .target(name: "KMatrixCore", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: strict),
         // The libvirt C API as a Clang module (libvirt-dev).
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"]), .yum(["libvirt-devel"])]),
         // Swift wrapper over libvirt: the only importer of CLibvirt; owns handle lifetimes and error mapping.
         .target(name: "Libvirt", dependencies: ["CLibvirt"], swiftSettings: strict),
-        // Side effects behind protocols: hypervisor, remote shell, images, host guest, orchestration.
+        // Side effects behind protocols: commands, SSH, image catalog, host guest, VM launcher, orchestration, results, cleanup.
         .target(name: "KMatrixRuntime", dependencies: [
-            "KMatrixCore", "Libvirt",
+            "KMatrixCore",
             .product(name: "Subprocess", package: "swift-subprocess"),
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Yams", package: "Yams"),
         ], swiftSettings: strict),
-        // The command-line front end: parse arguments, wire adapters, set up logging.
-        .executableTarget(name: "kmatrix", dependencies: [
-            "KMatrixCore", "KMatrixRuntime",
+        // The libvirt backend of the runtime's Hypervisor protocol: domains, domain XML, accelerator probe.
+        .target(name: "KMatrixLibvirt", dependencies: ["KMatrixCore", "KMatrixRuntime", "Libvirt"], swiftSettings: strict),
+        // The commands (one file each) over an injected context: parse, check input, wire adapters, report.
+        .target(name: "KMatrixCommands", dependencies: [
+            "KMatrixCore", "KMatrixRuntime", "KMatrixLibvirt",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
+        // The executable: hands arguments and the process's context to KMatrixCommands.
+        .executableTarget(name: "kmatrix", dependencies: ["KMatrixCommands"], swiftSettings: strict),
         .testTarget(name: "KMatrixCoreTests", dependencies: ["KMatrixCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"], swiftSettings: strict),
         .testTarget(name: "KMatrixRuntimeTests", dependencies: ["KMatrixRuntime", "KMatrixCore"], swiftSettings: strict),
+        .testTarget(name: "KMatrixLibvirtTests", dependencies: ["KMatrixLibvirt", "KMatrixRuntime", "KMatrixCore"], swiftSettings: strict),
+        .testTarget(name: "KMatrixCommandsTests", dependencies: ["KMatrixCommands", "KMatrixRuntime", "KMatrixCore"], swiftSettings: strict),
+        // Depends on the executable so `swift build --build-tests` always builds the binary it runs.
         // Fixtures holds scripts the tests run from the checkout, not bundle resources.
-        .testTarget(name: "EndToEndTests", dependencies: ["KMatrixCore"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["KMatrixCore", "kmatrix"], exclude: ["Fixtures"], swiftSettings: strict),
     ]
 )

@@ -5,16 +5,20 @@
 # takes well under a second. Written for Debian 12 where PID 1 is not systemd (a
 # container or micro-VM init), so the daemons are started by hand.
 #
+# Usage: host-setup.sh [--with-tests]
+#
 # Environment:
 #   KMATRIX_LIBVIRTD_LOG   where libvirtd's output goes (default /var/log/kmatrix-libvirtd.log)
 #   KMATRIX_SOCKET_WAIT_S  how long to wait for libvirtd to answer (default 20)
 set -euo pipefail
 
-readonly PACKAGES=(
-    libvirt-daemon-system libvirt-clients libvirt-dev qemu-system-x86 qemu-utils
-    musl-tools busybox-static dropbear-bin iptables nftables kmod cpio zstd xz-utils
-    openssh-client tini genisoimage iproute2 pkg-config rpm2cpio rpm
-)
+# The package list lives in scripts/prerequisites (first column), shared with `kmatrix doctor`
+# and the image recipes. `--with-tests` adds what only the test suite needs (chromium, rpm).
+with_tests=0
+[[ ${1:-} == --with-tests ]] && with_tests=1
+mapfile -t PACKAGES < <(sed -e 's/#.*//' "$(dirname "${BASH_SOURCE[0]}")/prerequisites" |
+    awk -v tests="$with_tests" 'NF && (tests == 1 || $3 != "tests:") { print $1 }' | sort -u)
+readonly PACKAGES
 readonly QEMU_CONF=/etc/libvirt/qemu.conf
 readonly LIBVIRTD_LOG=${KMATRIX_LIBVIRTD_LOG:-/var/log/kmatrix-libvirtd.log}
 readonly SOCKET_WAIT_S=${KMATRIX_SOCKET_WAIT_S:-20}

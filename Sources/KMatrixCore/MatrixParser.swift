@@ -21,6 +21,9 @@ public enum MatrixParser {
 
     public static func parse(_ text: String, file: String) throws(MatrixError) -> Matrix {
         let context = Context(file: file)
+        if let violation = YAMLGuard.check(text) {
+            throw MatrixError(file: file, line: violation.line, column: violation.column, message: violation.message, fix: violation.fix)
+        }
         let root: Node
         do {
             guard let composed = try Yams.compose(yaml: text) else {
@@ -49,7 +52,7 @@ public enum MatrixParser {
             case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
                  .composer(let context, let problem, let mark, _):
                 let detail = context.map { "\(problem) \($0.text)" } ?? problem
-                return MatrixError(file: file, line: mark.line, column: mark.column, message: "invalid YAML: \(detail)",
+                return MatrixError(file: file, line: mark.line, column: mark.column, message: "invalid YAML: \(InputRules.quoted(detail, limit: 200).dropFirst().dropLast())",
                                    fix: "check indentation and quoting on this line and the one before")
             case .duplicatedKeysInMapping(let duplicates, let context):
                 return MatrixError(file: file, line: context.mark.line, column: context.mark.column,
@@ -68,9 +71,9 @@ public enum MatrixParser {
             for (keyNode, value) in mapping {
                 guard let key = keyNode.string else { throw error(at: keyNode, "keys must be strings", fix: "quote the key") }
                 guard allowed.contains(key) else {
-                    throw error(at: keyNode, "unknown key \"\(key)\" in \(what)", fix: "use one of: \(allowed.joined(separator: ", "))")
+                    throw error(at: keyNode, "unknown key \(InputRules.quoted(key)) in \(what)", fix: "use one of: \(allowed.joined(separator: ", "))")
                 }
-                guard seen.insert(key).inserted else { throw error(at: keyNode, "duplicate key \"\(key)\" in \(what)", fix: "keep one of them") }
+                guard seen.insert(key).inserted else { throw error(at: keyNode, "duplicate key \(InputRules.quoted(key)) in \(what)", fix: "keep one of them") }
                 entries.append((key, keyNode, value))
             }
             return entries
@@ -83,6 +86,15 @@ public enum MatrixParser {
             return scalar.string
         }
 
+        /// A string that must pass one of `InputRules`' checks.
+        func checked(_ node: Node, _ what: String, _ rule: (String) -> String?, fix: String) throws(MatrixError) -> String {
+            let value = try string(node, what)
+            if let problem = rule(value) {
+                throw error(at: node, "\(what) \(InputRules.quoted(value)) \(problem)", fix: fix)
+            }
+            return value
+        }
+
         func int(_ node: Node, _ what: String, range: ClosedRange<Int>) throws(MatrixError) -> Int {
             guard let value = node.int, range.contains(value) else {
                 throw error(at: node, "\(what) must be a whole number from \(range.lowerBound) to \(range.upperBound)", fix: "write e.g. \(what): \(range.lowerBound)")
@@ -93,7 +105,7 @@ public enum MatrixParser {
         func outcome(_ node: Node) throws(MatrixError) -> Outcome {
             let text = try string(node, "outcome")
             guard let outcome = Outcome(rawValue: text), Outcome.expectable.contains(outcome) else {
-                throw error(at: node, "\"\(text)\" is not an outcome a cell can be expected to have",
+                throw error(at: node, "\(InputRules.quoted(text)) is not an outcome a cell can be expected to have",
                             fix: "use one of: \(Outcome.expectable.map(\.rawValue).joined(separator: ", "))")
             }
             return outcome
@@ -102,7 +114,7 @@ public enum MatrixParser {
         func scenarioName(_ node: Node) throws(MatrixError) -> String {
             let name = try string(node, "scenario name")
             guard Scenario.named(name) != nil else {
-                throw error(at: node, "unknown scenario \"\(name)\"", fix: "use one of: \(Scenario.catalogue.map(\.name).joined(separator: ", "))")
+                throw error(at: node, "unknown scenario \(InputRules.quoted(name))", fix: "use one of: \(Scenario.catalogue.map(\.name).joined(separator: ", "))")
             }
             return name
         }
@@ -176,7 +188,7 @@ public enum MatrixParser {
                             do {
                                 rule.when = try VersionRule(parsing: text)
                             } catch {
-                                throw self.error(at: field.value, "bad version rule \"\(text)\": \(error.message)",
+                                throw self.error(at: field.value, "bad version rule \(InputRules.quoted(text)): \(error.message)",
                                                  fix: "write a rule like \"kernel < 4.6\" or \"kernel >= 4.6 and kernel < 5.0\"")
                             }
                         } else {
@@ -211,20 +223,18 @@ public enum MatrixParser {
                 for entry in try mapping(guestNode, "a guest", allowed: ["name", "image", "memory_mib", "vcpus", "expect", "kernel"]) {
                     switch entry.key {
                     case "name":
-                        let value = try string(entry.value, "name")
-                        guard value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }) else {
-                            throw error(at: entry.value, "guest name \"\(value)\" has characters that cannot appear in file and domain names",
-                                        fix: "use letters, digits, '-', '.' and '_' only")
-                        }
+                        let value = try checked(entry.value, "guest name", InputRules.nameProblem,
+                                                fix: "use up to \(InputRules.maximumNameLength) letters, digits, '-', '.' and '_', starting with a letter or digit")
                         if let first = lines[value] {
-                            throw error(at: entry.value, "duplicate guest \"\(value)\" (first defined on line \(first))", fix: "give each guest its own name")
+                            throw error(at: entry.value, "duplicate guest \(InputRules.quoted(value)) (first defined on line \(first))", fix: "give each guest its own name")
                         }
                         lines[value] = entry.value.mark?.line ?? 0
                         name = value
                     case "image": image = try self.image(entry.value)
                     case "memory_mib": spec.memoryMiB = try int(entry.value, "memory_mib", range: 128...65536)
                     case "vcpus": spec.vcpus = try int(entry.value, "vcpus", range: 1...64)
-                    case "kernel": spec.nominalKernel = try string(entry.value, "kernel")
+                    case "kernel": spec.nominalKernel = try checked(entry.value, "kernel", InputRules.releaseProblem,
+                                                                   fix: "write the release as `uname -r` prints it, e.g. 3.10.0-1160.el7.x86_64")
                     case "expect":
                         for override in try mapping(entry.value, "a guest's expect", allowed: Scenario.catalogue.map(\.name)) {
                             spec.expect[override.key] = try outcome(override.value)
@@ -255,9 +265,11 @@ public enum MatrixParser {
                         throw error(at: entry.value, "\(entry.key) lists no files", fix: "write \(entry.key): [/path/a.\(entry.key), /path/b.\(entry.key)]")
                     }
                     var paths: [String] = []
-                    for item in items { paths.append(try string(item, entry.key)) }
+                    for item in items { paths.append(try checked(item, entry.key, InputRules.pathProblem, fix: "give the path to the file")) }
                     packageLists[entry.key] = paths
                     values[entry.key] = (paths[0], entry.value)
+                } else if ["deb", "rpm", "bzimage", "modules"].contains(entry.key) {
+                    values[entry.key] = (try checked(entry.value, entry.key, InputRules.pathProblem, fix: "give the path to the file"), entry.value)
                 } else {
                     values[entry.key] = (try string(entry.value, entry.key), entry.value)
                 }
@@ -287,12 +299,12 @@ public enum MatrixParser {
                 switch source {
                 case "suite":
                     guard MatrixParser.suites.contains(value) else {
-                        throw error(at: valueNode, "unknown Debian suite \"\(value)\"", fix: "use one of: \(MatrixParser.suites.joined(separator: ", "))")
+                        throw error(at: valueNode, "unknown Debian suite \(InputRules.quoted(value))", fix: "use one of: \(MatrixParser.suites.joined(separator: ", "))")
                     }
                     return .kernel(.debian(suite: value))
                 case "recipe":
                     guard MatrixParser.kernelRecipes.contains(value) else {
-                        throw error(at: valueNode, "unknown kernel recipe \"\(value)\"", fix: "use one of: \(MatrixParser.kernelRecipes.joined(separator: ", ")) (images/legacy-kernel)")
+                        throw error(at: valueNode, "unknown kernel recipe \(InputRules.quoted(value))", fix: "use one of: \(MatrixParser.kernelRecipes.joined(separator: ", ")) (images/legacy-kernel)")
                     }
                     return .kernel(.recipe(value))
                 case "bzimage":
@@ -302,21 +314,32 @@ public enum MatrixParser {
                 }
             case "cloud":
                 try reject(["suite", "deb", "rpm", "bzimage", "modules"])
-                guard let (file, _) = values["file"] else {
+                guard let (file, fileNode) = values["file"] else {
                     throw error(at: node, "a cloud image needs a file", fix: "add file: the image's file name, e.g. rhel-server-7.9-x86_64-kvm.qcow2")
                 }
-                guard let (user, _) = values["user"] else {
+                if let problem = InputRules.fileNameProblem(file) {
+                    throw error(at: fileNode, "image file \(InputRules.quoted(file)) \(problem)",
+                                fix: "give the image's file name only; `kmatrix images add GUEST /path/to/it` puts it in kmatrix's image folder")
+                }
+                guard let (user, userNode) = values["user"] else {
                     throw error(at: node, "a cloud image needs the distribution's default user", fix: "add user: cloud-user (RHEL), ubuntu or ec2-user")
                 }
+                if let problem = InputRules.userProblem(user) {
+                    throw error(at: userNode, "user \(InputRules.quoted(user)) is not a POSIX user name: it \(problem)",
+                                fix: "write the distribution's default user, e.g. cloud-user (RHEL), ubuntu or ec2-user")
+                }
+                if let (source, sourceNode) = values["source"], let problem = InputRules.textProblem(source) {
+                    throw error(at: sourceNode, "source \(problem)", fix: "write where to download the image in one line")
+                }
                 if let (recipe, recipeNode) = values["recipe"], !MatrixParser.cloudRecipes.contains(recipe) {
-                    throw error(at: recipeNode, "unknown cloud image recipe \"\(recipe)\"", fix: "use one of: \(MatrixParser.cloudRecipes.joined(separator: ", ")) (a directory under images/)")
+                    throw error(at: recipeNode, "unknown cloud image recipe \(InputRules.quoted(recipe))", fix: "use one of: \(MatrixParser.cloudRecipes.joined(separator: ", ")) (a directory under images/)")
                 }
                 if let (sum, sumNode) = values["sha256"], sum.count != 64 || !sum.allSatisfy(\.isHexDigit) {
                     throw error(at: sumNode, "sha256 must be 64 hexadecimal digits", fix: "copy the checksum from the vendor's download page")
                 }
                 return .cloud(CloudImage(file: file, sha256: values["sha256"]?.0.lowercased(), user: user, source: values["source"]?.0, recipe: values["recipe"]?.0))
             default:
-                throw error(at: kindNode, "unknown image kind \"\(kind)\"", fix: "use host, kernel or cloud")
+                throw error(at: kindNode, "unknown image kind \(InputRules.quoted(kind))", fix: "use host, kernel or cloud")
             }
         }
     }

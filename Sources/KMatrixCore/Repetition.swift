@@ -1,22 +1,37 @@
 /// Folds repeated runs of one cell into one: agreeing runs keep their outcome, disagreeing
-/// runs make the cell `flaky` with the tally in the reason.
+/// runs make the cell `flaky` with the tally in the reason. An interrupted run is never a
+/// disagreement: the cell says it was interrupted, and what the finished runs showed.
 public enum Repetition {
     public static func combine(_ attempts: [CellResult]) -> CellResult {
         guard var first = attempts.first else {
             preconditionFailure("combine needs at least one attempt")
         }
+        if let interrupted = attempts.first(where: { $0.failure?.kind == .interrupted }) {
+            let finished = attempts.filter { $0.failure?.kind != .interrupted }
+            guard !finished.isEmpty else { return interrupted }
+            var cell = interrupted
+            let tally = Self.tally(finished)
+            cell.reason = "interrupted after \(finished.count) finished run\(finished.count == 1 ? "" : "s") (\(tally))"
+            cell.failure?.message = cell.reason
+            cell.durationS = attempts.reduce(0) { $0 + $1.durationS }
+            return cell
+        }
         guard attempts.count > 1 else { return first }
-        var tally: [String: Int] = [:]
-        for attempt in attempts { tally[attempt.outcome.rawValue, default: 0] += 1 }
+        var counts: [String: Int] = [:]
+        for attempt in attempts { counts[attempt.outcome.rawValue, default: 0] += 1 }
         let agreeing = attempts.filter { $0.outcome == first.outcome }.count
-        first.runs = RunAgreement(total: attempts.count, agreeing: agreeing, outcomes: tally)
+        first.runs = RunAgreement(total: attempts.count, agreeing: agreeing, outcomes: counts)
         first.durationS = attempts.reduce(0) { $0 + $1.durationS }
-        if tally.count > 1 {
-            let text = tally.sorted { $0.key < $1.key }.map { "\($0.value)× \($0.key)" }.joined(separator: ", ")
-            first.reason = "runs disagree (\(text)); first run: \(first.reason)"
+        if counts.count > 1 {
+            first.reason = "runs disagree (\(tally(attempts))); first run: \(first.reason)"
             first.outcome = .flaky
-            first.matches = CellResult.judge(outcome: .flaky, expected: first.expected)
         }
         return first
+    }
+
+    static func tally(_ attempts: [CellResult]) -> String {
+        var counts: [String: Int] = [:]
+        for attempt in attempts { counts[attempt.outcome.rawValue, default: 0] += 1 }
+        return counts.sorted { $0.key < $1.key }.map { "\($0.value)× \($0.key)" }.joined(separator: ", ")
     }
 }

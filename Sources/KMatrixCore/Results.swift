@@ -2,22 +2,27 @@ import Foundation
 
 /// One guest × scenario measurement, as written to `results.json`.
 public struct CellResult: Sendable, Hashable, Codable {
+    /// The row: the guest's name (or, for an unnamed `--kernel`, its observed `uname -r`).
     public var guest: String
     public var scenario: String
     /// Observed `uname -r`, or the guest's nominal kernel when it never booted.
     public var kernel: String?
     /// Observed PRETTY_NAME from /etc/os-release.
     public var distro: String?
-    public var outcome: Outcome
-    public var expected: Outcome?
-    /// nil for `skipped`: a cell that did not run neither matches nor differs.
-    public var matches: Bool?
+    public var outcome: Outcome { didSet { judge() } }
+    public var expected: Outcome? { didSet { judge() } }
+    /// Whether the outcome is the expected one; nil for `skipped` (a cell that did not run
+    /// neither matches nor differs). Derived from outcome and expectation, in `judge` only.
+    public private(set) var matches: Bool?
     public var sent: Int
     public var received: Int
     public var lost: Int
     public var enobufs: Int
     public var counters: CounterDeltas?
+    /// Why, in words; for error and skipped cells rendered from `failure`.
     public var reason: String
+    /// What went wrong, as data, for error and skipped cells.
+    public var failure: CellFailure?
     public var durationS: Double
     public var evidence: Evidence?
     public var provenance: Provenance?
@@ -26,7 +31,7 @@ public struct CellResult: Sendable, Hashable, Codable {
 
     public init(guest: String, scenario: String, kernel: String? = nil, distro: String? = nil, outcome: Outcome, expected: Outcome? = nil,
                 sent: Int = 0, received: Int = 0, lost: Int = 0, enobufs: Int = 0, counters: CounterDeltas? = nil, reason: String,
-                durationS: Double = 0, evidence: Evidence? = nil, provenance: Provenance? = nil) {
+                failure: CellFailure? = nil, durationS: Double = 0, evidence: Evidence? = nil, provenance: Provenance? = nil) {
         self.guest = guest
         self.scenario = scenario
         self.kernel = kernel
@@ -39,10 +44,15 @@ public struct CellResult: Sendable, Hashable, Codable {
         self.enobufs = enobufs
         self.counters = counters
         self.reason = reason
+        self.failure = failure
         self.durationS = durationS
         self.evidence = evidence
         self.provenance = provenance
         self.matches = CellResult.judge(outcome: outcome, expected: expected)
+    }
+
+    private mutating func judge() {
+        matches = CellResult.judge(outcome: outcome, expected: expected)
     }
 
     /// Errors and flaky cells always differ; a measurement without an expectation is not judged
@@ -53,11 +63,6 @@ public struct CellResult: Sendable, Hashable, Codable {
         case .error, .flaky: return false
         default: return expected.map { $0 == outcome } ?? true
         }
-    }
-
-    /// A cell for a guest that produced no measurement (skipped, or an error before the probe ran).
-    public static func unmeasured(guest: String, scenario: String, kernel: String?, outcome: Outcome, expected: Outcome?, reason: String, durationS: Double = 0) -> CellResult {
-        CellResult(guest: guest, scenario: scenario, kernel: kernel, outcome: outcome, expected: expected, reason: reason, durationS: durationS)
     }
 }
 
@@ -174,14 +179,29 @@ public struct RunResult: Sendable, Hashable, Codable {
         return try decoder.decode(RunResult.self, from: data)
     }
 
-    /// Exit status per DESIGN.md §3.
+    /// The exit status (docs/architecture.md, "Exit status"): 0 every judged cell matched; 1 a cell
+    /// differs (an error counts as differing); 3 when nothing was measured at all — every cell
+    /// errored or was skipped. A run that tested nothing never exits 0.
     public var exitStatus: ExitStatus {
-        if cells.contains(where: { $0.matches == false }) {
-            let measured = cells.contains { $0.outcome.isMeasurement }
-            let errored = cells.contains { $0.outcome == .error }
-            return !measured && errored ? .infrastructure : .differs
+        let judged = cells.filter { $0.matches != nil }
+        if judged.isEmpty { return .infrastructure }
+        if judged.contains(where: { $0.matches == false }) {
+            return cells.contains { $0.outcome.isMeasurement } ? .differs : .infrastructure
         }
         return .allMatched
+    }
+
+    /// Why nothing was tested, when every cell was skipped; nil when something ran.
+    public var nothingTestedReason: String? {
+        guard !cells.isEmpty else { return "nothing was tested: the run had no cells" }
+        guard cells.allSatisfy({ $0.outcome == .skipped }) else { return nil }
+        let absent = cells.filter { $0.failure?.kind == .imageMissing }
+        if absent.count == cells.count {
+            let guests = Array(Set(absent.map(\.guest))).sorted()
+            return "nothing was tested: every guest asked for lacks its image (\(guests.joined(separator: ", "))); "
+                + "register the images with `kmatrix images add GUEST FILE` (each cell says where to get its image)"
+        }
+        return "nothing was tested: all \(cells.count) cells were skipped (first: \(cells[0].reason))"
     }
 }
 

@@ -6,13 +6,13 @@ import Foundation
 public struct AcceleratorCache: Sendable {
     let file: URL
 
-    public init(cacheDirectory: URL) {
-        file = cacheDirectory.appendingPathComponent("accelerator")
+    public init(file: URL) {
+        self.file = file
     }
 
     public static func key(uri: String, qemu: String) -> String? {
         // A remote libvirt runs on another machine, whose boot this host cannot see.
-        guard uri.hasPrefix("qemu:///") || uri.hasPrefix("test:///"),
+        guard uri.starts(with: "qemu:///") || uri.starts(with: "test:///"),
               let bootID = try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8) else { return nil }
         return "\(bootID.trimmingCharacters(in: .whitespacesAndNewlines)) \(uri) \(qemu)"
     }

@@ -1,10 +1,7 @@
 import Foundation
+import KMatrixCore
 import Subprocess
 import SystemPackage
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// What a finished external command left behind.
 public struct CommandResult: Sendable {
@@ -54,30 +51,42 @@ extension CommandRunner {
         try await run(executable, arguments, input: nil, timeout: timeout)
     }
 
-    /// Runs and throws a `KMatrixError` carrying stderr when the command fails.
+    /// Runs and throws a `KMatrixError` carrying the end of stderr when the command fails.
     @discardableResult
     public func checked(_ executable: String, _ arguments: [String], input: Data? = nil, timeout: Duration? = nil) async throws -> CommandResult {
         let result = try await run(executable, arguments, input: input, timeout: timeout)
         guard result.succeeded else {
-            let detail = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
-            throw KMatrixError(.command, "\(executable) \(arguments.joined(separator: " ")) exited with \(result.status)\(detail.isEmpty ? "" : ": \(detail)")")
+            let detail = String(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines).suffix(600))
+            throw KMatrixError(.command, "\(executable) \(arguments.prefix(4).joined(separator: " ")) exited with \(result.status)\(detail.isEmpty ? "" : ": \(detail)")")
         }
         return result
     }
 }
 
+/// Runs programs through swift-subprocess, each in a process group of its own: cancelling the
+/// task (a timeout, Ctrl-C) stops the whole group — a recipe's `make` and `gcc` with it — with
+/// SIGTERM, then SIGKILL. Every child also carries `KMATRIX_RUN=<run id>` in its environment,
+/// inherited by its own children: that marker is how `kmatrix gc` finds processes a SIGKILLed
+/// run left behind (docs/architecture.md, "Cleanup").
 public struct SystemCommandRunner: CommandRunner {
     /// Caps collected output; the probe prints a few KiB, consoles are read from files instead.
     static let outputLimit = 16 << 20
+    public static let runMarkerVariable = "KMATRIX_RUN"
 
-    public init() {}
+    let runMarker: String?
+
+    public init(runMarker: String? = nil) {
+        self.runMarker = runMarker
+    }
 
     func configuration(_ executable: String, _ arguments: [String]) -> Configuration {
         let executableReference: Executable = executable.contains("/") ? .path(FilePath(executable)) : .name(executable)
         var options = PlatformOptions()
-        // A command that outlives its timeout gets SIGTERM, then SIGKILL two seconds later.
-        options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(2))]
-        return Configuration(executable: executableReference, arguments: Arguments(arguments), environment: .inherit, platformOptions: options)
+        options.processGroupID = 0
+        options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: .seconds(2))]
+        var environment = Environment.inherit
+        if let runMarker { environment = environment.updating([.init(stringLiteral: Self.runMarkerVariable): runMarker]) }
+        return Configuration(executable: executableReference, arguments: Arguments(arguments), environment: environment, platformOptions: options)
     }
 
     public func run(_ executable: String, _ arguments: [String], timeout: Duration?, errors: ErrorStream) async throws -> CommandResult {
@@ -93,13 +102,49 @@ public struct SystemCommandRunner: CommandRunner {
                 descriptor = try FileDescriptor.open(FilePath(url.path), .writeOnly, options: [.create, .truncate], permissions: [.ownerReadWrite, .groupRead, .otherRead])
                 close = true
             }
-            let result = try await Subprocess.run(
-                configuration, input: .none, output: .data(limit: Self.outputLimit),
-                error: .fileDescriptor(descriptor, closeAfterSpawningProcess: close))
+            let result = try await Self.spawning(executable) {
+                try await Subprocess.run(
+                    configuration, input: .none, output: .data(limit: Self.outputLimit),
+                    error: .fileDescriptor(descriptor, closeAfterSpawningProcess: close))
+            }
             return CommandResult(status: Self.status(result.terminationStatus), stdout: result.standardOutput, stderr: "")
         }
         guard let timeout else { return try await operation() }
-        return try await withTimeout(timeout, what: "\(executable) \(arguments.prefix(3).joined(separator: " "))", operation)
+        return try await withTimeout(timeout, what: Self.describe(executable, arguments), operation)
+    }
+
+    public func run(_ executable: String, _ arguments: [String], input: Data?, timeout: Duration?) async throws -> CommandResult {
+        let configuration = configuration(executable, arguments)
+        let operation: @Sendable () async throws -> CommandResult = {
+            let result = try await Self.spawning(executable) {
+                try await Subprocess.run(
+                    configuration,
+                    input: .data(input ?? Data()),
+                    output: .data(limit: Self.outputLimit),
+                    error: .string(limit: Self.outputLimit))
+            }
+            return CommandResult(status: Self.status(result.terminationStatus), stdout: result.standardOutput, stderr: result.standardError)
+        }
+        guard let timeout else { return try await operation() }
+        return try await withTimeout(timeout, what: Self.describe(executable, arguments), operation)
+    }
+
+    /// swift-subprocess's own errors (program not found, spawn failed) as ours.
+    static func spawning<T>(_ executable: String, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as KMatrixError {
+            throw error
+        } catch is CancellationError {
+            throw KMatrixError(.interrupted, "interrupted while \(executable) ran")
+        } catch {
+            if Task.isCancelled { throw KMatrixError(.interrupted, "interrupted while \(executable) ran", cause: error) }
+            throw KMatrixError(.command, "cannot run \(executable): \(error)", cause: error)
+        }
+    }
+
+    static func describe(_ executable: String, _ arguments: [String]) -> String {
+        ([executable] + arguments.prefix(3)).joined(separator: " ")
     }
 
     static func status(_ termination: TerminationStatus) -> Int32 {
@@ -107,19 +152,5 @@ public struct SystemCommandRunner: CommandRunner {
         case .exited(let code): code
         case .signaled(let signal): 128 + signal
         }
-    }
-
-    public func run(_ executable: String, _ arguments: [String], input: Data?, timeout: Duration?) async throws -> CommandResult {
-        let configuration = configuration(executable, arguments)
-        let operation: @Sendable () async throws -> CommandResult = {
-            let result = try await Subprocess.run(
-                configuration,
-                input: .data(input ?? Data()),
-                output: .data(limit: Self.outputLimit),
-                error: .string(limit: Self.outputLimit))
-            return CommandResult(status: Self.status(result.terminationStatus), stdout: result.standardOutput, stderr: result.standardError)
-        }
-        guard let timeout else { return try await operation() }
-        return try await withTimeout(timeout, what: "\(executable) \(arguments.prefix(3).joined(separator: " "))", operation)
     }
 }

@@ -1,4 +1,22 @@
 import Foundation
+import KMatrixCore
+
+/// One `KMATRIX-MISSING <id> [(<detail>)]` line of our rootfs's /init: `id` is the token the
+/// init script prints (a module name, `eth0`, `sshd`), `text` the whole description.
+public struct MissingFeature: Sendable, Hashable, CustomStringConvertible {
+    public var id: String
+    public var text: String
+    public var description: String { text }
+
+    /// The network interface the guest is reached through (images/kernel-rootfs/init).
+    public static let networkInterface = "eth0"
+
+    public init?(line text: String) {
+        guard let first = text.split(separator: " ").first else { return nil }
+        self.id = String(first)
+        self.text = text
+    }
+}
 
 /// Reads a guest's serial console log (a file libvirt writes) for markers and crashes.
 public struct ConsoleLog: Sendable {
@@ -20,54 +38,56 @@ public struct ConsoleLog: Sendable {
         Self.crashLine(in: text())
     }
 
+    /// Serial consoles end lines in CRLF, which Swift reads as one Character: split on scalars.
+    static func lines(_ text: String) -> [Substring] {
+        text.split(whereSeparator: \.isNewline)
+    }
+
     public static func crashLine(in text: String) -> String? {
-        for line in text.split(whereSeparator: \.isNewline) {
-            if crashMarkers.contains(where: { line.contains($0) }) {
-                return line.trimmingCharacters(in: .whitespacesAndNewlines.union(.controlCharacters))
-            }
+        for line in lines(text) where crashMarkers.contains(where: { line.contains($0) }) {
+            return line.trimmingCharacters(in: .whitespacesAndNewlines.union(.controlCharacters))
         }
         return nil
     }
 
-    /// What our rootfs's /init found the kernel lacks: its `KMATRIX-MISSING <what>` lines.
-    public func missingFeatures() -> [String] {
+    public func missingFeatures() -> [MissingFeature] {
         Self.missingFeatures(in: text())
     }
 
-    public static func missingFeatures(in text: String) -> [String] {
-        var found: [String] = []
-        for line in text.split(whereSeparator: \.isNewline) {
+    public static func missingFeatures(in text: String) -> [MissingFeature] {
+        var found: [MissingFeature] = []
+        for line in lines(text) {
             guard let range = line.range(of: "KMATRIX-MISSING ") else { continue }
             let what = line[range.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines.union(.controlCharacters))
-            if !what.isEmpty && !found.contains(what) { found.append(what) }
+            if let feature = MissingFeature(line: what), !found.contains(feature) { found.append(feature) }
         }
         return found
     }
 
     public func tail(lines count: Int = 15) -> String {
-        text().split(whereSeparator: \.isNewline).suffix(count)
+        Self.lines(text()).suffix(count)
             .map { $0.trimmingCharacters(in: .controlCharacters) }.joined(separator: "\n")
     }
 
-    /// Waits until `marker` appears on the console; fails early on a crash, at the deadline with the tail.
-    /// `silentHint` explains an empty console, which differs for a bare kernel and a disk image.
-    public func waitFor(_ marker: String, within limit: Duration, what: String,
-                        silentHint: String = "a kernel needs its 8250 serial console built in, CONFIG_SERIAL_8250_CONSOLE, to print on ttyS0") async throws {
+    /// Waits until one of `markers` appears on the console and returns it; fails early on a
+    /// crash, at the deadline with the console's tail. `silentHint` explains an empty console,
+    /// which differs for a bare kernel and a disk image.
+    @discardableResult
+    public func waitFor(_ markers: [String], within limit: Duration, what: String, poll: Duration = .milliseconds(100),
+                        silentHint: String = "a kernel needs its 8250 serial console built in, CONFIG_SERIAL_8250_CONSOLE, to print on ttyS0") async throws -> String {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
-            try Task.checkCancellation()
+            if Task.isCancelled { throw KMatrixError(.interrupted, "interrupted while waiting for \(what)") }
             let content = text()
-            if content.contains(marker) { return }
-            if let crash = Self.crashLine(in: content) { throw KMatrixError(.guestPanic, "guest crashed: \(crash)") }
-            try await Task.sleep(for: .milliseconds(200))
+            if let marker = markers.first(where: content.contains) { return marker }
+            if let crash = Self.crashLine(in: content) { throw KMatrixError(.guestPanic, "guest crashed: \(crash)", consoleLine: crash) }
+            try? await Task.sleep(for: poll)
         }
         let content = text()
         if content.isEmpty {
             throw KMatrixError(.boot, "\(what) not seen within \(limit.formattedSeconds): the console stayed empty (\(silentHint))")
         }
-        let missing = Self.missingFeatures(in: content)
         let tail = tail(lines: 8).replacingOccurrences(of: "\n", with: " ⏎ ")
-        throw KMatrixError(.boot, "\(what) not seen on the console within \(limit.formattedSeconds)"
-            + (missing.isEmpty ? "" : "; the kernel lacks: \(missing.joined(separator: ", "))") + "; console tail: \(tail)")
+        throw KMatrixError(.boot, "\(what) not seen on the console within \(limit.formattedSeconds); console tail: \(tail)")
     }
 }

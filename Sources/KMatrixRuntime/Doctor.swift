@@ -1,7 +1,8 @@
 import Foundation
+import KMatrixCore
 
 /// One host prerequisite: whether it holds, what was seen, and how to fix it when it does not.
-public struct DoctorCheck: Sendable {
+public struct DoctorCheck: Sendable, Equatable {
     public enum Status: String, Sendable {
         case ok
         case warning
@@ -21,15 +22,35 @@ public struct DoctorCheck: Sendable {
     }
 }
 
+/// One line of `scripts/prerequisites`: a Debian package, a command it provides, and why.
+public struct Prerequisite: Sendable, Equatable {
+    public var package: String
+    public var command: String?
+    public var purpose: String
+
+    /// Only the test suite needs it (chromium, rpm): its absence is no problem for a run.
+    public var testsOnly: Bool { purpose.starts(with: "tests:") }
+
+    public static func parse(_ text: String) -> [Prerequisite] {
+        text.split(separator: "\n").compactMap { line in
+            let content = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            let fields = content.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count >= 3 else { return nil }
+            return Prerequisite(package: String(fields[0]), command: fields[1] == "-" ? nil : String(fields[1]),
+                                purpose: fields[2...].joined(separator: " "))
+        }
+    }
+}
+
 /// Host readiness, one check per prerequisite.
 public struct Doctor: Sendable {
-    let commands: any CommandRunner
-    let layout: Layout?
+    let checkout: Checkout?
+    let cache: CacheLayout
     let hypervisor: (@Sendable () async -> [DoctorCheck])?
 
-    public init(commands: any CommandRunner, layout: Layout?, hypervisor: (@Sendable () async -> [DoctorCheck])?) {
-        self.commands = commands
-        self.layout = layout
+    public init(checkout: Checkout?, cache: CacheLayout, hypervisor: (@Sendable () async -> [DoctorCheck])?) {
+        self.checkout = checkout
+        self.cache = cache
         self.hypervisor = hypervisor
     }
 
@@ -43,39 +64,36 @@ public struct Doctor: Sendable {
         checks.append(FileManager.default.fileExists(atPath: "/proc/self/ns/net")
             ? DoctorCheck("network namespaces", .ok, "/proc/self/ns/net present")
             : DoctorCheck("network namespaces", .missing, "kernel lacks CONFIG_NET_NS", fix: "the host guest cannot run here; use VM guests only (--guest)"))
-        let tools: [(String, String, String)] = [
-            ("ip", "iproute2", "netns for the host guest"),
-            ("iptables", "iptables", "NFQUEUE rules in the host guest"),
-            ("nft", "nftables", "nft fallback in the host guest"),
-            ("make", "make", "builds the probe"),
-            ("musl-gcc", "musl-tools", "builds the static probe"),
-            ("ssh", "openssh-client", "reaches guests"),
-            ("ssh-keygen", "openssh-client", "per-run SSH keys"),
-            ("qemu-system-x86_64", "qemu-system-x86", "runs guests"),
-            ("qemu-img", "qemu-utils", "copy-on-write overlays for cloud guests"),
-            ("cpio", "cpio", "builds the initramfs rootfs"),
-            ("busybox", "busybox-static", "the initramfs rootfs"),
-            ("dropbear", "dropbear-bin", "SSH server in the initramfs rootfs"),
-            ("genisoimage", "genisoimage", "cloud-init NoCloud seeds"),
-            ("virsh", "libvirt-clients", "inspecting leftovers by hand"),
-        ]
-        for (tool, package, why) in tools {
-            let found = (try? await commands.run("sh", ["-c", "command -v \(tool) || test -x /usr/sbin/\(tool) || test -x /sbin/\(tool)"]))?.succeeded ?? false
-            checks.append(found
-                ? DoctorCheck(tool, .ok, why)
-                : DoctorCheck(tool, .missing, "not found (\(why))", fix: "apt-get install \(package), or run \(Self.setup)"))
-        }
-        if let layout {
-            let probe = layout.probeBinary.path
-            checks.append(FileManager.default.isExecutableFile(atPath: probe)
-                ? DoctorCheck("probe", .ok, probe)
-                : DoctorCheck("probe", .warning, "not built yet", fix: "make -C \(layout.probeSource.path) (kmatrix run does it)"))
-            checks.append(diskCheck(layout.cache))
-        } else {
+        guard let checkout else {
             checks.append(DoctorCheck("checkout", .missing, "cannot find probe/kmatrix-probe.c", fix: "run kmatrix from the repository or set KMATRIX_ROOT"))
+            return checks + (await hypervisor?() ?? [])
         }
+        let list = (try? String(contentsOf: checkout.prerequisites, encoding: .utf8)).map(Prerequisite.parse) ?? []
+        if list.isEmpty {
+            checks.append(DoctorCheck("prerequisites", .missing, "cannot read \(checkout.prerequisites.path)", fix: "restore it from the repository"))
+        }
+        var seen = Set<String>()
+        for prerequisite in list {
+            guard let command = prerequisite.command, seen.insert(command).inserted else { continue }
+            if Self.findCommand(command) {
+                checks.append(DoctorCheck(command, .ok, prerequisite.purpose))
+            } else {
+                checks.append(DoctorCheck(command, prerequisite.testsOnly ? .warning : .missing, "not found (\(prerequisite.purpose))",
+                                          fix: "apt-get install \(prerequisite.package), or run \(Self.setup)\(prerequisite.testsOnly ? " --with-tests" : "")"))
+            }
+        }
+        let probe = checkout.probeBinary.path
+        checks.append(FileManager.default.isExecutableFile(atPath: probe)
+            ? DoctorCheck("probe", .ok, probe)
+            : DoctorCheck("probe", .warning, "not built yet", fix: "make -C \(checkout.probeSource.path) (kmatrix run does it)"))
+        checks.append(diskCheck(cache.root))
         if let hypervisor { checks += await hypervisor() }
         return checks
+    }
+
+    static func findCommand(_ command: String) -> Bool {
+        let directories = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"]
+        return directories.contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(command)") }
     }
 
     func diskCheck(_ cache: URL) -> DoctorCheck {

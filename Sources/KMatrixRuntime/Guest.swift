@@ -34,6 +34,18 @@ public enum GuestPhase: Sendable, Equatable, CustomStringConvertible {
         case .finished(let summary): summary
         }
     }
+
+    /// The phase a failure in this part of the guest's life belongs to.
+    public var failurePhase: CellFailure.Phase {
+        switch self {
+        case .queued, .preparing: .prepare
+        case .booting: .boot
+        case .waitingForReady: .ready
+        case .deploying: .deploy
+        case .running: .scenario
+        case .tearingDown, .finished: .teardown
+        }
+    }
 }
 
 /// Settings shared by every guest of one run.
@@ -43,13 +55,16 @@ public struct RunContext: Sendable {
     public var probe: URL
     public var timeouts: PhaseTimeouts
     public var defaults: Defaults
+    /// Where the run records what it creates outside its folder (network namespaces).
+    public var ledger: any RunLedger
 
-    public init(runID: String, outputDirectory: URL, probe: URL, defaults: Defaults) {
+    public init(runID: String, outputDirectory: URL, probe: URL, defaults: Defaults, ledger: any RunLedger = UnrecordedRun()) {
         self.runID = runID
         self.outputDirectory = outputDirectory
         self.probe = probe
         self.timeouts = defaults.timeouts
         self.defaults = defaults
+        self.ledger = ledger
     }
 
     public func consoleLog(for guest: String) -> URL {
@@ -67,17 +82,24 @@ public protocol GuestSession: Sendable {
     /// The first kernel panic or oops line on the console, if any.
     func crashLine() async -> String?
     /// What the guest reported its kernel lacks for the scenarios (our rootfs's checks).
-    var missingFeatures: [String] { get }
+    var missingFeatures: [MissingFeature] { get }
     func shutdown() async
 }
 
 extension GuestSession {
-    public var missingFeatures: [String] { [] }
+    public var missingFeatures: [MissingFeature] { [] }
 }
 
 /// Brings one kind of guest up.
 public protocol GuestLauncher: Sendable {
-    /// Why the guest cannot run on this machine (missing image, not root…), with the fix; nil when it can.
-    func unavailableReason(_ guest: GuestSpec, context: RunContext) async -> String?
+    /// Why the guest cannot run on this machine (an absent image, not root…), with the fix, as
+    /// a `skipped` cell's failure; nil when it can run.
+    func unavailability(_ guest: GuestSpec, context: RunContext) async -> CellFailure?
     func launch(_ guest: GuestSpec, context: RunContext, progress: @escaping @Sendable (GuestPhase) -> Void) async throws -> any GuestSession
+}
+
+/// A ledger that keeps nothing (unit tests).
+public struct UnrecordedRun: RunLedger {
+    public init() {}
+    public func recordNamespace(_ name: String) throws {}
 }

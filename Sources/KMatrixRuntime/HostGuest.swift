@@ -5,41 +5,44 @@ import KMatrixCore
 /// network namespace that exists only for the guest's lifetime.
 public struct HostGuestLauncher: GuestLauncher {
     let commands: any CommandRunner
+    let digests: FileDigests
 
-    public init(commands: any CommandRunner = SystemCommandRunner()) {
+    public init(commands: any CommandRunner, digests: FileDigests = FileDigests()) {
         self.commands = commands
+        self.digests = digests
     }
 
-    public func unavailableReason(_ guest: GuestSpec, context: RunContext) async -> String? {
+    public func unavailability(_ guest: GuestSpec, context: RunContext) async -> CellFailure? {
+        func unavailable(_ message: String) -> CellFailure { CellFailure(.hostUnavailable, phase: .prepare, message) }
         if geteuid() != 0 {
-            return "the host guest needs root (CAP_NET_ADMIN) to create a network namespace; run kmatrix as root"
+            return unavailable("the host guest needs root (CAP_NET_ADMIN) to create a network namespace; run kmatrix as root")
         }
         if !FileManager.default.fileExists(atPath: "/proc/self/ns/net") {
-            return "this kernel has no network namespaces (CONFIG_NET_NS); the host guest cannot run isolated"
+            return unavailable("this kernel has no network namespaces (CONFIG_NET_NS); the host guest cannot run isolated")
         }
         if !FileManager.default.isExecutableFile(atPath: context.probe.path) {
-            return "the probe is not built at \(context.probe.path); run `make -C probe`"
+            return unavailable("the probe is not built at \(context.probe.path); run `make -C probe`")
         }
-        let tools = ["iptables-legacy", "iptables", "iptables-nft", "nft"]
-        if await firstAvailable(tools) == nil {
-            return "no iptables or nft on this host; install them with `apt-get install iptables nftables`"
+        if Self.firstTool(["iptables-legacy", "iptables", "iptables-nft", "nft"]) == nil {
+            return unavailable("no iptables or nft on this host; install them with `apt-get install iptables nftables`")
         }
         return nil
     }
 
-    func firstAvailable(_ tools: [String]) async -> String? {
-        for tool in tools {
-            if let result = try? await commands.run("sh", ["-c", "command -v \(tool)"]), result.succeeded { return tool }
-        }
-        return nil
+    static func firstTool(_ tools: [String]) -> String? {
+        let directories = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"]
+        return tools.first { tool in directories.contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(tool)") } }
     }
 
     public func launch(_ guest: GuestSpec, context: RunContext, progress: @escaping @Sendable (GuestPhase) -> Void) async throws -> any GuestSession {
         progress(.booting)
         let namespace = "kmatrix-\(context.runID)-\(guest.name)"
+        // Recorded first: should the run die right after `ip netns add`, gc still knows it is ours.
+        try context.ledger.recordNamespace(namespace)
         try await commands.checked("ip", ["netns", "add", namespace], timeout: .seconds(10))
+        let probeSha256 = try? await digests.sha256(of: context.probe)
         let session = HostGuestSession(namespace: namespace, probe: context.probe, commands: commands,
-                                       identity: Self.localIdentity(), probeSha256: FileDigest.sha256(of: context.probe))
+                                       identity: Self.localIdentity(), probeSha256: probeSha256)
         do {
             // Loopback stays down in a new namespace; the probe's datagrams need it.
             try await commands.checked("ip", ["-n", namespace, "link", "set", "lo", "up"], timeout: .seconds(10))
@@ -92,7 +95,11 @@ struct SysctlGuard {
     init(names: [String]) throws {
         saved = try names.map { name in
             let path = "/proc/sys/" + name.replacingOccurrences(of: ".", with: "/")
-            return (path, try String(contentsOfFile: path, encoding: .utf8))
+            do {
+                return (path, try String(contentsOfFile: path, encoding: .utf8))
+            } catch {
+                throw KMatrixError.from(error, whileDoing: "reading \(name)")
+            }
         }
     }
 

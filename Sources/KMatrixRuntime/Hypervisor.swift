@@ -41,19 +41,19 @@ public struct MachineSpec: Sendable, Equatable {
 /// A running guest. Destroying it twice is harmless.
 public protocol VirtualMachine: Sendable {
     var name: String { get }
-    func isRunning() async throws -> Bool
     func destroy() async throws
 }
 
-/// Starts and finds guests. The libvirt-backed implementation is `LibvirtHypervisor`.
+/// Starts and finds guests. The libvirt-backed implementation is `LibvirtHypervisor` in the
+/// `KMatrixLibvirt` target; every error it raises is a `KMatrixError`.
 public protocol Hypervisor: Sendable {
     /// "libvirt 9.0.0, QEMU 7.2.0": recorded in results.
     func versions() async throws -> HypervisorVersions
     /// Whether KVM really works here (a short probe), else TCG.
     func detectAccelerator() async -> Accelerator
     func start(_ spec: MachineSpec) async throws -> any VirtualMachine
-    /// Names of domains carrying kmatrix metadata; with a run id, only that run's.
-    func kmatrixDomains(runID: String?) async throws -> [String]
+    /// Domains carrying kmatrix's run metadata, with the run each belongs to.
+    func kmatrixDomains() async throws -> [DomainRecord]
     func destroyDomain(named name: String) async throws
 }
 
@@ -63,5 +63,15 @@ public struct HypervisorVersions: Sendable, Codable, Equatable {
     public init(libvirt: String, qemu: String) {
         self.libvirt = libvirt
         self.qemu = qemu
+    }
+}
+
+/// A domain kmatrix started, found by its metadata.
+public struct DomainRecord: Sendable, Equatable {
+    public var name: String
+    public var runID: String?
+    public init(name: String, runID: String?) {
+        self.name = name
+        self.runID = runID
     }
 }

@@ -5,7 +5,7 @@ import Synchronization
 
 /// Runs every selected guest through boot → scenarios → teardown, at most `jobs` guests at once.
 /// One guest's failure never stops the others, and every guest is torn down on every path,
-/// cancellation (Ctrl-C) included.
+/// cancellation (Ctrl-C) included (docs/architecture.md, "Data flow").
 public struct Orchestrator: Sendable {
     public typealias LauncherLookup = @Sendable (GuestSpec) -> any GuestLauncher
 
@@ -59,10 +59,15 @@ public struct Orchestrator: Sendable {
     func runGuest(_ guest: GuestSpec, matrix: Matrix, scenarios: [Scenario], context: RunContext, repeats: Int) async -> [CellResult] {
         let started = ContinuousClock.now
         let launcher = launcher(guest)
-        let report: @Sendable (GuestPhase) -> Void = { [progress] phase in progress.update(guest: guest.name, phase: phase) }
-        func unmeasured(_ outcome: Outcome, _ reason: String, kernel: String? = nil, consoleLog: URL? = nil) -> [CellResult] {
+        let phase = Mutex(GuestPhase.queued)
+        let report: @Sendable (GuestPhase) -> Void = { [progress] next in
+            phase.withLock { $0 = next }
+            progress.update(guest: guest.name, phase: next)
+        }
+        let console = context.consoleLog(for: guest.name)
+        func unmeasured(_ outcome: Outcome, _ failure: CellFailure, consoleLog: URL? = nil) -> [CellResult] {
             scenarios.map {
-                CellBuilder.unmeasured(guest: guest, scenario: $0, matrix: matrix, kernel: kernel, outcome: outcome, reason: reason,
+                CellBuilder.unmeasured(outcome, guest: guest, scenario: $0, matrix: matrix, failure: failure,
                                        consoleLog: consoleLog?.path)
             }
         }
@@ -72,42 +77,60 @@ public struct Orchestrator: Sendable {
             return cells
         }
 
-        if Task.isCancelled { return finish(unmeasured(.error, "interrupted before this guest started")) }
+        if Task.isCancelled {
+            return finish(unmeasured(.error, CellFailure(.interrupted, phase: .prepare, "interrupted before this guest started")))
+        }
         report(.preparing)
-        if let reason = await launcher.unavailableReason(guest, context: context) {
-            logger.warning("skipping guest", metadata: ["guest": "\(guest.name)", "reason": "\(reason)"])
-            return finish(unmeasured(.skipped, reason))
+        if let unavailable = await launcher.unavailability(guest, context: context) {
+            logger.warning("skipping guest", metadata: ["guest": "\(guest.name)", "reason": "\(unavailable.reason)"])
+            return finish(unmeasured(.skipped, unavailable))
         }
 
         let session: any GuestSession
         do {
             session = try await launcher.launch(guest, context: context, progress: report)
         } catch {
-            logger.error("guest did not come up", metadata: ["guest": "\(guest.name)", "error": "\(error)"])
-            let reason = Task.isCancelled ? "interrupted while starting the guest" : "guest did not come up: \(error)"
-            return finish(unmeasured(.error, reason, consoleLog: context.consoleLog(for: guest.name)))
+            let error = KMatrixError.from(error)
+            var failure = CellFailure(error, phase: phase.withLock { $0 }.failurePhase)
+            if Task.isCancelled && error.code != .interrupted {
+                failure = CellFailure(.interrupted, phase: failure.phase, "interrupted while starting the guest")
+            }
+            failure.missingFeatures = ConsoleLog(url: console).missingFeatures()
+                .filter { !failure.message.contains($0.text) }.map(\.text)
+            logger.error("guest did not come up", metadata: ["guest": "\(guest.name)", "error": "\(error.detailedDescription)"])
+            let log = FileManager.default.fileExists(atPath: console.path) ? console : nil
+            return finish(unmeasured(.error, failure, consoleLog: log))
         }
 
         var cells: [CellResult] = []
+        var stop: CellFailure?
         for (index, scenario) in scenarios.enumerated() {
             report(.running(scenario: scenario.name, index: index + 1, of: scenarios.count))
             var attempts: [CellResult] = []
             for _ in 0..<max(1, repeats) {
-                let cell = await runScenario(scenario, guest: guest, matrix: matrix, session: session, context: context)
+                let cell = await measure(scenario, guest: guest, matrix: matrix, session: session, context: context)
                 attempts.append(cell)
                 if cell.outcome == .error { break }
             }
-            cells.append(Repetition.combine(attempts))
-            if cells.last?.reason.hasPrefix("guest crashed") == true || Task.isCancelled { break }
+            let cell = Repetition.combine(attempts)
+            cells.append(cell)
+            if let failure = cell.failure, failure.endsGuest {
+                stop = failure
+                break
+            }
+            if Task.isCancelled {
+                stop = CellFailure(.interrupted, phase: .scenario, "interrupted")
+                break
+            }
         }
         // Whatever stopped the loop early is the reason for the scenarios that never ran.
-        if cells.count < scenarios.count {
-            let reason = Task.isCancelled ? "interrupted before this scenario ran" : "not run: \(cells.last?.reason ?? "the guest stopped")"
-            for scenario in scenarios.dropFirst(cells.count) {
-                cells.append(CellBuilder.unmeasured(guest: guest, scenario: scenario, matrix: matrix, kernel: session.identity.kernel,
-                                                    distro: session.identity.distro, outcome: .error, reason: reason,
-                                                    provenance: session.provenance, consoleLog: session.consoleLog?.path))
-            }
+        for scenario in scenarios.dropFirst(cells.count) {
+            let failure: CellFailure = stop?.kind == .interrupted
+                ? CellFailure(.interrupted, phase: .scenario, "interrupted before this scenario ran")
+                : CellFailure(.notRun, phase: .scenario, "not run: \(stop?.reason ?? "the guest stopped")", consoleLine: stop?.consoleLine)
+            cells.append(CellBuilder.unmeasured(.error, guest: guest, scenario: scenario, matrix: matrix, failure: failure,
+                                                kernel: session.identity.kernel, distro: session.identity.distro,
+                                                provenance: session.provenance, consoleLog: session.consoleLog?.path))
         }
         report(.tearingDown)
         // Teardown runs in an unstructured task so a cancelled run still releases the guest.
@@ -115,42 +138,52 @@ public struct Orchestrator: Sendable {
         return finish(cells)
     }
 
-    func runScenario(_ scenario: Scenario, guest: GuestSpec, matrix: Matrix, session: any GuestSession, context: RunContext) async -> CellResult {
-        var cell = await measure(scenario, guest: guest, matrix: matrix, session: session, context: context)
-        // A failed measurement on a kernel that lacks what the scenarios need: that is the likely cause.
-        if cell.outcome == .error && !session.missingFeatures.isEmpty {
-            cell.reason += "; the kernel lacks: \(session.missingFeatures.joined(separator: ", "))"
-        }
-        return cell
-    }
-
     func measure(_ scenario: Scenario, guest: GuestSpec, matrix: Matrix, session: any GuestSession, context: RunContext) async -> CellResult {
         let started = ContinuousClock.now
         let identity = session.identity
-        func errorCell(_ reason: String) -> CellResult {
-            CellBuilder.unmeasured(guest: guest, scenario: scenario, matrix: matrix, kernel: identity.kernel, distro: identity.distro,
-                                   outcome: .error, reason: reason, durationS: (ContinuousClock.now - started).seconds,
-                                   provenance: session.provenance, consoleLog: session.consoleLog?.path)
+        let lacking = session.missingFeatures.map(\.text)
+        func errorCell(_ failure: CellFailure) -> CellResult {
+            var failure = failure
+            // A failed measurement on a kernel that lacks what the scenarios need: that is the likely cause.
+            if failure.kind != .interrupted { failure.missingFeatures = lacking }
+            return CellBuilder.unmeasured(.error, guest: guest, scenario: scenario, matrix: matrix, failure: failure,
+                                          kernel: identity.kernel, distro: identity.distro, durationS: (ContinuousClock.now - started).seconds,
+                                          provenance: session.provenance, consoleLog: session.consoleLog?.path)
+        }
+        func crashed() async -> CellFailure? {
+            guard let crash = await session.crashLine() else { return nil }
+            return CellFailure(.guestPanic, phase: .scenario, "guest crashed: \(crash)", consoleLine: crash)
         }
         let output: CommandResult
         do {
             output = try await session.runProbe(scenario.parameters.arguments, scenario: scenario, timeout: .seconds(context.timeouts.scenario))
         } catch {
-            if let crash = await session.crashLine() { return errorCell("guest crashed: \(crash)") }
-            return errorCell(Task.isCancelled ? "interrupted while the scenario ran" : "\(error)")
+            if let crash = await crashed() { return errorCell(crash) }
+            let error = KMatrixError.from(error)
+            if Task.isCancelled || error.code == .interrupted {
+                return errorCell(CellFailure(.interrupted, phase: .scenario, "interrupted while the scenario ran"))
+            }
+            return errorCell(CellFailure(error, phase: .scenario))
         }
-        if let crash = await session.crashLine() { return errorCell("guest crashed: \(crash)") }
+        if let crash = await crashed() { return errorCell(crash) }
         let probe: ProbeResult
         do {
             probe = try ProbeResult.decode(output.stdout)
         } catch {
             let stderr = output.stderr.split(separator: "\n").suffix(3).joined(separator: " / ")
-            return errorCell("probe exited with \(output.status) without a readable result\(stderr.isEmpty ? "" : ": \(stderr)")")
+            return errorCell(CellFailure(.probe, phase: .scenario,
+                                         "probe exited with \(output.status) without a readable result\(stderr.isEmpty ? "" : ": \(stderr)")"))
         }
         logger.debug("probe result", metadata: ["guest": "\(guest.name)", "scenario": "\(scenario.name)", "stdout": "\(output.stdoutText)"])
-        return CellBuilder.measured(guest: guest, scenario: scenario, matrix: matrix, kernel: identity.kernel, distro: identity.distro,
-                                    probe: probe, durationS: (ContinuousClock.now - started).seconds, provenance: session.provenance,
-                                    consoleLog: session.consoleLog?.path)
+        var cell = CellBuilder.measured(guest: guest, scenario: scenario, matrix: matrix, kernel: identity.kernel,
+                                        distro: identity.distro, probe: probe, durationS: (ContinuousClock.now - started).seconds,
+                                        provenance: session.provenance, consoleLog: session.consoleLog?.path)
+        if cell.outcome == .error, var failure = cell.failure, !lacking.isEmpty {
+            failure.missingFeatures = lacking
+            cell.failure = failure
+            cell.reason = failure.reason
+        }
+        return cell
     }
 }
 

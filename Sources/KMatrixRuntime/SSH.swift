@@ -1,7 +1,11 @@
 import Foundation
+import KMatrixCore
+import Synchronization
 
-/// One guest's SSH endpoint: always 127.0.0.1, through QEMU's port forward.
+/// One guest's SSH endpoint: always a 127.0.0.1 port forward (on this machine, or on the
+/// hypervisor host reached through `jump`).
 public struct SSHTarget: Sendable {
+    public var host: String = "127.0.0.1"
     public var port: Int
     public var user: String
     public var keys: RunKeys
@@ -13,35 +17,51 @@ public struct SSHTarget: Sendable {
     }
 }
 
-/// The run's ephemeral ed25519 key, known_hosts and ControlMaster sockets, in a private directory.
+/// The run's ephemeral ed25519 key, known_hosts and connection sockets, in a 0700 directory of
+/// the run's own folder (docs/architecture.md, "Cleanup"): gone with the run, or with `gc`.
 public struct RunKeys: Sendable {
     public var directory: URL
     public var privateKey: URL { directory.appendingPathComponent("id_ed25519") }
     public var publicKeyFile: URL { directory.appendingPathComponent("id_ed25519.pub") }
     public var knownHosts: URL { directory.appendingPathComponent("known_hosts") }
 
-    public static func create(runID: String, commands: any CommandRunner) async throws -> RunKeys {
-        // Short path: ControlPath sockets must fit in sun_path (108 bytes).
-        let directory = URL(fileURLWithPath: "/tmp/kmatrix-\(runID)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    public init(directory: URL) {
+        self.directory = directory
+    }
+
+    public static func create(in directory: URL, runID: String, commands: any CommandRunner) async throws -> RunKeys {
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: directory.path)
+        } catch {
+            throw KMatrixError.from(error, whileDoing: "creating the run's SSH key directory")
+        }
         let keys = RunKeys(directory: directory)
         try await commands.checked("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "kmatrix-\(runID)", "-f", keys.privateKey.path], timeout: .seconds(30))
         return keys
     }
 
     public func publicKey() throws -> String {
-        try String(contentsOf: publicKeyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        do {
+            return try String(contentsOf: publicKeyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        } catch {
+            throw KMatrixError.from(error, whileDoing: "reading the run's public key")
+        }
     }
 
-    public func remove() {
-        try? FileManager.default.removeItem(at: directory)
+    /// A control socket path, if it fits in `sun_path` (108 bytes); else none (no connection reuse).
+    func controlPath(port: Int) -> String? {
+        let path = directory.appendingPathComponent("cm-\(port)").path
+        return path.utf8.count < 100 ? path : nil
     }
 }
 
-/// OpenSSH client through swift-subprocess, reusing one connection per guest (ControlMaster).
+/// OpenSSH client through the command runner, reusing one connection per guest: a master
+/// (`ssh -M -N`) runs as the run's own child process, so it ends with the guest or the run.
 public struct SSHClient: Sendable {
     public let target: SSHTarget
     let commands: any CommandRunner
+    private let master = MasterSlot()
 
     public init(target: SSHTarget, commands: any CommandRunner) {
         self.target = target
@@ -49,9 +69,10 @@ public struct SSHClient: Sendable {
     }
 
     var options: [String] {
-        [
+        var options = [
             "-i", target.keys.privateKey.path,
             "-p", String(target.port),
+            "-l", target.user,
             "-o", "BatchMode=yes",
             "-o", "IdentitiesOnly=yes",
             "-o", "StrictHostKeyChecking=accept-new",
@@ -60,45 +81,97 @@ public struct SSHClient: Sendable {
             "-o", "ConnectTimeout=10",
             "-o", "ServerAliveInterval=5",
             "-o", "ServerAliveCountMax=6",
-            "-o", "ControlMaster=auto",
-            "-o", "ControlPath=\(target.keys.directory.path)/cm-%C",
-            "-o", "ControlPersist=300",
             "-o", "LogLevel=ERROR",
         ]
+        if let path = target.keys.controlPath(port: target.port) {
+            options += ["-o", "ControlPath=\(path)"]
+        }
+        return options
     }
 
-    /// Runs a shell command in the guest. Exit 255 is OpenSSH's own failure, never the command's.
-    public func run(_ command: String, input: Data? = nil, timeout: Duration) async throws -> CommandResult {
-        let result = try await commands.run("ssh", options + ["\(target.user)@127.0.0.1", command], input: input, timeout: timeout)
+    /// `--` ends ssh's options: nothing after it, the host included, is ever read as one.
+    func arguments(_ extra: [String], command: String?) -> [String] {
+        options + extra + ["--", target.host] + (command.map { [$0] } ?? [])
+    }
+
+    /// Runs a command in the guest; every argument is quoted for the guest's shell. Exit 255 is
+    /// OpenSSH's own failure, never the command's.
+    public func run(_ arguments: [String], input: Data? = nil, timeout: Duration) async throws -> CommandResult {
+        try await run(shell: ShellQuote.command(arguments), input: input, timeout: timeout)
+    }
+
+    /// Runs shell text built by `ShellQuote` (pipelines, `&&`).
+    public func run(shell command: String, input: Data? = nil, timeout: Duration) async throws -> CommandResult {
+        let result = try await commands.run("ssh", arguments(["-o", "ControlMaster=no"], command: command), input: input, timeout: timeout)
         if result.status == 255 {
             let detail = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
-            throw KMatrixError(.ssh, "ssh to \(target.user)@127.0.0.1:\(target.port) failed\(detail.isEmpty ? "" : ": \(detail)")")
+            throw KMatrixError(.ssh, "ssh to \(target.user)@\(target.host):\(target.port) failed\(detail.isEmpty ? "" : ": \(detail)")")
         }
         return result
     }
 
-    /// Tries until the guest answers or the deadline passes, backing off between tries.
-    public func waitUntilReachable(within limit: Duration, crashed: @Sendable () async -> String?) async throws {
+    /// Tries until the guest answers or the deadline passes. SSH failures and timeouts are
+    /// retried (the guest's sshd may not listen yet); anything else ends the wait at once.
+    public func waitUntilReachable(within limit: Duration, attemptTimeout: Duration = .seconds(15),
+                                   crashed: @Sendable () async -> String?) async throws {
         let deadline = ContinuousClock.now + limit
-        var delay = Duration.milliseconds(250)
+        var delay = Duration.milliseconds(100)
         var lastError = "no attempt made"
         while ContinuousClock.now < deadline {
-            try Task.checkCancellation()
-            if let crash = await crashed() { throw KMatrixError(.guestPanic, "guest crashed: \(crash)") }
+            if Task.isCancelled { throw KMatrixError(.interrupted, "interrupted while waiting for SSH") }
+            if let crash = await crashed() { throw KMatrixError(.guestPanic, "guest crashed: \(crash)", consoleLine: crash) }
+            let remaining = deadline - ContinuousClock.now
             do {
-                let result = try await run("true", timeout: .seconds(15))
-                if result.succeeded { return }
-                lastError = "exit \(result.status): \(result.stderr)"
-            } catch let error as KMatrixError {
+                let result = try await run(["true"], timeout: min(attemptTimeout, max(remaining, .seconds(1))))
+                if result.succeeded {
+                    startMaster()
+                    return
+                }
+                lastError = "exit \(result.status): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
+            } catch let error as KMatrixError where SSHClient.isRetryable(error) {
                 lastError = error.message
             }
-            try await Task.sleep(for: delay)
-            delay = min(delay * 2, .seconds(3))
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(1))
         }
         throw KMatrixError(.ssh, "SSH not reachable within \(limit.formattedSeconds): \(lastError)")
     }
 
-    public func closeMaster() async {
-        _ = try? await commands.run("ssh", options + ["-O", "exit", "\(target.user)@127.0.0.1"], timeout: .seconds(5))
+    /// Retried while waiting for a guest: the connection failing or hanging, never an interruption.
+    public static func isRetryable(_ error: KMatrixError) -> Bool {
+        error.code == .ssh || error.code == .timeout
+    }
+
+    func startMaster() {
+        guard target.keys.controlPath(port: target.port) != nil else { return }
+        let commands = self.commands
+        let arguments = arguments(["-M", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no"], command: nil)
+        master.start { _ = try? await commands.run("ssh", arguments, timeout: nil) }
+    }
+
+    /// Stops the connection master (its process group with it).
+    public func close() async {
+        await master.stop()
+    }
+}
+
+/// The task running a guest's SSH master, shared by the copies of one `SSHClient`.
+final class MasterSlot: Sendable {
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    func start(_ body: @escaping @Sendable () async -> Void) {
+        task.withLock { slot in
+            guard slot == nil else { return }
+            slot = Task { await body() }
+        }
+    }
+
+    func stop() async {
+        let running = task.withLock { slot -> Task<Void, Never>? in
+            defer { slot = nil }
+            return slot
+        }
+        running?.cancel()
+        await running?.value
     }
 }

@@ -6,7 +6,13 @@ extension EndToEnd {
     /// Bad vendor images: each gives a clear reason in its cells and leaves no overlay or domain.
     @Suite(.serialized, .enabled(if: Harness.virtualMachinesEnabled, "set KMATRIX_E2E_VMS=1 (scripts/test does)"))
     struct CloudImageFailureTests {
-        static let cloud = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/kmatrix/images/cloud")
+        /// Bad images are planted in a cache of the suite's own, never in the shared one.
+        static let cache: URL = {
+            let url = FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-e2e-cloud-cache-\(getpid())")
+            try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+            return url
+        }()
+        static let cloud = cache.appendingPathComponent("images/cloud")
 
         /// A matrix with one cloud guest whose image is `file` in the image store.
         func matrix(file: String, sha256: String? = nil, ready: Int = 240) throws -> URL {
@@ -34,12 +40,12 @@ extension EndToEnd {
         }
 
         func runSingleCell(_ matrix: URL) throws -> (Harness.Outcome, CellResult) {
-            let run = try Harness.run(["run", "--matrix", matrix.path, "--scenario", "failopen-socket-overflow"])
+            let run = try Harness.run(["run", "--matrix", matrix.path, "--scenario", "failopen-socket-overflow"], cache: Self.cache)
             return (run, try #require(try run.results().cells.first))
         }
 
         @Test func truncatedImageIsReportedAndRefusedByImagesAdd() throws {
-            let standin = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/kmatrix/images/cloud-standin/debian-11-cloud-standin.qcow2")
+            let standin = Harness.sharedCache.appendingPathComponent("images/cloud-standin/debian-11-cloud-standin.qcow2")
             let build = try Harness.run(["images", "build", "cloud-standin-debian-11"])
             try #require(build.status == 0 && FileManager.default.fileExists(atPath: standin.path), "\(build.stderr)")
             let truncated = try image("kmatrix-test-truncated.qcow2", "head -c 20000000 '\(standin.path)' > OUT")
@@ -50,11 +56,12 @@ extension EndToEnd {
             #expect(cell.outcome == .error)
             #expect(cell.reason.contains("corrupt or truncated"), "\(cell.reason)")
             #expect(cell.expected == .reinjected)
-            #expect(Harness.kmatrixLeftovers().isEmpty)
+            #expect(Harness.kmatrixLeftovers(cache: Self.cache).isEmpty)
 
-            let add = try Harness.run(["images", "add", "rhel-8", truncated.path])
+            let add = try Harness.run(["images", "add", "rhel-8", truncated.path], cache: Self.cache)
             #expect(add.status == 2)
             #expect(add.stderr.contains("corrupt or truncated"), "\(add.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: Self.cloud.appendingPathComponent("rhel-8.9-x86_64-kvm.qcow2").path))
         }
 
         @Test func wrongChecksumIsReported() throws {
@@ -64,7 +71,7 @@ extension EndToEnd {
             #expect(run.status == 3, "no cell could run: infrastructure failure")
             #expect(cell.outcome == .error)
             #expect(cell.reason.contains("expected \(String(repeating: "0", count: 64))"), "\(cell.reason)")
-            #expect(Harness.kmatrixLeftovers().isEmpty)
+            #expect(Harness.kmatrixLeftovers(cache: Self.cache).isEmpty)
         }
 
         @Test func diskThatNeverBootsTimesOutWithAReasonAndLeavesNothing() throws {
@@ -76,7 +83,7 @@ extension EndToEnd {
             #expect(cell.reason.contains("cloud-init's final message not seen"), "\(cell.reason)")
             #expect(cell.reason.contains("15 s"))
             #expect(FileManager.default.fileExists(atPath: run.output.appendingPathComponent("console/vendor.log").path))
-            #expect(Harness.kmatrixLeftovers().isEmpty)
+            #expect(Harness.kmatrixLeftovers(cache: Self.cache).isEmpty)
         }
     }
 }

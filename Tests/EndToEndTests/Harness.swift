@@ -4,11 +4,16 @@ import KMatrixCore
 
 /// Every end-to-end suite nests in this one, so they run one after another: they share the
 /// host's libvirt, namespaces and two cores, and each checks that nothing kmatrix made is left.
-@Suite(.serialized) struct EndToEnd {}
+/// They need root (libvirt's system daemon, namespaces); without it they are skipped, saying so.
+@Suite(.serialized, .enabled(if: Harness.isRoot, "end-to-end tests need root (libvirt's system daemon, network namespaces)"))
+struct EndToEnd {}
 
-/// Runs the real `kmatrix` binary, as a user would.
+/// Runs the real `kmatrix` binary, as a user would. The binary is the one `swift build
+/// --build-tests` just built: this target depends on the executable, so it is never stale.
 enum Harness {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var isRoot: Bool { geteuid() == 0 }
 
     static var binary: URL {
         if let path = ProcessInfo.processInfo.environment["KMATRIX_BIN"] { return URL(fileURLWithPath: path) }
@@ -16,7 +21,18 @@ enum Harness {
     }
 
     /// Set by scripts/test: real-VM tests need libvirtd, images and minutes of TCG time.
-    static var virtualMachinesEnabled: Bool { ProcessInfo.processInfo.environment["KMATRIX_E2E_VMS"] == "1" }
+    static var virtualMachinesEnabled: Bool { isRoot && ProcessInfo.processInfo.environment["KMATRIX_E2E_VMS"] == "1" }
+
+    /// The suite's image cache, shared by every test that only uses images (built on first use,
+    /// reused after): `KMATRIX_CACHE`, else ~/.cache/kmatrix, passed to every run explicitly.
+    /// A test that changes what a cache holds (registers or plants images) uses `privateCache()`.
+    static let sharedCache: URL = ProcessInfo.processInfo.environment["KMATRIX_CACHE"].map { URL(fileURLWithPath: $0) }
+        ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/kmatrix")
+
+    /// A cache of the test's own, removed by the caller.
+    static func privateCache(_ name: String) throws -> URL {
+        try scratchDirectory("cache-\(name)")
+    }
 
     struct Outcome {
         var status: Int32
@@ -26,12 +42,17 @@ enum Harness {
         func results() throws -> RunResult { try RunResult.decode(Data(contentsOf: output.appendingPathComponent("results.json"))) }
     }
 
-    static func run(_ arguments: [String], output: URL? = nil, interruptWhen: ((URL) -> Bool)? = nil) throws -> Outcome {
+    static func run(_ arguments: [String], output: URL? = nil, cache: URL = sharedCache, environment extra: [String: String] = [:],
+                    interruptWhen: ((URL) -> Bool)? = nil, signal: Int32 = SIGINT) throws -> Outcome {
         let out = output ?? FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-e2e-\(UUID().uuidString.prefix(8))")
         let process = Process()
         process.executableURL = binary
-        process.arguments = arguments + (arguments.first == "run" ? ["--out", out.path] : [])
+        process.arguments = arguments + (arguments.first == "run" && !arguments.contains("--out") ? ["--out", out.path] : [])
         process.currentDirectoryURL = packageRoot
+        var environment = ProcessInfo.processInfo.environment
+        environment["KMATRIX_CACHE"] = cache.path
+        environment.merge(extra) { $1 }
+        process.environment = environment
         let stdout = Pipe()
         let stderr = Pipe()
         process.standardOutput = stdout
@@ -50,7 +71,7 @@ enum Harness {
         }
         if let interruptWhen {
             while process.isRunning && !interruptWhen(out) { Thread.sleep(forTimeInterval: 0.1) }
-            if process.isRunning { kill(process.processIdentifier, SIGINT) }
+            if process.isRunning { kill(process.processIdentifier, signal) }
         }
         process.waitUntilExit()
         group.wait()
@@ -79,13 +100,26 @@ enum Harness {
         return String(decoding: data, as: UTF8.self)
     }
 
-    static func kmatrixLeftovers() -> [String] {
+    /// Everything a run may leave: domains, namespaces, run folders (keys, overlays), and
+    /// processes carrying a run's marker.
+    static func kmatrixLeftovers(cache: URL = sharedCache) -> [String] {
         var leftovers: [String] = []
         leftovers += shell("virsh -c qemu:///system list --all --name 2>/dev/null").split(separator: "\n").map(String.init).filter { $0.hasPrefix("kmatrix-") }
         leftovers += shell("ip netns list").split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }.filter { $0.hasPrefix("kmatrix-") }
-        let runs = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/kmatrix/runs").path
-        leftovers += ((try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? []).map { "overlay dir \($0)" }
+        let runs = cache.appendingPathComponent("runs").path
+        leftovers += ((try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? []).map { "run folder \($0)" }
+        leftovers += markedProcesses().map { "process \($0)" }
         return leftovers
+    }
+
+    /// Processes whose environment carries KMATRIX_RUN (children of kmatrix runs).
+    static func markedProcesses() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry -> String? in
+            guard Int32(entry) != nil, let environment = FileManager.default.contents(atPath: "/proc/\(entry)/environ") else { return nil }
+            guard environment.split(separator: 0).contains(where: { $0.starts(with: Array("KMATRIX_RUN=".utf8)) }) else { return nil }
+            let command = (try? String(contentsOfFile: "/proc/\(entry)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+            return "\(entry) \(command)"
+        }
     }
 
     static func scratchDirectory(_ name: String) throws -> URL {
@@ -99,7 +133,7 @@ enum Harness {
     static func cachedKernelDebs() throws -> [String: URL] {
         let build = try run(["images", "build", "debian-11-5.10", "debian-12-6.1", "debian-13-6.12"])
         guard build.status == 0 else { throw HarnessError("kmatrix images build failed: \(build.stderr)") }
-        let debs = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/kmatrix/debs")
+        let debs = sharedCache.appendingPathComponent("debs")
         var found: [String: URL] = [:]
         for entry in try FileManager.default.contentsOfDirectory(atPath: debs.path) where entry.hasSuffix(".meta") {
             let meta = try String(contentsOf: debs.appendingPathComponent(entry), encoding: .utf8)

@@ -23,11 +23,12 @@ import Testing
         cells.append(CellBuilder.measured(guest: legacy, scenario: .failopenSocketOverflow, matrix: matrix, kernel: "6.1.0-kmatrix-legacy-failopen",
                                           distro: "kmatrix initramfs", probe: try Fixture.probe("failopen-socket-overflow-6.18"), durationS: 1.5,
                                           consoleLog: "/nonexistent/legacy.log"))
-        cells.append(CellBuilder.unmeasured(guest: legacy, scenario: .strictSocketOverflow, matrix: matrix, kernel: "6.1.0-kmatrix-legacy-failopen",
-                                            outcome: .error, reason: "ssh to root@127.0.0.1:40000 failed: Connection reset"))
+        cells.append(CellBuilder.unmeasured(.error, guest: legacy, scenario: .strictSocketOverflow, matrix: matrix,
+                                            failure: CellFailure(.ssh, phase: .scenario, "ssh to root@127.0.0.1:40000 failed: Connection reset"),
+                                            kernel: "6.1.0-kmatrix-legacy-failopen"))
         for (scenario, _) in scenarios {
-            cells.append(CellBuilder.unmeasured(guest: rhel, scenario: scenario, matrix: matrix, kernel: nil, outcome: .skipped,
-                                                reason: "image rhel-server-7.9-x86_64-kvm.qcow2 is not present"))
+            cells.append(CellBuilder.unmeasured(.skipped, guest: rhel, scenario: scenario, matrix: matrix,
+                                                failure: CellFailure(.imageMissing, phase: .prepare, "image rhel-server-7.9-x86_64-kvm.qcow2 is not present")))
         }
         let metadata = RunMetadata(id: "120000abcd", started: Date(timeIntervalSince1970: 1_795_000_000), durationS: 42.5, host: "ci",
                                    hostKernel: "6.18.44-fc-v595", libvirt: "9.0.0", qemu: "7.2.0", accelerator: "tcg",
@@ -78,7 +79,10 @@ import Testing
         #expect(allMatching.exitStatus == .allMatched)
         var skippedOnly = run
         skippedOnly.cells = run.cells.filter { $0.guest == "rhel-7.9" }
-        #expect(skippedOnly.exitStatus == .allMatched)
+        // A run that tested nothing never exits 0.
+        #expect(skippedOnly.exitStatus == .infrastructure)
+        #expect(skippedOnly.nothingTestedReason?.contains("every guest asked for lacks its image (rhel-7.9)") == true)
+        #expect(run.nothingTestedReason == nil)
         var errorsOnly = run
         errorsOnly.cells = run.cells.filter { $0.outcome == .error || $0.outcome == .skipped }
         #expect(errorsOnly.exitStatus == .infrastructure)

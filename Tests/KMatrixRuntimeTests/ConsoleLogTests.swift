@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KMatrixCore
 @testable import KMatrixRuntime
 
 /// Serial consoles end lines with CR LF, which Swift reads as one Character: every line-based
@@ -9,9 +10,9 @@ struct ConsoleLogTests {
         + "KMATRIX-MISSING nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE)\r\n\r\nKMATRIX-MISSING eth0 (CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_NET)\r\nKMATRIX-READY\r\n"
 
     @Test func missingFeaturesAreSingleLinesWithoutRepeats() {
-        #expect(ConsoleLog.missingFeatures(in: Self.bareKernelConsole) == [
-            "eth0 (CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_NET)", "nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE)",
-        ])
+        let missing = ConsoleLog.missingFeatures(in: Self.bareKernelConsole)
+        #expect(missing.map(\.text) == ["eth0 (CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_NET)", "nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE)"])
+        #expect(missing.map(\.id) == [MissingFeature.networkInterface, "nfnetlink_queue"])
         #expect(ConsoleLog.missingFeatures(in: "KMATRIX-READY\r\n").isEmpty)
     }
 
@@ -26,8 +27,30 @@ struct ConsoleLogTests {
         try Data().write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         let error = await #expect(throws: KMatrixError.self) {
-            try await ConsoleLog(url: file).waitFor("KMATRIX-READY", within: .milliseconds(300), what: "the rootfs ready marker")
+            try await ConsoleLog(url: file).waitFor(["KMATRIX-READY"], within: .milliseconds(300), what: "the rootfs ready marker")
         }
+        #expect(error?.code == .boot)
         #expect(error?.message.contains("CONFIG_SERIAL_8250_CONSOLE") == true)
+    }
+}
+
+extension ConsoleLogTests {
+    @Test func aPanicWhileWaitingIsAGuestPanicWithItsLine() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-console-\(UUID().uuidString.prefix(8)).log")
+        try Data("[ 1.0] Oops: 0000 [#1] SMP\r\n".utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let error = await #expect(throws: KMatrixError.self) {
+            try await ConsoleLog(url: file).waitFor(["KMATRIX-READY"], within: .seconds(5), what: "the rootfs ready marker")
+        }
+        #expect(error?.code == .guestPanic)
+        #expect(error?.consoleLine == "[ 1.0] Oops: 0000 [#1] SMP")
+    }
+
+    @Test func theFirstMarkerSeenIsReturned() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-console-\(UUID().uuidString.prefix(8)).log")
+        try Data("ci-info: ssh keys\r\nlogin: ".utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let seen = try await ConsoleLog(url: file).waitFor(["finished at", "login: "], within: .seconds(2), what: "a marker")
+        #expect(seen == "login: ")
     }
 }

@@ -34,17 +34,22 @@ struct FakeLauncher: GuestLauncher {
     var ledger: Ledger
     var unavailable: String?
     var launchFailure: String?
+    var launchError: KMatrixError?
+    var probeError: KMatrixError?
     var launchDelay: Duration = .zero
     var probeDelay: Duration = .zero
     var probeOutput = reinjectedProbeOutput
     var crashAfterFirstScenario = false
 
-    func unavailableReason(_ guest: GuestSpec, context: RunContext) async -> String? { unavailable }
+    func unavailability(_ guest: GuestSpec, context: RunContext) async -> CellFailure? {
+        unavailable.map { CellFailure(.imageMissing, phase: .prepare, $0) }
+    }
 
     func launch(_ guest: GuestSpec, context: RunContext, progress: @escaping @Sendable (GuestPhase) -> Void) async throws -> any GuestSession {
         progress(.booting)
         try await Task.sleep(for: launchDelay)
         if let launchFailure { throw KMatrixError(.boot, launchFailure) }
+        if let launchError { throw launchError }
         ledger.launched(guest.name)
         return FakeSession(name: guest.name, launcher: self)
     }
@@ -65,6 +70,7 @@ final class FakeSession: GuestSession {
 
     func runProbe(_ arguments: [String], scenario: Scenario, timeout: Duration) async throws -> CommandResult {
         ran.withLock { $0 += 1 }
+        if let error = launcher.probeError { throw error }
         let delay = launcher.probeDelay
         let output = launcher.probeOutput
         return try await withTimeout(timeout, what: "probe") {
@@ -119,6 +125,7 @@ final class CellBox: Sendable {
         #expect(cells[1].outcome == .reinjected && cells[1].matches == false)
         #expect(cells[2].outcome == .error)
         #expect(cells[2].reason.contains("KMATRIX-READY not seen"))
+        #expect(cells[2].failure?.kind == .boot)
         #expect(ledger.snapshot.shutDown == ["a"])
     }
 
@@ -153,6 +160,8 @@ final class CellBox: Sendable {
         #expect(cells[0].reason == "guest crashed: Kernel panic - not syncing: Fatal exception in interrupt")
         #expect(cells[1].outcome == .error)
         #expect(cells[1].reason.hasPrefix("not run: guest crashed"))
+        #expect(cells[0].failure?.kind == .guestPanic)
+        #expect(cells[1].failure?.kind == .notRun)
         #expect(ledger.snapshot.shutDown == ["panicky"])
     }
 
@@ -186,5 +195,69 @@ final class CellBox: Sendable {
         #expect(Set(ledger.snapshot.shutDown) == Set(ledger.snapshot.launched))
         #expect(ledger.snapshot.launched.count == 2)
         #expect(saved.count == 6)
+    }
+}
+
+extension OrchestratorTests {
+    /// What happens to a guest follows the error's code; rewording a message changes nothing.
+    @Test func theErrorCodeNotTheMessageDecidesWhetherTheGuestStops() async {
+        let ledger = Ledger()
+        let panic = FakeLauncher(ledger: ledger, probeError: KMatrixError(.guestPanic, "the kernel fell over", consoleLine: "Kernel panic - x"))
+        let lookalike = FakeLauncher(ledger: ledger, probeError: KMatrixError(.probe, "guest crashed: but this is only the probe's own failure"))
+        let matrix = matrix(["a", "b"])
+        let cells = await orchestrator { $0.name == "a" ? panic : lookalike }
+            .run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells[0].failure?.kind == .guestPanic)
+        #expect(cells[0].failure?.consoleLine == "Kernel panic - x")
+        #expect(cells[1].failure?.kind == .notRun)
+        #expect(cells[2].failure?.kind == .probe)
+        // Not a panic: the second scenario still ran, and failed on its own.
+        #expect(cells[3].failure?.kind == .probe)
+        #expect(cells[3].reason == "guest crashed: but this is only the probe's own failure")
+    }
+
+    @Test func aLaunchFailureKeepsItsKindAndConsoleLine() async {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, launchError: KMatrixError(.noNetwork, "no NIC", consoleLine: "KMATRIX-MISSING eth0"))
+        let matrix = matrix(["bare"])
+        let cells = await orchestrator { _ in launcher }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells.allSatisfy { $0.outcome == .error && $0.failure?.kind == .noNetwork && $0.failure?.phase == .boot })
+        #expect(cells[0].reason == "no NIC (console: KMATRIX-MISSING eth0)")
+    }
+
+    @Test func anUnreachableSSHEndsTheGuestQuickly() async {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, probeError: KMatrixError(.ssh, "ssh to root@127.0.0.1:1 failed: Connection refused"))
+        let matrix = matrix(["gone"])
+        let cells = await orchestrator { _ in launcher }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells[0].failure?.kind == .ssh)
+        #expect(cells[1].failure?.kind == .notRun)
+        #expect(ledger.snapshot.shutDown == ["gone"])
+    }
+
+    @Test func aTimeoutIsTypedAsOne() async {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, probeDelay: .seconds(30))
+        let matrix = matrix(["slow"])
+        let cells = await orchestrator { _ in launcher }
+            .run(matrix: matrix, guests: matrix.guests, scenarios: [.failopenSocketOverflow], context: context(scenarioTimeout: 0.2))
+        #expect(cells.first?.failure?.kind == .timeout)
+    }
+
+    @Test func interruptedRepetitionsAreInterruptedNeverFlaky() async throws {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, probeDelay: .milliseconds(300))
+        let matrix = matrix(["a"])
+        let task = Task {
+            await orchestrator { _ in launcher }
+                .run(matrix: matrix, guests: matrix.guests, scenarios: [.failopenSocketOverflow], context: context(), repeats: 3)
+        }
+        try await Task.sleep(for: .milliseconds(450))
+        task.cancel()
+        let cells = await task.value
+        #expect(cells.count == 1)
+        #expect(cells[0].outcome == .error)
+        #expect(cells[0].failure?.kind == .interrupted)
+        #expect(cells[0].reason.contains("interrupted after 1 finished run (1× reinjected)"), "\(cells[0].reason)")
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import KMatrixCore
+import KMatrixRuntime
 
 /// Libvirt domain XML for kmatrix guests: a pure function of `MachineSpec`.
 public enum LibvirtDomainXML {

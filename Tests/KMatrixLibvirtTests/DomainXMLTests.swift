@@ -1,9 +1,10 @@
 import Foundation
 import Synchronization
 import Testing
-@testable import KMatrixRuntime
+import KMatrixRuntime
+@testable import KMatrixLibvirt
 
-/// The domain XML carries the network rule (DESIGN.md §7): only a 127.0.0.1 port forward, with
+/// The domain XML carries the network rule (docs/architecture.md, "Guest networking"): only a 127.0.0.1 port forward, with
 /// slirp's restrict=on, and nothing libvirt would turn into a second, unrestricted NIC.
 struct DomainXMLTests {
     func spec(boot: MachineSpec.Boot, accelerator: Accelerator = .tcg) -> MachineSpec {
@@ -60,7 +61,7 @@ struct AcceleratorCacheTests {
     @Test func probesOncePerKeyAndAgainForANewOne() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-accel-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let cache = AcceleratorCache(cacheDirectory: directory)
+        let cache = AcceleratorCache(file: directory.appendingPathComponent("accelerator"))
         let probes = Mutex(0)
         let probe: () async -> Accelerator = { probes.withLock { $0 += 1 }; return .tcg }
         #expect(await cache.verdict(key: "boot-a qemu:///system 7.2", probe: probe) == .tcg)

@@ -1,5 +1,6 @@
 import Foundation
 import KMatrixCore
+import KMatrixRuntime
 import Libvirt
 
 /// Decides KVM or TCG by running a tiny guest under KVM and checking it gets work done.
@@ -16,9 +17,8 @@ enum LibvirtAcceleratorProbe {
     static let deadline: Duration = .seconds(3)
     static let pollInterval: Duration = .milliseconds(50)
 
-    static func run(on connection: Connection) async -> Accelerator {
-        let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("kmatrix-kvm-probe-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))")
+    static func run(on connection: Connection, scratch: URL) async -> Accelerator {
+        let directory = scratch.appendingPathComponent("kvm-probe-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: directory) }
         let kernel = directory.appendingPathComponent("probe.bin")
         let console = directory.appendingPathComponent("console.log")

@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import KMatrixCore
+import KMatrixRuntime
+
+/// `kmatrix doctor`: host readiness, each problem with its fix.
+struct DoctorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor", abstract: "Check this host: libvirtd, QEMU, KVM or TCG, tools, disk; each with a fix.")
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let context = CommandContext.current
+        let uri = global.connect
+        let cache = context.cache
+        let doctor = Doctor(checkout: try? context.checkout(), cache: cache) {
+            await Self.hypervisorChecks(uri: uri, context: context, scratch: cache.root)
+        }
+        let checks = await doctor.run()
+        let width = checks.map { $0.name.count }.max() ?? 0
+        for check in checks {
+            let mark = switch check.status {
+            case .ok: "ok  "
+            case .warning: "warn"
+            case .missing: "FAIL"
+            }
+            var line = "\(mark)  \(check.name)\(String(repeating: " ", count: width - check.name.count))  \(check.detail)"
+            if let fix = check.fix, check.status != .ok { line += "\n      fix: \(fix)" }
+            context.print(line + "\n")
+        }
+        let failed = checks.filter { $0.status == .missing }.count
+        context.print(failed == 0 ? "\nthis host is ready\n" : "\n\(failed) problem(s); scripts/host-setup.sh fixes most of them\n")
+        if failed > 0 { throw ExitCode(ExitStatus.infrastructure.rawValue) }
+    }
+
+    static func hypervisorChecks(uri: String, context: CommandContext, scratch: URL) async -> [DoctorCheck] {
+        try? FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        let hypervisor: any Hypervisor
+        do {
+            hypervisor = try await context.connect(uri, scratch)
+        } catch {
+            return [DoctorCheck("libvirt", .missing, KMatrixError.from(error).message,
+                                fix: "run scripts/host-setup.sh (installs libvirt, starts virtlogd and libvirtd under tini)")]
+        }
+        var checks: [DoctorCheck] = []
+        if let versions = try? await hypervisor.versions() {
+            checks.append(DoctorCheck("libvirt", .ok, "\(uri): libvirt \(versions.libvirt), QEMU \(versions.qemu)"))
+        }
+        let accelerator = await hypervisor.detectAccelerator()
+        checks.append(accelerator == .kvm
+            ? DoctorCheck("accelerator", .ok, "KVM works")
+            : DoctorCheck("accelerator", .warning, "KVM unusable here, guests run under TCG (slower, still correct)",
+                          fix: "enable nested virtualisation or hardware KVM for faster runs"))
+        if let leftovers = try? await hypervisor.kmatrixDomains(), !leftovers.isEmpty {
+            checks.append(DoctorCheck("leftovers", .warning, "\(leftovers.count) kmatrix domain(s) running: \(leftovers.map(\.name).joined(separator: ", "))",
+                                      fix: "kmatrix gc (once no run is in progress)"))
+        }
+        return checks
+    }
+}
+
+/// `kmatrix gc`: what killed runs left, and stale cached images; never while a run lives.
+struct GCCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc",
+        abstract: "Remove what killed runs left (domains, namespaces, processes, keys, overlays) and stale cached images.")
+
+    @Option(parsing: .unconditional, help: "Also remove images built for --kernel files that no run used for this many days (0-3650).")
+    var unusedDays = 30
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        guard (0...3650).contains(unusedDays) else { throw ValidationError("--unused-days must be a whole number from 0 to 3650") }
+    }
+
+    func run() async throws {
+        let context = CommandContext.current
+        let logger = Logs.logger(verbose: global.verbose)
+        let commands = context.commands(nil)
+        let collector = Collector(cache: context.cache.root, commands: commands, logger: logger)
+        let live = collector.liveRuns()
+        if let first = live.first {
+            throw KMatrixError(.hostNotReady, "a kmatrix run is in progress (run \(first.runID)\(first.pid.map { ", pid \($0)" } ?? "")"
+                + (live.count > 1 ? ", and \(live.count - 1) more" : "") + "); gc would race it, so it does nothing: run it again once the run ends")
+        }
+        var hypervisor: (any Hypervisor)?
+        do {
+            hypervisor = try await context.connect(global.connect, context.cache.root)
+        } catch {
+            context.printError("kmatrix: \(KMatrixError.from(error).message); skipping domains\n")
+        }
+        var removed = await collector.collectDeadRuns(hypervisor: hypervisor).map(\.description)
+        if let checkout = try? context.checkout() {
+            removed += ImageCatalog(checkout: checkout, cache: context.cache, commands: commands).prune(unusedDays: unusedDays)
+        }
+        for entry in removed { context.print("removed \(entry)\n") }
+        context.print(removed.isEmpty ? "nothing to remove\n" : "removed \(removed.count) leftover(s)\n")
+    }
+}
+
+/// `kmatrix matrix`: the embedded default matrix, to start a matrix.yaml from.
+struct MatrixCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "matrix", abstract: "Print the embedded default matrix.yaml.")
+
+    func run() throws {
+        CommandContext.current.print(DefaultMatrix.text)
+    }
+}

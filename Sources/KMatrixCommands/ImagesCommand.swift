@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import KMatrixCore
+import KMatrixRuntime
+
+/// `kmatrix images build|list|add`: the image catalog from the command line.
+struct ImagesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "images",
+        abstract: "Build, list and register guest images (cached under ~/.cache/kmatrix, keyed by content).",
+        subcommands: [Build.self, List.self, Add.self])
+
+    struct Build: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Build the images of these guests (default: every buildable guest).")
+        @Argument(help: "Guest names from the matrix.") var names: [String] = []
+        @Option(help: "The matrix file.") var matrix: String?
+
+        func run() async throws {
+            let context = CommandContext.current
+            let matrix = try MatrixLoading.load(matrix, context: context).matrix
+            let guests = try Selection.pick(names, from: matrix.guests.map(\.name), what: "guest")
+            let chosen = names.isEmpty ? matrix.guests : matrix.guests.filter { guests.contains($0.name) }
+            try KernelInputs.check(chosen)
+            let commands = context.commands(nil)
+            let checkout = try context.checkout()
+            let probe = try await checkout.ensureProbe(commands: commands)
+            let catalog = ImageCatalog(checkout: checkout, cache: context.cache, commands: commands, showBuildOutput: true)
+            var failed = 0
+            for guest in chosen {
+                let started = ContinuousClock.now
+                do {
+                    switch guest.image {
+                    case .host: continue
+                    case .kernel(let source):
+                        let image = try await catalog.kernelImage(source, probe: probe)
+                        context.print("\(guest.name): \(image.kernelRelease ?? "?") rootfs \(image.rootfsBuildID?.prefix(12) ?? "?") (\(seconds(since: started)))\n")
+                    case .cloud(let image):
+                        guard image.recipe != nil else {
+                            context.print("\(guest.name): vendor image, not built here (`kmatrix images list` says how to get it)\n")
+                            continue
+                        }
+                        let disk = try await catalog.cloudDisk(image, guest: guest.name)
+                        context.print("\(guest.name): \(disk.url.path) (\(seconds(since: started)))\n")
+                    }
+                } catch {
+                    failed += 1
+                    context.printError("\(guest.name): \(KMatrixError.from(error).message)\n")
+                }
+            }
+            if failed > 0 { throw ExitCode(ExitStatus.infrastructure.rawValue) }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show which guest images are present and how to get the missing ones.")
+        @Option(help: "The matrix file.") var matrix: String?
+
+        func run() async throws {
+            let context = CommandContext.current
+            let matrix = try MatrixLoading.load(matrix, context: context).matrix
+            let catalog = ImageCatalog(checkout: try context.checkout(), cache: context.cache, commands: context.commands(nil))
+            for guest in matrix.guests {
+                context.print("\(guest.name): \(catalog.status(of: guest))\n")
+            }
+        }
+    }
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Verify a downloaded vendor image and register it for a guest.")
+        @Argument(help: "The guest name from the matrix.") var name: String
+        @Argument(help: "The downloaded image file.") var file: String
+        @Option(help: "The matrix file.") var matrix: String?
+
+        func run() async throws {
+            let context = CommandContext.current
+            let matrix = try MatrixLoading.load(matrix, context: context).matrix
+            _ = try Selection.pick([name], from: matrix.guests.map(\.name), what: "guest")
+            guard let guest = matrix.guests.first(where: { $0.name == name }) else { return }
+            guard case .cloud(let image) = guest.image, image.recipe == nil else {
+                throw KMatrixError(.invalidInput, "\(name) is a \(guest.image.kind) guest built here; only vendor cloud guests take a downloaded image")
+            }
+            let catalog = ImageCatalog(checkout: try context.checkout(), cache: context.cache, commands: context.commands(nil))
+            let disk = try await catalog.register(image, from: context.path(file))
+            context.print("registered \(name): \(disk.url.path) (\(disk.format), sha256 \(disk.sha256 ?? "?"))\n")
+        }
+    }
+}
+
+func seconds(since start: ContinuousClock.Instant) -> String {
+    "\(((ContinuousClock.now - start).seconds * 10).rounded() / 10) s"
+}

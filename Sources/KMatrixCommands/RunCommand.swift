@@ -1,0 +1,173 @@
+import ArgumentParser
+import Foundation
+import KMatrixCore
+import KMatrixRuntime
+import Logging
+import Synchronization
+
+/// `kmatrix run`: every input is checked before the first boot (a mistake is exit 2 with one
+/// sentence); then guests boot, scenarios run, and results are written as they come.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Boot every guest of the matrix, run the scenarios, write the result matrix.")
+
+    @Option(help: "The matrix file (default: ./matrix.yaml if present, else the embedded default matrix).")
+    var matrix: String?
+
+    @Option(name: .customLong("guest"), help: "Run only this guest (repeatable).")
+    var guests: [String] = []
+
+    @Option(name: .customLong("scenario"), help: "Run only this scenario (repeatable).")
+    var scenarios: [String] = []
+
+    @Option(name: .customLong("kernel"), help: ArgumentHelp(
+        "Also boot this kernel with kmatrix's rootfs (repeatable): a .deb, a .rpm or a bzImage; split packages comma-separated; NAME= names the row.",
+        valueName: "[name=]file[,file…]"))
+    var kernels: [String] = []
+
+    @Option(help: "Modules directory (/lib/modules/<release> or its parent) for the bare bzImages given with --kernel.")
+    var modules: String?
+
+    @Option(help: "Guests booted at once (default: from cores and memory).")
+    var jobs: Int?
+
+    @Option(help: "Run each cell this many times (1-100); disagreeing runs make the cell flaky.")
+    var `repeat` = 1
+
+    @Option(help: "Compare with this earlier results.json at the end; exit 1 on a regression.")
+    var baseline: String?
+
+    @Option(help: "Output directory (default: results/<UTC timestamp>/, with results/latest pointing at it).")
+    var out: String?
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        if let jobs, !(1...64).contains(jobs) { throw ValidationError("--jobs must be from 1 to 64") }
+        if !(1...100).contains(`repeat`) { throw ValidationError("--repeat must be from 1 to 100") }
+    }
+
+    func run() async throws {
+        let context = CommandContext.current
+        let logger = Logs.logger(verbose: global.verbose)
+        let plan = try RunPlan.make(self, context: context)
+        let started = Date()
+        let runID = RunIdentifier.make(at: started)
+        let outDirectory = try OutputDirectory.prepare(out, relativeTo: context.workingDirectory, startedAt: started)
+        let checkout = try context.checkout()
+        let commands = context.commands(runID)
+        let run = try RunDirectory(cache: context.cache.root, runID: runID)
+        defer { run.remove() }
+        // A killed run's keys, namespaces and processes go before this one adds its own.
+        let collector = Collector(cache: context.cache.root, commands: commands, logger: logger)
+        _ = await collector.collectDeadRuns(keeping: runID, hypervisor: nil)
+        logger.notice("run \(runID): \(plan.guests.count) guests × \(plan.scenarios.count) scenarios → \(outDirectory.path)")
+
+        let probe = try await checkout.ensureProbe(commands: commands)
+        let runContext = RunContext(runID: runID, outputDirectory: outDirectory, probe: probe, defaults: plan.matrix.defaults, ledger: run)
+        let images = ImageCatalog(checkout: checkout, cache: context.cache, commands: commands)
+        let wiring = try await RunWiring.make(guests: plan.guests, uri: global.connect, run: run, images: images, context: runContext,
+                                              commands: commands, environment: context, logger: logger)
+        let progress: any ProgressReporter = context.standardErrorIsTerminal ? LiveProgress() : PlainProgress()
+        let orchestrator = Orchestrator(jobs: jobs ?? wiring.defaultJobs, progress: progress, logger: logger, launcher: wiring.launcher)
+        let store = ResultStore(directory: outDirectory, scenarios: plan.scenarios.map(\.name),
+                                metadata: RunMetadataSource(runID: runID, started: started, matrix: plan.matrixName,
+                                                            versions: wiring.versions, accelerator: wiring.accelerator),
+                                logger: logger)
+        let repeats = `repeat`
+        let interrupted = InterruptFlag()
+        let task = Task {
+            await orchestrator.run(matrix: plan.matrix, guests: plan.guests, scenarios: plan.scenarios, context: runContext, repeats: repeats) { cells in
+                await store.add(cells)
+            }
+        }
+        let interrupts = context.interrupts {
+            interrupted.set()
+            task.cancel()
+        }
+        let cells = await task.value
+        interrupts.disarm()
+        await wiring.cleanup()
+        progress.finish()
+
+        var writeFailure: KMatrixError?
+        let result: RunResult
+        do {
+            result = try await store.finish(cells)
+        } catch {
+            writeFailure = KMatrixError.from(error)
+            result = await store.current(cells)
+        }
+        context.print(Report.table(result))
+        if let writeFailure {
+            context.printError("kmatrix: \(writeFailure.message)\n")
+            throw ExitCode(ExitStatus.infrastructure.rawValue)
+        }
+        context.printError("results: \(outDirectory.path)/results.json, matrix.md, results.xml\n")
+        var status = result.exitStatus
+        if let baseline = plan.baseline {
+            let comparison = Comparison.compare(base: baseline, new: result)
+            context.printError(comparison.text)
+            if comparison.hasRegression && status == .allMatched { status = .differs }
+        }
+        if let nothing = result.nothingTestedReason {
+            context.printError("kmatrix: \(nothing)\n")
+        }
+        if interrupted.isSet {
+            context.printError("kmatrix: the run was interrupted; results.json holds what was measured\n")
+            status = .infrastructure
+        }
+        throw ExitCode(status.rawValue)
+    }
+}
+
+/// What a run will do, decided and checked before anything boots.
+struct RunPlan {
+    var matrix: Matrix
+    var matrixName: String
+    var guests: [GuestSpec]
+    var scenarios: [Scenario]
+    var baseline: RunResult?
+
+    static func make(_ command: RunCommand, context: CommandContext) throws -> RunPlan {
+        let loaded = try MatrixLoading.load(command.matrix, context: context)
+        let matrix = loaded.matrix
+        var kernelGuests: [GuestSpec] = []
+        for argument in command.kernels {
+            kernelGuests.append(try KernelUnderTest.guest(for: argument, modules: command.modules, existing: matrix.guests + kernelGuests, context: context))
+        }
+        if command.modules != nil && !kernelGuests.contains(where: { if case .kernel(.bzImage) = $0.image { true } else { false } }) {
+            throw KMatrixError(.invalidInput, "--modules goes with a bare kernel image given with --kernel")
+        }
+        let selected = try Selection.pick(command.guests, from: matrix.guests.map(\.name), what: "guest").compactMap { name in
+            matrix.guests.first { $0.name == name }
+        }
+        // --kernel alone validates those kernels; with --guest the named matrix guests run beside them.
+        let guests = (command.guests.isEmpty ? (command.kernels.isEmpty ? matrix.guests : []) : selected) + kernelGuests
+        let scenarios = command.scenarios.isEmpty
+            ? matrix.scenarios
+            : try Selection.pick(command.scenarios, from: Scenario.catalogue.map(\.name), what: "scenario").compactMap(Scenario.named)
+        try KernelInputs.check(guests)
+        let baseline = try command.baseline.map { try CompareCommand.load($0, context: context) }
+        return RunPlan(matrix: matrix, matrixName: loaded.name, guests: guests, scenarios: scenarios, baseline: baseline)
+    }
+}
+
+/// Short, sortable, unique per run: names namespaces, domains and overlays.
+enum RunIdentifier {
+    static func make(at date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "HHmmss"
+        let suffix = String(UInt32.random(in: 0x1000..<0x10000), radix: 16)
+        return formatter.string(from: date) + suffix
+    }
+}
+
+/// Set once, from a signal handler.
+final class InterruptFlag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import KMatrixCore
+
+/// What a boot plan hands the launcher: how to start the domain, what to record about the
+/// image, and the files to remove when the guest goes.
+struct PreparedBoot: Sendable {
+    var boot: MachineSpec.Boot
+    var provenance: Provenance
+    var cleanup: [URL]
+}
+
+/// How one kind of image becomes a reachable guest (docs/architecture.md, "Images"): the
+/// launcher does the same steps for every kind, the plan says what each step means for it.
+protocol BootPlan: Sendable {
+    /// Who kmatrix logs in as.
+    var user: String { get }
+    /// Whether the probe is copied in over SSH (cloud images) or already in the image (ours).
+    var deploysProbe: Bool { get }
+    /// The probe's path inside the guest once it is there.
+    var probePath: String { get }
+    func prepare(_ guest: GuestSpec, context: RunContext, scratch: URL, domainName: String, keys: RunKeys) async throws -> PreparedBoot
+    /// Waits until the console says the guest can be reached.
+    func waitForConsole(_ console: ConsoleLog, context: RunContext) async throws
+}
+
+/// A kernel booted directly with kmatrix's initramfs rootfs: the run's key on the kernel
+/// command line, the probe in the image, root login, ready when /init prints its marker.
+struct KernelBootPlan: BootPlan {
+    let source: KernelSource
+    let images: ImageCatalog
+
+    /// Printed by our initramfs once dropbear listens (images/kernel-rootfs/init).
+    static let readyMarker = "KMATRIX-READY"
+    /// Saves seconds under TCG; `acpi=noirq` alone makes 5.10 and 6.1 WARN, `pci=nomsi` with it does not.
+    static let commandLine = "console=ttyS0 panic=-1 quiet cryptomgr.notests acpi=noirq pci=nomsi"
+
+    var user: String { "root" }
+    var deploysProbe: Bool { false }
+    var probePath: String { "/usr/bin/kmatrix-probe" }
+
+    func prepare(_ guest: GuestSpec, context: RunContext, scratch: URL, domainName: String, keys: RunKeys) async throws -> PreparedBoot {
+        let image = try await withTimeout(.seconds(3600), what: "building the image of \(guest.name)") {
+            try await images.kernelImage(source, probe: context.probe)
+        }
+        // base64 keeps the key one token of the command line, whatever it holds.
+        let key = Data(try keys.publicKey().utf8).base64EncodedString()
+        var provenance = Provenance()
+        provenance.imageSha256 = image.kernelSha256
+        provenance.rootfsBuildId = image.rootfsBuildID
+        return PreparedBoot(boot: .kernel(kernel: image.kernel, initrd: image.initramfs, cmdline: "\(Self.commandLine) kmatrix.sshkey=\(key)"),
+                            provenance: provenance, cleanup: [])
+    }
+
+    func waitForConsole(_ console: ConsoleLog, context: RunContext) async throws {
+        try await console.waitFor([Self.readyMarker], within: .seconds(context.timeouts.ready), what: "the rootfs ready marker")
+    }
+}
+
+/// A distribution disk booted by its own bootloader through a copy-on-write overlay (the base is
+/// never written), with a NoCloud seed that installs the run's key for the default user.
+struct CloudBootPlan: BootPlan {
+    let image: CloudImage
+    let images: ImageCatalog
+    let commands: any CommandRunner
+
+    /// cloud-init's last line: "Cloud-init v. 20.4.1 finished at …".
+    static let cloudInitFinished = " finished at "
+
+    var user: String { image.user }
+    var deploysProbe: Bool { true }
+    var probePath: String { "/tmp/kmatrix-probe" }
+
+    func prepare(_ guest: GuestSpec, context: RunContext, scratch: URL, domainName: String, keys: RunKeys) async throws -> PreparedBoot {
+        let base = try await images.cloudDisk(image, guest: guest.name)
+        var provenance = Provenance()
+        provenance.imageSha256 = base.sha256 ?? image.sha256
+        do {
+            try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        } catch {
+            throw KMatrixError.from(error, whileDoing: "creating \(scratch.path)")
+        }
+        let overlay = scratch.appendingPathComponent("overlay.qcow2")
+        let seed = scratch.appendingPathComponent("seed.iso")
+        do {
+            try await CloudSeed.overlay(base: base, at: overlay, commands: commands)
+            try await CloudSeed.write(to: seed, user: image.user, publicKey: try keys.publicKey(), instance: domainName, commands: commands)
+        } catch {
+            try? FileManager.default.removeItem(at: scratch)
+            throw error
+        }
+        return PreparedBoot(boot: .disk(overlay: overlay, seed: seed), provenance: provenance, cleanup: [scratch])
+    }
+
+    func waitForConsole(_ console: ConsoleLog, context: RunContext) async throws {
+        do {
+            try await console.waitFor([Self.cloudInitFinished], within: .seconds(context.timeouts.ready), what: "cloud-init's final message",
+                                      silentHint: "the disk did not boot, or its bootloader and kernel do not log to the serial port ttyS0")
+        } catch let error as KMatrixError where error.code == .boot {
+            let text = console.text()
+            guard text.contains("login:") && !text.contains("Cloud-init v. ") else { throw error }
+            throw KMatrixError(.boot, "the guest reached its login prompt but cloud-init never ran: the image has no cloud-init, "
+                + "or it does not read the NoCloud seed (a CD labelled cidata), so the run's SSH key was never installed")
+        }
+    }
+}

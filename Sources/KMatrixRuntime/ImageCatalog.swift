@@ -1,0 +1,359 @@
+import Foundation
+import KMatrixCore
+
+/// A kernel and kmatrix's initramfs rootfs, ready for direct kernel boot.
+public struct KernelImage: Sendable {
+    public var kernel: URL
+    public var initramfs: URL
+    public var kernelRelease: String?
+    /// sha256 of the kernel package or image the guest boots.
+    public var kernelSha256: String?
+    public var rootfsBuildID: String?
+}
+
+/// A cloud guest's base disk, checked.
+public struct CloudDisk: Sendable {
+    public var url: URL
+    public var format: String
+    public var sha256: String?
+}
+
+/// `manifest.json` of images/kernel-rootfs (a kernel plus our initramfs).
+struct KernelImageManifest: Decodable {
+    var buildId: String
+    var kernelRelease: String
+    var debSha256: String?
+    var vmlinuzSha256: String?
+}
+
+/// `manifest.json` of images/legacy-kernel.
+struct LegacyKernelManifest: Decodable {
+    var buildId: String
+    var kernelRelease: String
+}
+
+/// `manifest.json` of images/cloud-standin.
+struct CloudImageManifest: Decodable {
+    var buildId: String
+    var image: String
+    var sha256: String
+    var kernelRelease: String?
+}
+
+/// A build under `images/` a matrix may name, and where its output lives in the cache.
+struct RecipeDefinition: Sendable {
+    /// The script, relative to the checkout's `images/`.
+    var script: String
+    /// The output folder, under the cache's `images/`.
+    var output: String
+}
+
+/// Every guest image, in one place (docs/architecture.md, "Images"): the cache layout, building
+/// through the recipes under `images/`, validation, status for `images list`, registration of
+/// vendor downloads and pruning. Concurrent requests for the same kernel image share one build.
+public actor ImageCatalog {
+    public let checkout: Checkout
+    public nonisolated let cache: CacheLayout
+    let commands: any CommandRunner
+    let digests: FileDigests
+    let verdicts: VerdictCache
+    let disks: DiskInspector
+    /// Recipes' output on this process's stderr (`images build`), or in a log file per image.
+    let showBuildOutput: Bool
+    var builds: [String: Task<KernelImage, any Error>] = [:]
+
+    /// The recipes matrix.yaml may name (`MatrixParser.kernelRecipes`/`cloudRecipes`).
+    static let kernelRecipes: [String: RecipeDefinition] = [
+        "legacy-failopen": RecipeDefinition(script: "legacy-kernel/build.sh", output: "legacy-failopen-bzimage"),
+    ]
+    static let cloudRecipes: [String: RecipeDefinition] = [
+        "cloud-standin": RecipeDefinition(script: "cloud-standin/build.sh", output: "cloud-standin"),
+    ]
+    static let rootfsRecipe = "kernel-rootfs/build.sh"
+
+    public init(checkout: Checkout, cache: CacheLayout, commands: any CommandRunner, showBuildOutput: Bool = false) {
+        self.checkout = checkout
+        self.cache = cache
+        self.commands = commands
+        self.digests = FileDigests()
+        self.verdicts = VerdictCache(directory: cache.verdicts)
+        self.disks = DiskInspector(commands: commands)
+        self.showBuildOutput = showBuildOutput
+    }
+
+    // MARK: status
+
+    /// Why a guest's image is not on this machine, with how to get it (a `skipped` cell), or nil.
+    public nonisolated func unavailability(of guest: GuestSpec) -> CellFailure? {
+        guard case .cloud(let image) = guest.image, image.recipe == nil else { return nil }
+        let registered = cache.cloudImages.appendingPathComponent(image.file)
+        guard !FileManager.default.fileExists(atPath: registered.path) else { return nil }
+        return CellFailure(.imageMissing, phase: .prepare, Self.missingCloudImage(image, guest: guest.name, expectedAt: registered))
+    }
+
+    public nonisolated static func missingCloudImage(_ image: CloudImage, guest: String, expectedAt path: URL) -> String {
+        var text = "image \(image.file) is not present (looked in \(path.deletingLastPathComponent().path))"
+        if let source = image.source { text += "; download it from \(source)" }
+        text += ", then run `kmatrix images add \(guest) /path/to/\(image.file)`"
+        return text
+    }
+
+    /// One line for `images list`: what is there, or how to get it.
+    public nonisolated func status(of guest: GuestSpec) -> String {
+        switch guest.image {
+        case .host:
+            return "this machine's kernel"
+        case .kernel(.debian(let suite)):
+            return built(kernel: "kernel-\(suite)") ?? "not built yet: `kmatrix images build \(guest.name)` (downloads the \(suite) kernel)"
+        case .kernel(.recipe(let name)):
+            return built(kernel: "kernel-\(name)") ?? "not built yet: `kmatrix images build \(guest.name)` (compiles a kernel, ~10 min)"
+        case .kernel(let source):
+            let missing = source.files.filter { !FileManager.default.fileExists(atPath: $0) }
+            return missing.isEmpty ? "kernel files \(source.files.joined(separator: ", "))" : "MISSING: \(missing.joined(separator: ", ")) does not exist"
+        case .cloud(let image):
+            if let recipe = image.recipe, let definition = Self.cloudRecipes[recipe] {
+                let path = cache.images.appendingPathComponent(definition.output).appendingPathComponent(image.file)
+                return FileManager.default.fileExists(atPath: path.path) ? "built: \(path.path)" : "not built yet: `kmatrix images build \(guest.name)`"
+            }
+            if let missing = unavailability(of: guest) { return "MISSING: " + missing.message }
+            return "present: \(cache.cloudImages.appendingPathComponent(image.file).path)"
+        }
+    }
+
+    nonisolated func built(kernel folder: String) -> String? {
+        let directory = cache.images.appendingPathComponent(folder)
+        guard let manifest: KernelImageManifest = Self.manifest(in: directory) else { return nil }
+        return "built: kernel \(manifest.kernelRelease), \(directory.path)"
+    }
+
+    static func manifest<T: Decodable>(in directory: URL) -> T? {
+        guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent("manifest.json").path) else { return nil }
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try? decoder.decode(T.self, from: data)
+    }
+
+    // MARK: kernel images
+
+    public func kernelImage(_ source: KernelSource, probe: URL) async throws -> KernelImage {
+        let key = Self.key(for: source)
+        if let running = builds[key] { return try await running.value }
+        let task = Task { try await build(source, key: key, probe: probe) }
+        builds[key] = task
+        do {
+            return try await task.value
+        } catch {
+            builds[key] = nil
+            throw error
+        }
+    }
+
+    static func key(for source: KernelSource) -> String {
+        switch source {
+        case .debian(let suite): "debian-\(suite)"
+        case .recipe(let name): "recipe-\(name)"
+        case .packages(let format, let paths): "\(format.rawValue)-\(paths.joined(separator: ","))"
+        case .bzImage(let path, let modules): "bzimage-\(path)-\(modules ?? "")"
+        }
+    }
+
+    private func build(_ source: KernelSource, key: String, probe: URL) async throws -> KernelImage {
+        let recipe = checkout.images.appendingPathComponent(Self.rootfsRecipe).path
+        var arguments = ["--probe", probe.path, "--cache", cache.root.path]
+        let out: URL
+        var kernelFile: URL?
+        switch source {
+        case .debian(let suite):
+            out = cache.images.appendingPathComponent("kernel-\(suite)")
+            arguments += ["--suite", suite]
+        case .recipe(let name):
+            guard let definition = Self.kernelRecipes[name] else {
+                throw KMatrixError(.invalidInput, "unknown kernel recipe \(InputRules.quoted(name)); known: \(Self.kernelRecipes.keys.sorted().joined(separator: ", "))")
+            }
+            let kernelOut = cache.images.appendingPathComponent(definition.output)
+            try await runRecipe(checkout.images.appendingPathComponent(definition.script).path,
+                                ["--cache", cache.root.path, "--out", kernelOut.path], what: "\(name) kernel", limit: .seconds(3600))
+            guard let built: LegacyKernelManifest = Self.manifest(in: kernelOut) else {
+                throw KMatrixError(.image, "the \(name) recipe finished without a readable manifest.json in \(kernelOut.path)")
+            }
+            let bzImage = kernelOut.appendingPathComponent("bzImage")
+            kernelFile = bzImage
+            out = cache.images.appendingPathComponent("kernel-\(name)")
+            arguments += ["--suite", name, "--bzimage", bzImage.path]
+            _ = built.buildId
+        case .packages(let format, let paths):
+            let files = try Self.kernelFiles(paths)
+            kernelFile = files.first
+            out = try await slot(for: files)
+            for file in files { arguments += ["--\(format.rawValue)", file.path] }
+        case .bzImage(let path, let modules):
+            let files = try Self.kernelFiles([path])
+            kernelFile = files.first
+            out = try await slot(for: files)
+            arguments += ["--bzimage", files[0].path] + (modules.map { ["--modules", $0] } ?? [])
+        }
+        let existed = FileManager.default.fileExists(atPath: out.path)
+        do {
+            try await runRecipe(recipe, arguments + ["--out", out.path], what: "kernel image \(out.lastPathComponent)", limit: .seconds(1800))
+        } catch {
+            // A failed first build must not leave an empty folder that looks like an image.
+            if !existed { try? FileManager.default.removeItem(at: out) }
+            throw error
+        }
+        // Its age tells `kmatrix gc` when an image built for a --kernel file was last used.
+        try? FileManager.default.setAttributes([.modificationDate: Date()], ofItemAtPath: out.path)
+        guard let manifest: KernelImageManifest = Self.manifest(in: out) else {
+            throw KMatrixError(.image, "the kernel-rootfs recipe finished without a readable manifest.json in \(out.path)")
+        }
+        var kernelSha256 = manifest.debSha256
+        if kernelSha256 == nil, let kernelFile { kernelSha256 = try await verdicts.sha256(of: kernelFile, what: "kernel file", digests: digests) }
+        return KernelImage(
+            kernel: out.appendingPathComponent("vmlinuz"), initramfs: out.appendingPathComponent("initramfs.gz"),
+            kernelRelease: manifest.kernelRelease, kernelSha256: kernelSha256, rootfsBuildID: manifest.buildId)
+    }
+
+    /// Kernel files as absolute paths, each a readable regular file.
+    static func kernelFiles(_ paths: [String]) throws -> [URL] {
+        let files = paths.map { URL(fileURLWithPath: $0).standardizedFileURL }
+        for file in files { _ = try FileIdentity.regularFile(file, what: "kernel file") }
+        return files
+    }
+
+    /// One output folder per set of kernel files, named by their content.
+    func slot(for files: [URL]) async throws -> URL {
+        var digests: [String] = []
+        for file in files { digests.append(String(try await verdicts.sha256(of: file, what: "kernel file", digests: self.digests).prefix(16))) }
+        return cache.images.appendingPathComponent("kernel-file-" + digests.joined(separator: "-"))
+    }
+
+    func runRecipe(_ script: String, _ arguments: [String], what: String, limit: Duration) async throws {
+        do {
+            try FileManager.default.createDirectory(at: cache.logs, withIntermediateDirectories: true)
+        } catch {
+            throw KMatrixError.from(error, whileDoing: "creating \(cache.logs.path)")
+        }
+        let name = String(what.unicodeScalars.map { InputRules.isAlphanumeric($0) || $0 == "-" ? Character($0) : "-" })
+        let log = cache.logs.appendingPathComponent(name + ".log")
+        let result = try await commands.run("bash", [script] + arguments, timeout: limit, errors: showBuildOutput ? .passthrough : .file(log))
+        guard result.succeeded else {
+            let tail = showBuildOutput ? "" : String(decoding: FileManager.default.contents(atPath: log.path) ?? Data(), as: UTF8.self)
+                .split(whereSeparator: \.isNewline).suffix(4).joined(separator: " / ")
+            throw KMatrixError(.image, "building the \(what) failed (exit \(result.status))" + (tail.isEmpty ? "" : ": \(tail); full log: \(log.path)"))
+        }
+    }
+
+    // MARK: cloud images
+
+    /// A cloud guest's base disk: registered by `images add`, or built by its recipe; checked
+    /// (and, when the matrix names a sha256, hashed) only when the file changed since last time.
+    public func cloudDisk(_ image: CloudImage, guest: String) async throws -> CloudDisk {
+        if let recipe = image.recipe {
+            guard let definition = Self.cloudRecipes[recipe] else {
+                throw KMatrixError(.invalidInput, "unknown cloud image recipe \(InputRules.quoted(recipe))")
+            }
+            let out = cache.images.appendingPathComponent(definition.output)
+            try await runRecipe(checkout.images.appendingPathComponent(definition.script).path,
+                                ["--cache", cache.root.path, "--out", out.path], what: "cloud image \(recipe)", limit: .seconds(1800))
+            guard let manifest: CloudImageManifest = Self.manifest(in: out), manifest.image == image.file else {
+                throw KMatrixError(.image, "the \(recipe) recipe did not produce \(image.file) with a manifest in \(out.path)")
+            }
+            // The recipe wrote the image and its digest together: trust both.
+            let disk = out.appendingPathComponent(image.file)
+            let identity = try FileIdentity.regularFile(disk, what: "disk image")
+            if verdicts.verdict(for: identity)?.diskFormat == nil {
+                verdicts.remember(.init(identity: identity, sha256: manifest.sha256, diskFormat: "qcow2"))
+            }
+            return CloudDisk(url: disk, format: "qcow2", sha256: manifest.sha256)
+        }
+        let registered = cache.cloudImages.appendingPathComponent(image.file)
+        guard FileManager.default.fileExists(atPath: registered.path) else {
+            throw KMatrixError(.image, Self.missingCloudImage(image, guest: guest, expectedAt: registered))
+        }
+        return try await verify(registered, expecting: image.sha256)
+    }
+
+    /// Validates a disk (and its sha256 when one is expected), remembering the verdict.
+    func verify(_ url: URL, expecting expected: String?, alwaysHash: Bool = false) async throws -> CloudDisk {
+        let identity = try FileIdentity.regularFile(url, what: "disk image")
+        var verdict = verdicts.verdict(for: identity) ?? .init(identity: identity)
+        if verdict.diskFormat == nil {
+            verdict.diskFormat = try await disks.validate(url)
+            verdicts.remember(verdict)
+        }
+        if (expected != nil || alwaysHash) && verdict.sha256 == nil {
+            verdict.sha256 = try await digests.sha256(of: url)
+            verdicts.remember(verdict)
+        }
+        if let expected, let actual = verdict.sha256, actual != expected {
+            throw KMatrixError(.image, "\(url.path) has sha256 \(actual), expected \(expected): the download is corrupt or a different release")
+        }
+        return CloudDisk(url: url, format: verdict.diskFormat ?? "qcow2", sha256: verdict.sha256)
+    }
+
+    /// `images add`: checks a downloaded vendor image and links (or copies) it into the image
+    /// folder under the name the matrix gives. Nothing outside that folder is written or removed.
+    public func register(_ image: CloudImage, from file: URL) async throws -> CloudDisk {
+        guard InputRules.fileNameProblem(image.file) == nil else {
+            throw KMatrixError(.invalidInput, "image file \(InputRules.quoted(image.file)) is not a plain file name")
+        }
+        let source = file.standardizedFileURL.resolvingSymlinksInPath()
+        let checked: CloudDisk
+        do {
+            checked = try await verify(source, expecting: image.sha256, alwaysHash: true)
+        } catch let error as KMatrixError where error.code == .image {
+            throw KMatrixError(.invalidInput, error.message, cause: error)
+        }
+        let folder = cache.cloudImages
+        let destination = folder.appendingPathComponent(image.file)
+        guard destination.deletingLastPathComponent().standardizedFileURL.path == folder.standardizedFileURL.path else {
+            throw KMatrixError(.invalidInput, "image file \(InputRules.quoted(image.file)) would leave \(folder.path)")
+        }
+        do {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let staging = folder.appendingPathComponent(".\(image.file).\(getpid()).new")
+            try? FileManager.default.removeItem(at: staging)
+            do {
+                try FileManager.default.linkItem(at: source, to: staging)
+            } catch {
+                try FileManager.default.copyItem(at: source, to: staging)
+            }
+            // rename(2) replaces the old registration in one step, and never follows a link.
+            guard rename(staging.path, destination.path) == 0 else {
+                let problem = String(cString: strerror(errno))
+                try? FileManager.default.removeItem(at: staging)
+                throw KMatrixError(.io, "cannot register \(destination.path): \(problem)")
+            }
+        } catch let error as KMatrixError {
+            throw error
+        } catch {
+            throw KMatrixError.from(error, whileDoing: "registering \(image.file)")
+        }
+        let registered = try FileIdentity.regularFile(destination, what: "disk image")
+        verdicts.remember(.init(identity: registered, sha256: checked.sha256, diskFormat: checked.format))
+        return CloudDisk(url: destination, format: checked.format, sha256: checked.sha256)
+    }
+
+    // MARK: pruning
+
+    /// Removes what no run will ask for again: images built for `--kernel` files and unused for
+    /// `unusedDays`, and rootfs builds no image refers to any more. Returns what went.
+    public nonisolated func prune(unusedDays: Int) -> [String] {
+        let manager = FileManager.default
+        let cutoff = Date().addingTimeInterval(-Double(unusedDays) * 86400)
+        var removed: [String] = []
+        let images = (try? manager.contentsOfDirectory(atPath: cache.images.path)) ?? []
+        for name in images where name.starts(with: "kernel-file-") {
+            let url = cache.images.appendingPathComponent(name)
+            let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
+            if modified < cutoff, (try? manager.removeItem(at: url)) != nil { removed.append("image \(name)") }
+        }
+        let referenced = Set(((try? manager.contentsOfDirectory(atPath: cache.images.path)) ?? []).compactMap { name -> String? in
+            let manifest: KernelImageManifest? = Self.manifest(in: cache.images.appendingPathComponent(name))
+            return manifest?.buildId
+        })
+        for id in (try? manager.contentsOfDirectory(atPath: cache.builds.path)) ?? [] where !referenced.contains(id) && !id.starts(with: ".") {
+            if (try? manager.removeItem(at: cache.builds.appendingPathComponent(id))) != nil { removed.append("rootfs build \(id.prefix(12))") }
+        }
+        return removed
+    }
+}

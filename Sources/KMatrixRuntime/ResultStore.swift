@@ -1,0 +1,145 @@
+import Foundation
+import KMatrixCore
+import Logging
+
+/// What a run's results record about the run itself.
+public struct RunMetadataSource: Sendable {
+    public var runID: String
+    public var started: Date
+    public var matrix: String
+    public var versions: HypervisorVersions?
+    public var accelerator: Accelerator?
+
+    public init(runID: String, started: Date, matrix: String, versions: HypervisorVersions?, accelerator: Accelerator?) {
+        self.runID = runID
+        self.started = started
+        self.matrix = matrix
+        self.versions = versions
+        self.accelerator = accelerator
+    }
+
+    public func metadata(now: Date = Date()) -> RunMetadata {
+        RunMetadata(
+            id: runID, started: started, durationS: now.timeIntervalSince(started),
+            host: ProcessInfo.processInfo.hostName,
+            hostKernel: (try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown",
+            libvirt: versions?.libvirt, qemu: versions?.qemu, accelerator: accelerator?.rawValue,
+            matrix: matrix, kmatrixVersion: KMatrixVersion.current)
+    }
+}
+
+public enum KMatrixVersion {
+    public static let current = "0.2.0"
+}
+
+/// A run's output folder: `results.json` rewritten after every guest (an interrupted or crashed
+/// run keeps what it measured), and at the end the reports (matrix.md, results.xml). A write
+/// that fails is reported, never swallowed: the first failure is kept and `finish` throws it.
+public actor ResultStore {
+    public let directory: URL
+    let scenarios: [String]
+    let metadata: RunMetadataSource
+    let logger: Logger
+    var cells: [CellResult] = []
+    var firstFailure: KMatrixError?
+
+    public init(directory: URL, scenarios: [String], metadata: RunMetadataSource, logger: Logger) {
+        self.directory = directory
+        self.scenarios = scenarios
+        self.metadata = metadata
+        self.logger = logger
+    }
+
+    /// Saves a guest's cells at once.
+    public func add(_ newCells: [CellResult]) {
+        cells += newCells
+        do {
+            try write(result(cells), reports: false)
+        } catch {
+            let failure = KMatrixError.from(error, whileDoing: "writing \(directory.path)/results.json")
+            logger.error("\(failure.message)")
+            if firstFailure == nil { firstFailure = failure }
+        }
+    }
+
+    /// Writes the final results and reports; throws if this or any earlier write failed.
+    @discardableResult
+    public func finish(_ allCells: [CellResult]) throws -> RunResult {
+        let final = result(allCells)
+        do {
+            try write(final, reports: true)
+        } catch {
+            throw KMatrixError.from(error, whileDoing: "writing the results to \(directory.path)")
+        }
+        if let firstFailure { throw firstFailure }
+        return final
+    }
+
+    /// The result so far, even when it could not be written.
+    public func current(_ allCells: [CellResult]) -> RunResult { result(allCells) }
+
+    /// Cells in the order given (the orchestrator's final list is in guest, scenario order); a
+    /// guest whose row was relabelled by its kernel appears under its new name.
+    func result(_ cells: [CellResult]) -> RunResult {
+        var rows: [String] = []
+        for cell in cells where !rows.contains(cell.guest) { rows.append(cell.guest) }
+        let ordered = rows.flatMap { guest in
+            scenarios.compactMap { scenario in cells.first { $0.guest == guest && $0.scenario == scenario } }
+        }
+        return RunResult(run: metadata.metadata(), guests: rows, scenarios: scenarios, cells: ordered)
+    }
+
+    func write(_ result: RunResult, reports: Bool) throws {
+        try result.encoded().write(to: directory.appendingPathComponent("results.json"), options: .atomic)
+        guard reports else { return }
+        try Data(Report.markdown(result).utf8).write(to: directory.appendingPathComponent("matrix.md"), options: .atomic)
+        try Data(JUnitReport.xml(result, consoleTail: Self.consoleTail).utf8).write(to: directory.appendingPathComponent("results.xml"), options: .atomic)
+    }
+
+    /// The last lines of a guest's console, for failure messages in JUnit.
+    static func consoleTail(_ path: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        let lines = String(decoding: data, as: UTF8.self).split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+        return lines.suffix(30).joined(separator: "\n")
+    }
+}
+
+/// The output folder of a run: `--out DIR`, or `results/<UTC timestamp>/` with `results/latest`
+/// pointing at it. Problems are the user's input (exit 2), found before anything boots.
+public enum OutputDirectory {
+    public static func prepare(_ requested: String?, relativeTo base: URL, startedAt date: Date) throws -> URL {
+        let manager = FileManager.default
+        let url: URL
+        if let requested {
+            url = URL(fileURLWithPath: requested, relativeTo: base).standardizedFileURL
+        } else {
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "UTC")
+            formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+            url = base.appendingPathComponent("results").appendingPathComponent(formatter.string(from: date)).standardizedFileURL
+        }
+        var isDirectory: ObjCBool = false
+        if manager.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw KMatrixError(.invalidInput, "--out \(url.path) is a file, not a directory")
+        }
+        do {
+            try manager.createDirectory(at: url.appendingPathComponent("console"), withIntermediateDirectories: true)
+        } catch let error as CocoaError {
+            throw KMatrixError(.invalidInput, "cannot use \(url.path) for the results: \(FileProblem.describe(error))", cause: error)
+        } catch {
+            throw KMatrixError(.invalidInput, "cannot use \(url.path) for the results: \(error)", cause: error)
+        }
+        let probe = url.appendingPathComponent(".kmatrix-write-test")
+        guard manager.createFile(atPath: probe.path, contents: Data()) else {
+            throw KMatrixError(.invalidInput, "cannot write into \(url.path) (read-only or full)")
+        }
+        try? manager.removeItem(at: probe)
+        if requested == nil {
+            let latest = url.deletingLastPathComponent().appendingPathComponent("latest")
+            try? manager.removeItem(at: latest)
+            try? manager.createSymbolicLink(atPath: latest.path, withDestinationPath: url.lastPathComponent)
+        }
+        return url
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import KMatrixCore
+
+/// Boots `kernel` and `cloud` guests through a `Hypervisor`, reaches them over SSH and runs the
+/// probe there. The steps are the same for every image kind; a `BootPlan` says what each means.
+/// Everything a guest holds (domain, overlay, seed, SSH master) is released by `shutdown`, and
+/// by the launcher itself when the launch fails half-way.
+public struct VirtualMachineLauncher: GuestLauncher {
+    let hypervisor: any Hypervisor
+    let images: ImageCatalog
+    let keys: RunKeys
+    let accelerator: Accelerator
+    let commands: any CommandRunner
+    /// A guest's own scratch folder inside the run's folder.
+    let scratch: @Sendable (String) -> URL
+
+    public init(hypervisor: any Hypervisor, images: ImageCatalog, keys: RunKeys, accelerator: Accelerator, commands: any CommandRunner,
+                scratch: @escaping @Sendable (String) -> URL) {
+        self.hypervisor = hypervisor
+        self.images = images
+        self.keys = keys
+        self.accelerator = accelerator
+        self.commands = commands
+        self.scratch = scratch
+    }
+
+    public func unavailability(_ guest: GuestSpec, context: RunContext) async -> CellFailure? {
+        images.unavailability(of: guest)
+    }
+
+    func plan(for guest: GuestSpec) throws -> any BootPlan {
+        switch guest.image {
+        case .host: throw KMatrixError(.invalidInput, "the host guest does not boot a VM")
+        case .kernel(let source): KernelBootPlan(source: source, images: images)
+        case .cloud(let image): CloudBootPlan(image: image, images: images, commands: commands)
+        }
+    }
+
+    public func launch(_ guest: GuestSpec, context: RunContext, progress: @escaping @Sendable (GuestPhase) -> Void) async throws -> any GuestSession {
+        let plan = try plan(for: guest)
+        let console = context.consoleLog(for: guest.name)
+        do {
+            try FileManager.default.createDirectory(at: console.deletingLastPathComponent(), withIntermediateDirectories: true)
+        } catch {
+            throw KMatrixError.from(error, whileDoing: "creating \(console.deletingLastPathComponent().path)")
+        }
+        try? FileManager.default.removeItem(at: console)
+        let domainName = "kmatrix-\(context.runID)-\(guest.name)"
+        let prepared = try await plan.prepare(guest, context: context, scratch: scratch(guest.name), domainName: domainName, keys: keys)
+        var provenance = prepared.provenance
+        provenance.accelerator = accelerator.rawValue
+
+        progress(.booting)
+        let port: Int
+        let machine: any VirtualMachine
+        do {
+            port = try LoopbackPort.reserve()
+            let spec = MachineSpec(name: domainName, runID: context.runID, boot: prepared.boot, memoryMiB: guest.memoryMiB ?? context.defaults.memoryMiB,
+                                   vcpus: guest.vcpus ?? context.defaults.vcpus, sshPort: port, consoleLog: console, accelerator: accelerator)
+            machine = try await withTimeout(.seconds(context.timeouts.boot), what: "the domain start") { try await hypervisor.start(spec) }
+        } catch {
+            Self.remove(prepared.cleanup)
+            throw error
+        }
+        let log = ConsoleLog(url: console)
+        let ssh = SSHClient(target: SSHTarget(port: port, user: plan.user, keys: keys), commands: commands)
+        var session = VirtualMachineSession(machine: machine, ssh: ssh, console: log, cleanupFiles: prepared.cleanup, port: port,
+                                            identity: GuestIdentity(kernel: "unknown", distro: "unknown"), provenance: provenance,
+                                            probePath: plan.probePath, sudo: plan.user != "root")
+        do {
+            progress(.waitingForReady)
+            try await plan.waitForConsole(log, context: context)
+            session.missingFeatures = log.missingFeatures()
+            if session.missingFeatures.contains(where: { $0.id == MissingFeature.networkInterface }) {
+                throw KMatrixError(.noNetwork, "the guest has no network interface, so SSH cannot reach it")
+            }
+            try await ssh.waitUntilReachable(within: .seconds(context.timeouts.deploy)) { log.crashLine() }
+            session.identity = try await Self.identity(ssh)
+            if plan.deploysProbe {
+                progress(.deploying)
+                try await Self.deploy(probe: context.probe, to: plan.probePath, over: ssh, timeout: .seconds(context.timeouts.deploy))
+                try await Self.checkPrerequisites(ssh, sudo: session.sudo)
+            }
+            return session
+        } catch {
+            await Task { await session.shutdown() }.value
+            throw error
+        }
+    }
+
+    static func identity(_ ssh: SSHClient) async throws -> GuestIdentity {
+        let result = try await ssh.run(shell: "uname -r; (. /etc/os-release 2>/dev/null && echo \"$PRETTY_NAME\") || echo 'kmatrix initramfs'", timeout: .seconds(30))
+        let lines = result.stdoutText.split(whereSeparator: \.isNewline).map { String($0).trimmingCharacters(in: .whitespaces) }
+        guard let kernel = lines.first, InputRules.releaseProblem(kernel) == nil else {
+            throw KMatrixError(.ssh, "the guest did not report a kernel release (uname -r printed \(InputRules.quoted(lines.first ?? "")))")
+        }
+        let distro = lines.dropFirst().first.map { String($0.unicodeScalars.filter { !InputRules.isControl($0) }.prefix(120).map(Character.init)) }
+        return GuestIdentity(kernel: kernel, distro: distro ?? "unknown")
+    }
+
+    /// Dropbear and minimal images have no scp/sftp: stream the binary through `cat`.
+    static func deploy(probe: URL, to path: String, over ssh: SSHClient, timeout: Duration) async throws {
+        let data: Data
+        do {
+            data = try Data(contentsOf: probe)
+        } catch {
+            throw KMatrixError.from(error, whileDoing: "reading the probe")
+        }
+        let part = ShellQuote.quote(path + ".part")
+        let result = try await ssh.run(shell: "cat > \(part) && chmod 755 \(part) && mv \(part) \(ShellQuote.quote(path))", input: data, timeout: timeout)
+        guard result.succeeded else { throw KMatrixError(.probe, "copying the probe failed: \(result.stderr)") }
+    }
+
+    /// What a distro guest must offer before a scenario can mean anything.
+    static func checkPrerequisites(_ ssh: SSHClient, sudo: Bool) async throws {
+        let prefix = sudo ? ["sudo", "-n"] : []
+        let sudoCheck = try await ssh.run(prefix + ["true"], timeout: .seconds(30))
+        guard sudoCheck.succeeded else {
+            throw KMatrixError(.probe, "passwordless sudo does not work for the default user (\(sudoCheck.stderr.trimmingCharacters(in: .whitespacesAndNewlines))); cloud-init must grant it")
+        }
+        let find = "PATH=$PATH:/sbin:/usr/sbin; command -v iptables-legacy || command -v iptables || command -v iptables-nft || command -v nft"
+        let tools = try await ssh.run(prefix + ["sh", "-c", find], timeout: .seconds(30))
+        guard tools.succeeded else {
+            throw KMatrixError(.probe, "the guest has neither iptables nor nft; install one in the image (RHEL 7: iptables, RHEL 8: iptables-nft or nftables)")
+        }
+    }
+
+    static func remove(_ files: [URL]) {
+        for file in files { try? FileManager.default.removeItem(at: file) }
+    }
+}
+
+struct VirtualMachineSession: GuestSession {
+    let machine: any VirtualMachine
+    let ssh: SSHClient
+    let console: ConsoleLog
+    let cleanupFiles: [URL]
+    let port: Int
+    var identity: GuestIdentity
+    var provenance: Provenance
+    var probePath: String
+    let sudo: Bool
+    var missingFeatures: [MissingFeature] = []
+
+    var consoleLog: URL? { console.url }
+
+    func runProbe(_ arguments: [String], scenario: Scenario, timeout: Duration) async throws -> CommandResult {
+        try await ssh.run((sudo ? ["sudo", "-n"] : []) + [probePath] + arguments, timeout: timeout)
+    }
+
+    func crashLine() async -> String? { console.crashLine() }
+
+    func shutdown() async {
+        await ssh.close()
+        try? await machine.destroy()
+        VirtualMachineLauncher.remove(cleanupFiles)
+        LoopbackPort.release(port)
+    }
+}
