@@ -45,11 +45,15 @@ let package = Package(
         ], swiftSettings: strict),
         // The executable: hands arguments and the process's context to KMatrixCommands.
         .executableTarget(name: "kmatrix", dependencies: ["KMatrixCommands"], swiftSettings: strict),
+        // Fakes shared by the test targets: a scripted command runner, a hypervisor that starts nothing.
+        .target(name: "KMatrixTestSupport", dependencies: ["KMatrixCore", "KMatrixRuntime"], path: "Tests/KMatrixTestSupport", swiftSettings: strict),
         .testTarget(name: "KMatrixCoreTests", dependencies: ["KMatrixCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"], swiftSettings: strict),
-        .testTarget(name: "KMatrixRuntimeTests", dependencies: ["KMatrixRuntime", "KMatrixCore"], swiftSettings: strict),
+        .testTarget(name: "KMatrixRuntimeTests", dependencies: [
+            "KMatrixRuntime", "KMatrixCore", "KMatrixTestSupport", .product(name: "Yams", package: "Yams"),
+        ], swiftSettings: strict),
         .testTarget(name: "KMatrixLibvirtTests", dependencies: ["KMatrixLibvirt", "KMatrixRuntime", "KMatrixCore"], swiftSettings: strict),
-        .testTarget(name: "KMatrixCommandsTests", dependencies: ["KMatrixCommands", "KMatrixRuntime", "KMatrixCore"], swiftSettings: strict),
+        .testTarget(name: "KMatrixCommandsTests", dependencies: ["KMatrixCommands", "KMatrixRuntime", "KMatrixCore", "KMatrixTestSupport"], swiftSettings: strict),
         // Depends on the executable so `swift build --build-tests` always builds the binary it runs.
         // Fixtures holds scripts the tests run from the checkout, not bundle resources.
         .testTarget(name: "EndToEndTests", dependencies: ["KMatrixCore", "kmatrix"], exclude: ["Fixtures"], swiftSettings: strict),

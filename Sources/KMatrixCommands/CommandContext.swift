@@ -67,7 +67,7 @@ public struct CommandContext: Sendable {
 
     /// A path the user gave, relative to the working directory.
     public func path(_ text: String) -> URL {
-        URL(fileURLWithPath: text, relativeTo: workingDirectory).standardizedFileURL
+        FilePaths.resolve(text, against: workingDirectory)
     }
 
     public func print(_ text: String) { standardOutput(text) }

@@ -29,7 +29,7 @@ enum MatrixLoading {
         let base = chosen.deletingLastPathComponent()
         for index in matrix.guests.indices {
             if case .kernel(let source) = matrix.guests[index].image {
-                matrix.guests[index].image = .kernel(source.resolvingPaths { URL(fileURLWithPath: $0, relativeTo: base).standardizedFileURL.path })
+                matrix.guests[index].image = .kernel(source.resolvingPaths { FilePaths.resolve($0, against: base).path })
             }
         }
         return LoadedMatrix(matrix: matrix, name: shown)

@@ -14,7 +14,7 @@ public struct Classification: Sendable, Hashable {
 }
 
 /// Turns raw probe output into an outcome using only what the kernel's counters and the
-/// datagrams' sequence numbers prove (DESIGN.md §5). Every claim is cross-checked; numbers
+/// datagrams' sequence numbers prove (docs/architecture.md, "Data flow"). Every claim is cross-checked; numbers
 /// that disagree make the cell `error` with both numbers in the reason.
 public enum Classifier {
     public static func classify(_ result: ProbeResult, scenario: Scenario) -> Classification {

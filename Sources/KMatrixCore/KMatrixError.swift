@@ -100,7 +100,7 @@ public enum FileProblem {
         case .fileWriteOutOfSpace: return "\(path): no space left on the device"
         case .fileWriteFileExists: return "\(path): a file is in the way"
         case .fileReadCorruptFile: return "\(path): unreadable"
-        default: return "\(path): \(error.localizedDescription)"
+        default: return "\(path): cannot be read or written (Foundation error \(error.code.rawValue))"
         }
     }
 }

@@ -55,11 +55,32 @@ public enum MatrixParser {
                 return MatrixError(file: file, line: mark.line, column: mark.column, message: "invalid YAML: \(InputRules.quoted(detail, limit: 200).dropFirst().dropLast())",
                                    fix: "check indentation and quoting on this line and the one before")
             case .duplicatedKeysInMapping(let duplicates, let context):
+                // Yams marks the first occurrence; the mistake is the second one.
+                let key = duplicates.first ?? ""
+                let lines = Self.lines(defining: key, in: context.text)
+                if lines.count >= 2 {
+                    return MatrixError(file: file, line: lines[1], column: 1, message: "duplicate key \(InputRules.quoted(key)) (first on line \(lines[0]))",
+                                       fix: "keep one of them")
+                }
                 return MatrixError(file: file, line: context.mark.line, column: context.mark.column,
-                                   message: "duplicate key \(duplicates.joined(separator: ", "))", fix: "keep one of them")
+                                   message: "duplicate key \(duplicates.map { InputRules.quoted($0) }.joined(separator: ", "))", fix: "keep one of them")
             default:
                 return MatrixError(file: file, line: 1, column: 1, message: "invalid YAML: \(yaml)", fix: "check the file's syntax")
             }
+        }
+
+        /// Lines (1-based) where `key:` starts a mapping entry, in block or flow style.
+        static func lines(defining key: String, in text: String) -> [Int] {
+            guard !key.isEmpty else { return [] }
+            var found: [Int] = []
+            for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                var rest = Substring(line).drop { $0 == " " || $0 == "-" || $0 == "{" || $0 == "\t" }
+                if rest.first == "\"" || rest.first == "'" { rest = rest.dropFirst() }
+                guard rest.starts(with: key) else { continue }
+                let after = rest.dropFirst(key.count).drop { $0 == "\"" || $0 == "'" || $0 == " " }
+                if after.first == ":" { found.append(index + 1) }
+            }
+            return found
         }
 
         func mapping(_ node: Node, _ what: String, allowed: [String]) throws(MatrixError) -> [(key: String, keyNode: Node, value: Node)] {

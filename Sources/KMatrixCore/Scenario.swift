@@ -72,7 +72,7 @@ public struct Scenario: Sendable, Hashable, Identifiable {
 
 extension Scenario {
     /// Per-message buffer charge (`skb->truesize`) of a full-size 1500-byte packet, the upper
-    /// bound the mitigation must be sized for (DESIGN.md §6: 2.1–2.3 KiB).
+    /// bound the mitigation must be sized for (docs/architecture.md, "Data flow": 2.1–2.3 KiB).
     public static let largestMessageCharge = 2304
     static let defaultMaxlen = 2048
 

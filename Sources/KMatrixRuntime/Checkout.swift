@@ -1,5 +1,8 @@
 import Foundation
 import KMatrixCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The kmatrix checkout: the probe's source and the image recipes.
 public struct Checkout: Sendable {
@@ -74,4 +77,27 @@ public struct CacheLayout: Sendable {
     public var verdicts: URL { root.appendingPathComponent("verdicts") }
     /// KVM-or-TCG verdict for this boot of the host.
     public var accelerator: URL { root.appendingPathComponent("accelerator") }
+}
+
+public enum FilePaths {
+    /// `mkdir -p` with the system's own reason on failure ("Not a directory", "Read-only file
+    /// system"), which Foundation's errors do not always carry.
+    public static func createDirectory(_ url: URL, mode: mode_t = 0o755) throws {
+        var path = ""
+        for component in url.standardizedFileURL.pathComponents where component != "/" {
+            path += "/" + component
+            if mkdir(path, mode) != 0 && errno != EEXIST {
+                throw KMatrixError(.io, "cannot create \(path): \(String(cString: strerror(errno)))")
+            }
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw KMatrixError(.io, "cannot create \(url.path): \(path) is a file, not a directory")
+            }
+        }
+    }
+
+    /// `path` as an absolute file URL: itself when absolute, else inside `base` (a directory).
+    public static func resolve(_ path: String, against base: URL) -> URL {
+        (path.starts(with: "/") ? URL(fileURLWithPath: path) : base.appendingPathComponent(path)).standardizedFileURL
+    }
 }

@@ -11,12 +11,16 @@ public struct Collector: Sendable {
     let commands: any CommandRunner
     let processes: ProcessTable
     let logger: Logger
+    /// Where `ip netns` keeps its namespaces.
+    let namespaces: URL
 
-    public init(cache: URL, commands: any CommandRunner, processes: ProcessTable = ProcessTable(), logger: Logger) {
+    public init(cache: URL, commands: any CommandRunner, processes: ProcessTable = ProcessTable(), logger: Logger,
+                namespaces: URL = URL(fileURLWithPath: "/run/netns")) {
         self.cache = cache
         self.commands = commands
         self.processes = processes
         self.logger = logger
+        self.namespaces = namespaces
     }
 
     public struct Removal: Sendable, Equatable, CustomStringConvertible {
@@ -67,6 +71,6 @@ public struct Collector: Sendable {
     }
 
     func namespaceExists(_ name: String) async -> Bool {
-        FileManager.default.fileExists(atPath: "/run/netns/\(name)")
+        FileManager.default.fileExists(atPath: namespaces.appendingPathComponent(name).path)
     }
 }

@@ -112,7 +112,7 @@ struct SysctlGuard {
 
 enum OSRelease {
     static func prettyName(from text: String) -> String {
-        for line in text.split(separator: "\n") where line.hasPrefix("PRETTY_NAME=") {
+        for line in text.split(separator: "\n") where line.starts(with: "PRETTY_NAME=") {
             return String(line.dropFirst("PRETTY_NAME=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"' "))
         }
         return "unknown"

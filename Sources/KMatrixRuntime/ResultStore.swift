@@ -111,7 +111,7 @@ public enum OutputDirectory {
         let manager = FileManager.default
         let url: URL
         if let requested {
-            url = URL(fileURLWithPath: requested, relativeTo: base).standardizedFileURL
+            url = FilePaths.resolve(requested, against: base)
         } else {
             let formatter = DateFormatter()
             formatter.locale = Locale(identifier: "en_US_POSIX")
@@ -124,11 +124,9 @@ public enum OutputDirectory {
             throw KMatrixError(.invalidInput, "--out \(url.path) is a file, not a directory")
         }
         do {
-            try manager.createDirectory(at: url.appendingPathComponent("console"), withIntermediateDirectories: true)
-        } catch let error as CocoaError {
-            throw KMatrixError(.invalidInput, "cannot use \(url.path) for the results: \(FileProblem.describe(error))", cause: error)
-        } catch {
-            throw KMatrixError(.invalidInput, "cannot use \(url.path) for the results: \(error)", cause: error)
+            try FilePaths.createDirectory(url.appendingPathComponent("console"))
+        } catch let error as KMatrixError {
+            throw KMatrixError(.invalidInput, "cannot use \(url.path) for the results: \(error.message)", cause: error)
         }
         let probe = url.appendingPathComponent(".kmatrix-write-test")
         guard manager.createFile(atPath: probe.path, contents: Data()) else {

@@ -82,7 +82,7 @@ import Testing
         ("gusts: []\n", 1, "unknown key \"gusts\"", "guests"),
         ("guests: []\n", 1, "no guests", "guests"),
         ("guests:\n  - { name: a, image: { kind: host } }\nexpect:\n  live-consumer:\n    - { outcome: delivered }\n    - { when: \"kernel < 4.6\", outcome: dropped }\n", 6, "can never apply", "end of the list"),
-        ("guests:\n  - { name: \"a b\", image: { kind: host } }\n", 2, "cannot appear in file and domain names", "letters"),
+        ("guests:\n  - { name: \"a b\", image: { kind: host } }\n", 2, "may hold only letters, digits", "starting with a letter or digit"),
     ])
     func reportsFileLineAndFix(yaml: String, line: Int, message: String, fix: String) throws {
         let error = try #require(parseError(yaml))

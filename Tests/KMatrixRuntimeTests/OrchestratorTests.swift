@@ -22,10 +22,12 @@ final class Ledger: Sendable {
         var shutDown: [String] = []
         var running = 0
         var maxRunning = 0
+        var probes = 0
     }
 
     let state = Mutex(State())
     func launched(_ name: String) { state.withLock { $0.launched.append(name); $0.running += 1; $0.maxRunning = max($0.maxRunning, $0.running) } }
+    func probeStarted() { state.withLock { $0.probes += 1 } }
     func shutDown(_ name: String) { state.withLock { $0.shutDown.append(name); $0.running -= 1 } }
     var snapshot: State { state.withLock { $0 } }
 }
@@ -70,6 +72,7 @@ final class FakeSession: GuestSession {
 
     func runProbe(_ arguments: [String], scenario: Scenario, timeout: Duration) async throws -> CommandResult {
         ran.withLock { $0 += 1 }
+        launcher.ledger.probeStarted()
         if let error = launcher.probeError { throw error }
         let delay = launcher.probeDelay
         let output = launcher.probeOutput
@@ -246,13 +249,14 @@ extension OrchestratorTests {
 
     @Test func interruptedRepetitionsAreInterruptedNeverFlaky() async throws {
         let ledger = Ledger()
-        let launcher = FakeLauncher(ledger: ledger, probeDelay: .milliseconds(300))
+        let launcher = FakeLauncher(ledger: ledger, probeDelay: .milliseconds(200))
         let matrix = matrix(["a"])
         let task = Task {
             await orchestrator { _ in launcher }
                 .run(matrix: matrix, guests: matrix.guests, scenarios: [.failopenSocketOverflow], context: context(), repeats: 3)
         }
-        try await Task.sleep(for: .milliseconds(450))
+        // Cancel while the second run is under way: the first has finished.
+        while ledger.snapshot.probes < 2 { try await Task.sleep(for: .milliseconds(5)) }
         task.cancel()
         let cells = await task.value
         #expect(cells.count == 1)

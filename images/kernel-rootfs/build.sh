@@ -17,7 +17,7 @@
 #              lib/modules/<release>/vmlinuz (RHEL 8 and later).
 #   --bzimage  a bare kernel image; its release is read from the image's setup header.
 #   --modules  with --bzimage: /lib/modules/<release> (or its parent) of that kernel.
-#              Without it everything must be built in (DESIGN.md §7); /init reports
+#              Without it everything must be built in (README, "Validate a kernel"); /init reports
 #              what is missing at boot as `KMATRIX-MISSING <what>` lines.
 #   --flavour  auto (default): the newest linux-image-*-cloud-amd64; if that flavour lacks
 #              a required module, the plain -amd64 flavour (logged). cloud|amd64: forced.

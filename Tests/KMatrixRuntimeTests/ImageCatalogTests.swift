@@ -1,0 +1,150 @@
+import Foundation
+import Synchronization
+import Testing
+import KMatrixCore
+import KMatrixTestSupport
+@testable import KMatrixRuntime
+
+struct ImageCatalogTests {
+    @Test func registrationLinksACheckedImageIntoTheImageFolderOnly() async throws {
+        let world = try LauncherWorld()
+        defer { world.root.remove() }
+        var bytes = [UInt8](repeating: 7, count: 2048)
+        bytes[510] = 0x55
+        bytes[511] = 0xAA
+        let download = try world.root.file("downloads/rhel.img", bytes: bytes)
+        let disk = try await world.catalog.register(CloudImage(file: "rhel-7.9.img", user: "cloud-user"), from: download)
+        #expect(disk.url == world.cache.cloudImages.appendingPathComponent("rhel-7.9.img"))
+        #expect(disk.sha256 == FileDigests.sha256(of: Data(bytes)))
+        #expect(FileManager.default.contentsEqual(atPath: disk.url.path, andPath: download.path))
+    }
+
+    @Test func aPathAsFileNameIsRefusedAndNothingOutsideIsTouched() async throws {
+        let world = try LauncherWorld()
+        defer { world.root.remove() }
+        let victim = try world.root.file("victim", "keep me")
+        let download = try world.registerDisk("ok.img")
+        await #expect(throws: KMatrixError.self) {
+            _ = try await world.catalog.register(CloudImage(file: "../../victim", user: "cloud-user"), from: download)
+        }
+        #expect(try String(contentsOf: victim, encoding: .utf8) == "keep me")
+    }
+
+    @Test func randomBytesAreNotADiskImage() async throws {
+        let world = try LauncherWorld()
+        defer { world.root.remove() }
+        let noise = try world.root.file("noise.img", bytes: (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
+        let error = await #expect(throws: KMatrixError.self) {
+            _ = try await world.catalog.register(CloudImage(file: "noise.img", user: "cloud-user"), from: noise)
+        }
+        #expect(error?.code == .invalidInput)
+        #expect(error?.message.contains("no MBR or GPT partition table") == true)
+        #expect(!FileManager.default.fileExists(atPath: world.cache.cloudImages.appendingPathComponent("noise.img").path))
+    }
+
+    @Test func aDeviceIsRefusedBeforeAnythingReadsIt() async throws {
+        let world = try LauncherWorld()
+        defer { world.root.remove() }
+        let error = await #expect(throws: KMatrixError.self) {
+            _ = try await world.catalog.register(CloudImage(file: "zero.img", user: "cloud-user"), from: URL(fileURLWithPath: "/dev/zero"))
+        }
+        #expect(error?.message.contains("is a device, not a regular file") == true)
+        #expect(world.commands.calls(of: "qemu-img").isEmpty)
+        await #expect(throws: KMatrixError.self) { _ = try await FileDigests().sha256(of: URL(fileURLWithPath: "/dev/zero")) }
+    }
+
+    @Test func anImageWithABackingFileIsRefused() async throws {
+        let world = try LauncherWorld()
+        let commands = FakeCommands()
+        commands.on("qemu-img", containing: "info") { _ in .ok(#"{"format": "qcow2", "backing-filename": "/etc/shadow"}"#) }
+        defer { world.root.remove() }
+        let disk = try world.registerDisk("layered.qcow2")
+        let error = await #expect(throws: KMatrixError.self) { _ = try await DiskInspector(commands: commands).validate(disk) }
+        #expect(error?.message.contains("backing file") == true)
+    }
+
+    @Test func aCheckedImageIsNotCheckedOrHashedAgainUntilItChanges() async throws {
+        let world = try LauncherWorld()
+        defer { world.root.remove() }
+        let disk = try world.registerDisk("vendor.img")
+        let sum = FileDigests.sha256(of: try Data(contentsOf: disk))
+        let image = CloudImage(file: "vendor.img", sha256: sum, user: "cloud-user")
+        _ = try await world.catalog.cloudDisk(image, guest: "vendor")
+        _ = try await world.catalog.cloudDisk(image, guest: "vendor")
+        #expect(world.commands.calls(of: "qemu-img").count == 1)
+        // Touch it: the verdict no longer applies.
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: 10)], ofItemAtPath: disk.path)
+        _ = try await world.catalog.cloudDisk(image, guest: "vendor")
+        #expect(world.commands.calls(of: "qemu-img").count == 2)
+    }
+
+    @Test func aWrongChecksumIsAnImageError() async throws {
+        let world = try LauncherWorld()
+        defer { world.root.remove() }
+        _ = try world.registerDisk("vendor.img")
+        let error = await #expect(throws: KMatrixError.self) {
+            _ = try await world.catalog.cloudDisk(CloudImage(file: "vendor.img", sha256: String(repeating: "0", count: 64), user: "u"), guest: "vendor")
+        }
+        #expect(error?.code == .image)
+        #expect(error?.message.contains("expected \(String(repeating: "0", count: 64))") == true)
+    }
+
+    @Test func aFailedKernelBuildLeavesNoEmptyImageFolder() async throws {
+        let world = try LauncherWorld()
+        defer { world.root.remove() }
+        let commands = FakeCommands()
+        commands.on("bash") { call in
+            if let index = call.arguments.firstIndex(of: "--out") {
+                try FileManager.default.createDirectory(atPath: call.arguments[index + 1], withIntermediateDirectories: true)
+            }
+            return .failed(1, "kernel-rootfs: error: line 3: dpkg-deb failed")
+        }
+        let catalog = ImageCatalog(checkout: Checkout(root: world.root.url), cache: world.cache, commands: commands)
+        var header = [UInt8](repeating: 0, count: 1024)
+        header.replaceSubrange(0x202..<0x206, with: Array("HdrS".utf8))
+        let bzImage = try world.root.file("bzImage", bytes: header)
+        await #expect(throws: KMatrixError.self) { _ = try await catalog.kernelImage(.bzImage(path: bzImage.path, modules: nil), probe: world.probe) }
+        let folders = (try? FileManager.default.contentsOfDirectory(atPath: world.cache.images.path)) ?? []
+        #expect(folders.filter { $0.hasPrefix("kernel-file-") }.isEmpty)
+    }
+
+    @Test func theRecipeNamesTheMatrixAcceptsAllHaveARecipe() {
+        #expect(Set(MatrixParser.kernelRecipes) == Set(ImageCatalog.kernelRecipes.keys))
+        #expect(Set(MatrixParser.cloudRecipes) == Set(ImageCatalog.cloudRecipes.keys))
+    }
+}
+
+struct ResultStoreTests {
+    func cell(_ guest: String) -> CellResult {
+        CellResult(guest: guest, scenario: "failopen-socket-overflow", kernel: "6.1.0", outcome: .reinjected, expected: .reinjected, reason: "ok")
+    }
+
+    func store(_ directory: URL) -> ResultStore {
+        ResultStore(directory: directory, scenarios: ["failopen-socket-overflow"],
+                    metadata: RunMetadataSource(runID: "r", started: Date(), matrix: "m", versions: nil, accelerator: nil), logger: .init(label: "t"))
+    }
+
+    @Test func resultsAreSavedAfterEveryGuestAndReportsAtTheEnd() async throws {
+        let directory = try TemporaryDirectory("store")
+        defer { directory.remove() }
+        let store = store(directory.url)
+        await store.add([cell("a")])
+        let partial = try RunResult.decode(Data(contentsOf: directory.url.appendingPathComponent("results.json")))
+        #expect(partial.cells.map(\.guest) == ["a"])
+        #expect(!FileManager.default.fileExists(atPath: directory.url.appendingPathComponent("matrix.md").path))
+        let final = try await store.finish([cell("a"), cell("b")])
+        #expect(final.guests == ["a", "b"])
+        #expect(directory.listing() == ["matrix.md", "results.json", "results.xml"])
+    }
+
+    @Test func aFailedWriteIsReportedNotSwallowed() async throws {
+        let directory = try TemporaryDirectory("store")
+        defer { directory.remove() }
+        let blocker = try directory.file("not-a-directory", "x")
+        let store = store(blocker)
+        await store.add([cell("a")])
+        let error = await #expect(throws: KMatrixError.self) { try await store.finish([cell("a")]) }
+        #expect(error?.code == .io)
+        #expect(error?.message.contains("not-a-directory") == true)
+    }
+}
