@@ -12,13 +12,16 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
+KM_NAME=cloud-standin
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 FILES="$HERE/files"
 
 RELEASE=bullseye
 RELEASE_NUM=11
 MIRROR=${KMATRIX_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${KMATRIX_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+KEYRING=$KM_KEYRING
 IMAGE_NAME=debian-11-cloud-standin.qcow2
 DISK_SIZE=3G
 
@@ -63,67 +66,33 @@ exec 9>"$CACHE/lock"
 flock 9
 
 # ---------------------------------------------------------------- host tools
-need=()
-command -v debootstrap >/dev/null || need+=(debootstrap)
-command -v qemu-img >/dev/null || need+=(qemu-utils)
-command -v sfdisk >/dev/null || need+=(fdisk)
-command -v partx >/dev/null || need+=(util-linux)
-command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
-command -v jq >/dev/null || need+=(jq)
-command -v zstd >/dev/null || need+=(zstd)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing host tools: ${need[*]}"
-    apt-get -o DPkg::Lock::Timeout=600 update -qq || true
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null
-fi
+km_need debootstrap qemu-img sfdisk partx mkfs.ext4 jq zstd
 [ -r "$KEYRING" ] || die "$KEYRING missing (apt-get install debian-archive-keyring)"
 
 # ------------------------------------------------ resolve package versions
 # signed-by: the keyring path exists on the host and in the guest alike.
-cat >"$APTDIR/etc/sources.list" <<EOF
-deb [signed-by=$KEYRING] $MIRROR $RELEASE main
-deb [signed-by=$KEYRING] $MIRROR $RELEASE-updates main
-deb [signed-by=$KEYRING] $SECURITY_MIRROR $RELEASE-security main
-EOF
-: >"$APTDIR/status"
-APT=(-o "Dir::Etc=$APTDIR/etc" -o "Dir::Etc::SourceList=$APTDIR/etc/sources.list"
-     -o "Dir::Etc::SourceParts=$APTDIR/etc/sources.list.d" -o "Dir::Etc::Parts=$APTDIR/etc/apt.conf.d"
-     -o "Dir::Etc::PreferencesParts=$APTDIR/etc/preferences.d" -o APT::Sandbox::User=root -o "Dir::State::Lists=$APTDIR/lists"
-     -o "Dir::State::status=$APTDIR/status" -o "Dir::Cache=$APTDIR/cache"
-     -o Dir::Cache::pkgcache=pkgcache.bin -o Dir::Cache::srcpkgcache=srcpkgcache.bin
-     -o APT::Architecture=amd64 -o "APT::Architectures::=amd64" -o Acquire::Languages=none
-     -o APT::Get::List-Cleanup=true)
-
+km_apt_use "$APTDIR"
+km_apt_sources "$MIRROR $RELEASE main" "$MIRROR $RELEASE-updates main" "$SECURITY_MIRROR $RELEASE-security main"
 # Lists younger than KMATRIX_APT_TTL seconds (default 3600) are trusted as they are: every
 # run asks for this image, and a refresh costs seconds and the network.
-APT_TTL=${KMATRIX_APT_TTL:-3600}
-stamp="$APTDIR/lists/.updated"
-if [ -e "$stamp" ] && [ $(( $(date +%s) - $(stat -c %Y "$stamp") )) -lt "$APT_TTL" ] && cmp -s "$APTDIR/etc/sources.list" "$APTDIR/lists/.sources"; then
-    :
-else
-    log "updating private apt lists ($RELEASE, -updates, -security)"
-    if apt-get "${APT[@]}" -qq update >"$CACHE/apt-update.log" 2>&1; then
-        cp "$APTDIR/etc/sources.list" "$APTDIR/lists/.sources"
-        touch "$stamp"
-    else
-        ls "$APTDIR/lists/"*_InRelease >/dev/null 2>&1 || { cat "$CACHE/apt-update.log" >&2; die "apt update failed and no cached lists"; }
-        log "warning: apt update failed; using cached lists ($(tail -1 "$CACHE/apt-update.log"))"
-    fi
+if ! km_apt_update "${KMATRIX_APT_TTL:-3600}"; then
+    ls "$APTDIR/lists/"*_InRelease >/dev/null 2>&1 || die "apt update failed and no cached lists"
+    log "warning: apt update failed; using cached lists"
 fi
 
 # The build id below costs a few seconds of apt resolution; remember it per set of lists.
-LISTS_KEY=$( { sha256sum "$SELF"; (cd "$FILES" && find . -type f | LC_ALL=C sort | xargs sha256sum)
+LISTS_KEY=$( { sha256sum "$SELF" "$KM_LIB_DIR/lib.sh"; (cd "$FILES" && find . -type f | LC_ALL=C sort | xargs sha256sum)
     cat "$APTDIR/lists/"*_InRelease; } | sha256sum | cut -d' ' -f1)
 if [ "$FORCE" = 0 ] && [ -f "$CACHE/build-id.$LISTS_KEY" ] && [ -f "$OUT/manifest.json" ] && [ -f "$OUT/$IMAGE_NAME" ] &&
-   [ "$(jq -r .build_id "$OUT/manifest.json" 2>/dev/null)" = "$(cat "$CACHE/build-id.$LISTS_KEY")" ]; then
+   [ "$(km_manifest_get "$OUT/manifest.json" build_id)" = "$(cat "$CACHE/build-id.$LISTS_KEY")" ]; then
     log "up to date: $OUT/$IMAGE_NAME"
     exit 0
 fi
 
 mapfile -t PACKAGES < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$FILES/packages.list" | grep -v '^$')
-candidate() { apt-cache "${APT[@]}" policy "$1" | awk '/Candidate:/ {print $2; exit}'; }
+candidate() { km_apt apt-cache policy "$1" | awk '/Candidate:/ {print $2; exit}'; }
 KERNEL_META_VER=$(candidate linux-image-amd64)
-KERNEL_PKG=$(apt-cache "${APT[@]}" depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+KERNEL_PKG=$(km_apt apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 [ -n "$KERNEL_PKG" ] || die "cannot resolve the kernel behind linux-image-amd64"
 KERNEL_RELEASE=${KERNEL_PKG#linux-image-}
 KERNEL_VER=$(candidate "$KERNEL_PKG")
@@ -136,15 +105,15 @@ done
 
 # The whole closure that ends up in the image: every Priority: required package
 # (debootstrap minbase) plus our list, as apt would install it on an empty system.
-mapfile -t REQUIRED < <(apt-cache "${APT[@]}" dumpavail |
+mapfile -t REQUIRED < <(km_apt apt-cache dumpavail |
     awk '/^Package:/ {p=$2} /^Priority: required/ {print p}' | sort -u)
-CLOSURE=$(apt-get "${APT[@]}" -s -qq --no-install-recommends install "${REQUIRED[@]}" apt "${PACKAGES[@]}" 2>/dev/null |
+CLOSURE=$(km_apt apt-get -s -qq --no-install-recommends install "${REQUIRED[@]}" apt "${PACKAGES[@]}" 2>/dev/null |
     awk '/^Inst / {gsub(/[()]/, "", $3); print $2, $3}' | sort)
 [ -n "$CLOSURE" ] || die "cannot resolve the package closure"
 
 BUILD_ID=$( {
     echo "kmatrix-cloud-standin v1"
-    sha256sum "$SELF" | cut -d' ' -f1
+    sha256sum "$SELF" "$KM_LIB_DIR/lib.sh" | cut -d' ' -f1
     (cd "$FILES" && find . -type f | LC_ALL=C sort | xargs sha256sum)
     echo "$CLOSURE"
 } | sha256sum | cut -d' ' -f1)
@@ -153,7 +122,7 @@ rm -f "$CACHE"/build-id.*
 echo "$BUILD_ID" >"$CACHE/build-id.$LISTS_KEY"
 
 if [ "$FORCE" = 0 ] && [ -f "$OUT/manifest.json" ] && [ -f "$OUT/$IMAGE_NAME" ] &&
-   [ "$(jq -r .build_id "$OUT/manifest.json" 2>/dev/null)" = "$BUILD_ID" ]; then
+   [ "$(km_manifest_get "$OUT/manifest.json" build_id)" = "$BUILD_ID" ]; then
     log "up to date: $OUT/$IMAGE_NAME"
     exit 0
 fi

@@ -61,9 +61,11 @@ umask 022
 export LC_ALL=C
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+KM_NAME=kernel-rootfs
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 SDE=${SOURCE_DATE_EPOCH:-1704067200}   # fixed mtimes in the cpio
 APT_TTL=${KMATRIX_APT_TTL:-3600}       # seconds a package list is trusted before refreshing
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 MIRROR=${KMATRIX_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY=${KMATRIX_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 
@@ -86,8 +88,8 @@ XT_DIR=/usr/lib/x86_64-linux-gnu/xtables
 XT_EXTS=(libxt_standard libxt_NFQUEUE libxt_udp libxt_tcp libipt_icmp libxt_mark libxt_comment
 	libxt_multiport)
 
-log() { printf 'kernel-rootfs: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+log() { km_log "$@"; }
+die() { km_die "$@"; }
 
 SUITE="" PROBE="" CACHE="" OUT="" FLAVOUR=auto OFFLINE=0 REFRESH=0 FORCE=0
 DEBS=() RPMS=() BZIMAGE="" MODULES_DIR=""
@@ -145,83 +147,25 @@ PROBE=$(readlink -f "$PROBE")
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # ---------------------------------------------------------------- private apt
-APTD=$CACHE/apt/$SUITE
 apt_setup() {
-	mkdir -p "$APTD"/{lists/partial,cache/archives/partial,etc/apt.conf.d,etc/preferences.d,etc/sources.list.d}
-	[ -e "$APTD/status" ] || : >"$APTD/status"
-	local src
+	km_apt_use "$CACHE/apt/$SUITE"
 	case "$SUITE" in
-	bullseye) src="deb [signed-by=$KEYRING] $SECURITY bullseye-security main" ;;
-	bookworm) src="deb [signed-by=$KEYRING] $MIRROR bookworm main
-deb [signed-by=$KEYRING] $MIRROR bookworm-updates main
-deb [signed-by=$KEYRING] $SECURITY bookworm-security main" ;;
-	trixie) src="deb [signed-by=$KEYRING] $MIRROR trixie main
-deb [signed-by=$KEYRING] $SECURITY trixie-security main" ;;
+	bullseye) km_apt_sources "$SECURITY bullseye-security main" ;;
+	bookworm) km_apt_sources "$MIRROR bookworm main" "$MIRROR bookworm-updates main" "$SECURITY bookworm-security main" ;;
+	trixie) km_apt_sources "$MIRROR trixie main" "$SECURITY trixie-security main" ;;
 	esac
-	printf '%s\n' "$src" >"$APTD/sources.list.new"
-	if cmp -s "$APTD/sources.list.new" "$APTD/sources.list"; then rm "$APTD/sources.list.new"
-	else mv "$APTD/sources.list.new" "$APTD/sources.list"; rm -f "$APTD/lists/.updated"; fi
-	# APT_CONFIG is read before /etc/apt/apt.conf.d: pointing Parts/main at private
-	# (empty) places keeps every system setting and hook out.
-	cat >"$APTD/apt.conf.new" <<EOF
-Dir::Etc::main "$APTD/etc/apt.conf";
-Dir::Etc::Parts "$APTD/etc/apt.conf.d";
-Dir::Etc::SourceList "$APTD/sources.list";
-Dir::Etc::SourceParts "$APTD/etc/sources.list.d";
-Dir::Etc::Preferences "$APTD/etc/preferences";
-Dir::Etc::PreferencesParts "$APTD/etc/preferences.d";
-Dir::Etc::TrustedParts "$APTD/etc/trusted.gpg.d";
-Dir::State::Lists "$APTD/lists";
-Dir::State::Status "$APTD/status";
-Dir::Cache "$APTD/cache";
-APT::Architecture "amd64";
-APT::Architectures { "amd64"; };
-APT::Sandbox::User "root";
-Acquire::Languages "none";
-Acquire::Retries "0";
-Acquire::http::Timeout "15";
-Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
-Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled "false";
-Acquire::IndexTargets::deb::CNF::DefaultEnabled "false";
-EOF
-	mkdir -p "$APTD/etc/trusted.gpg.d"
-	: >"$APTD/etc/apt.conf"
-	if cmp -s "$APTD/apt.conf.new" "$APTD/apt.conf"; then rm "$APTD/apt.conf.new"
-	else mv "$APTD/apt.conf.new" "$APTD/apt.conf"; fi
-}
-papt() { # papt apt-get|apt-cache ARGS...
-	local tool=$1; shift
-	APT_CONFIG=$APTD/apt.conf "$tool" \
-		-o Dir::Etc::SourceList="$APTD/sources.list" -o Dir::Etc::SourceParts="$APTD/etc/sources.list.d" \
-		-o Dir::State::Lists="$APTD/lists" -o Dir::Cache="$APTD/cache" \
-		-o Dir::State::Status="$APTD/status" "$@"
-}
-apt_update() { # 0 = lists usable and fresh, 1 = archive unreachable
-	local now age out
-	now=$(date +%s)
-	if [ "$REFRESH" = 0 ] && [ -e "$APTD/lists/.updated" ]; then
-		age=$((now - $(stat -c %Y "$APTD/lists/.updated")))
-		if [ "$age" -ge 0 ] && [ "$age" -lt "$APT_TTL" ]; then return 0; fi
-	fi
-	log "refreshing package lists for $SUITE"
-	if out=$(papt apt-get -q update 2>&1) && ! grep -qE '^(W: Failed to fetch|E: |W: Some index files failed|W: GPG error)' <<<"$out"; then
-		touch "$APTD/lists/.updated"
-		return 0
-	fi
-	log "apt-get update failed for $SUITE:"; sed 's/^/  /' <<<"$out" | tail -5 >&2
-	return 1
 }
 # resolve FLAVOUR -> R_PKG R_VER R_SHA (from the signed index; no download)
 resolve() {
-	local flav=$1 series=${KSERIES//./\\.} re names memo=$APTD/resolved.$1
+	local flav=$1 series=${KSERIES//./\\.} re names memo=$KM_APT_DIR/resolved.$1
 	# apt-cache needs ~0.5 s; remember the answer until the lists change
-	if [ -s "$memo" ] && [ "$memo" -nt "$APTD/lists/.updated" ]; then
+	if [ -s "$memo" ] && [ "$memo" -nt "$KM_APT_DIR/lists/.updated" ]; then
 		IFS='|' read -r R_PKG R_VER R_SHA <"$memo"
 		return 0
 	fi
 	if [ "$flav" = cloud ]; then re="^linux-image-${series}\.[0-9]+[-+][0-9a-z.+~-]*-cloud-amd64\$"
 	else re="^linux-image-${series}\.[0-9]+[-+][0-9a-z.+~-]*-amd64\$"; fi
-	names=$(papt apt-cache pkgnames linux-image- 2>/dev/null | grep -E "$re" || true)
+	names=$(km_apt apt-cache pkgnames linux-image- 2>/dev/null | grep -E "$re" || true)
 	[ "$flav" = cloud ] || names=$(grep -vE -- '-(cloud|rt)-amd64$' <<<"$names" || true)
 	[ -n "$names" ] || return 1
 	R_PKG="" R_VER="" R_SHA=""
@@ -229,39 +173,20 @@ resolve() {
 	# shellcheck disable=SC2086 # $names: one package name per word
 	while IFS='|' read -r p v s; do
 		if [ -z "$R_VER" ] || dpkg --compare-versions "$v" gt "$R_VER"; then R_PKG=$p R_VER=$v R_SHA=$s; fi
-	done < <(papt apt-cache show --no-all-versions $names 2>/dev/null |
+	done < <(km_apt apt-cache show --no-all-versions $names 2>/dev/null |
 		awk '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{s=$2} /^$/{if(p!="")print p"|"v"|"s; p=v=s=""} END{if(p!="")print p"|"v"|"s}')
 	[ -n "$R_PKG" ] || return 1
 	printf '%s|%s|%s\n' "$R_PKG" "$R_VER" "$R_SHA" >"$memo"
 }
 # newest cached .deb of SUITE/FLAVOUR -> R_PKG R_VER R_SHA
 resolve_cached() {
-	local flav=$1 m suite f p v
-	R_PKG="" R_VER="" R_SHA=""
-	for m in "$CACHE"/debs/*.meta; do
-		[ -e "$m" ] || continue
-		suite=$(sed -n 's/^suite=//p' "$m"); f=$(sed -n 's/^flavour=//p' "$m")
-		p=$(sed -n 's/^package=//p' "$m"); v=$(sed -n 's/^version=//p' "$m")
-		[ "$suite" = "$SUITE" ] && [ "$f" = "$flav" ] && [ -f "${m%.meta}.deb" ] || continue
-		if [ -z "$R_VER" ] || dpkg --compare-versions "$v" gt "$R_VER"; then
-			R_PKG=$p R_VER=$v R_SHA=$(basename "${m%.meta}")
-		fi
-	done
-	[ -n "$R_PKG" ]
+	local deb
+	deb=$(km_deb_newest "$CACHE" "$SUITE" "$1" linux-image-)
+	[ -n "$deb" ] || return 1
+	R_PKG=$(km_deb_field "$deb" package) R_VER=$(km_deb_field "$deb" version) R_SHA=$(basename "$deb" .deb)
 }
 fetch_deb() { # R_* -> $CACHE/debs/R_SHA.deb
-	local deb=$CACHE/debs/$R_SHA.deb tmp got
-	mkdir -p "$CACHE/debs"
-	if [ ! -f "$deb" ]; then
-		log "downloading $R_PKG $R_VER"
-		tmp=$(mktemp -d "$CACHE/debs/.dl.XXXXXX")
-		(cd "$tmp" && papt apt-get -q download "$R_PKG=$R_VER" >&2) || { rm -rf "$tmp"; return 1; }
-		got=$(sha "$tmp"/*.deb)
-		[ "$got" = "$R_SHA" ] || { rm -rf "$tmp"; die "sha256 mismatch for $R_PKG: $got != $R_SHA"; }
-		mv "$tmp"/*.deb "$deb"; rm -rf "$tmp"
-	fi
-	printf 'suite=%s\nflavour=%s\npackage=%s\nversion=%s\n' "$SUITE" "$R_FLAV" "$R_PKG" "$R_VER" >"$CACHE/debs/$R_SHA.meta.new"
-	mv "$CACHE/debs/$R_SHA.meta.new" "$CACHE/debs/$R_SHA.meta"
+	km_deb_download "$CACHE" "$R_PKG" "$R_VER" "$R_SHA" "$SUITE" "$R_FLAV" >/dev/null
 }
 # pick_deb FLAVOUR -> R_PKG R_VER R_SHA R_FLAV R_SOURCE, deb in the cache
 ONLINE=unknown
@@ -271,8 +196,8 @@ pick_deb() {
 		ONLINE=0
 		if [ "$OFFLINE" = 0 ]; then
 			apt_setup
-			exec 8>"$APTD/.lock"; flock 8
-			apt_update && ONLINE=1
+			exec 8>"$KM_APT_DIR/.lock"; flock 8
+			km_apt_update "$APT_TTL" "$REFRESH" && ONLINE=1
 		fi
 	fi
 	if [ "$ONLINE" = 1 ] && resolve "$R_FLAV"; then
@@ -288,7 +213,7 @@ pick_deb() {
 }
 
 # ---------------------------------------------------------------- build id
-RECIPE_FILES=(build.sh init)   # what goes into the image; boot-test.sh does not
+RECIPE_FILES=(build.sh init ../lib.sh)   # what goes into the image; boot-test.sh does not
 recipe_hash() { (cd "$HERE" && sha256sum "${RECIPE_FILES[@]}" | sha256sum | cut -d' ' -f1); }
 host_versions() { dpkg-query -W -f='${db:Status-Abbrev}|${Package}=${Version}\n' "${HOST_PKGS[@]}" 2>/dev/null | sed -n 's/^ii *|//p' | sort; }
 RECIPE_SHA=$(recipe_hash)
@@ -304,7 +229,7 @@ build_id_for() { # deb shas...
 outputs_ok() { # stamp in OUT says $1 and the files are intact
 	[ -f "$OUT/.kmatrix-stamp" ] && [ "$(cat "$OUT/.kmatrix-stamp")" = "$1" ] || return 1
 	[ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initramfs.gz" ] && [ -f "$OUT/manifest.json" ] || return 1
-	grep -q "\"initramfs_sha256\": \"$(sha "$OUT/initramfs.gz")\"" "$OUT/manifest.json"
+	[ "$(km_manifest_get "$OUT/manifest.json" initramfs_sha256)" = "$(sha "$OUT/initramfs.gz")" ]
 }
 
 built_ok() { local b=$CACHE/builds/$1; [ -f "$b/manifest.json" ] && [ -f "$b/initramfs.gz" ] && [ -f "$b/vmlinuz" ]; }
@@ -314,7 +239,7 @@ publish() { # copy builds/ID to OUT, stamp it
 		cp -p "$b/$f" "$OUT/.$f.new" && mv "$OUT/.$f.new" "$OUT/$f"
 	done
 	printf '%s\n' "$INPUT_KEY" >"$OUT/.kmatrix-stamp"
-	log "done: $OUT ($(sed -n 's/.*"kernel_release": "\([^"]*\)".*/\1/p' "$b/manifest.json"), initramfs $(stat -c %s "$OUT/initramfs.gz") bytes, sha256 $(sed -n 's/.*"initramfs_sha256": "\([0-9a-f]*\)".*/\1/p' "$b/manifest.json"))"
+	log "done: $OUT ($(km_manifest_get "$b/manifest.json" kernel_release), initramfs $(stat -c %s "$OUT/initramfs.gz") bytes, sha256 $(km_manifest_get "$b/manifest.json" initramfs_sha256))"
 }
 
 # ---------------------------------------------------------------- choose inputs
@@ -333,7 +258,7 @@ else
 fi
 INPUT_KEY="$KEY flavour=$FLAVOUR"
 if [ "$FORCE" = 0 ] && outputs_ok "$INPUT_KEY"; then
-	log "up to date: $OUT ($(sed -n 's/.*"build_id": "\([0-9a-f]*\)".*/\1/p' "$OUT/manifest.json"))"
+	log "up to date: $OUT ($(km_manifest_get "$OUT/manifest.json" build_id))"
 	exit 0
 fi
 if [ "$FORCE" = 0 ] && built_ok "$KEY"; then
@@ -375,6 +300,7 @@ extract_kernel() {
 	bzimage)
 		local release
 		release=$(bzimage_release "$BZIMAGE") || die "$BZIMAGE is not an x86 bzImage (no HdrS setup header)"
+		[[ $release =~ ^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$ ]] || die "$BZIMAGE names its release '${release//[^[:print:]]/?}', not a plain release string"
 		mkdir -p "$k/boot"
 		cp "$BZIMAGE" "$k/boot/vmlinuz-$release"
 		if [ -n "$MODULES_DIR" ]; then
@@ -395,6 +321,8 @@ extract_kernel() {
 		KVER=$(basename "$(dirname "$vm")")
 	fi
 	VMLINUZ=$vm
+	# The release names folders and files: a hostile image must not smuggle a path in.
+	[[ $KVER =~ ^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$ ]] || die "kernel release '${KVER//[^[:print:]]/?}' is not a plain release string"
 	MODSRC=""
 	for d in "$k/lib/modules/$KVER" "$k/usr/lib/modules/$KVER"; do [ -d "$d" ] && MODSRC=$d; done
 	[ -n "$MODSRC" ] || [ "$KIND" = bzimage ] || die "no modules for $KVER in ${GIVEN[*]:-${DEBS[*]}} (a split kernel package? give its modules package too)"
@@ -522,7 +450,8 @@ else
 	for e in "${ELFS[@]}"; do
 		src=$e
 		case "$e" in "$ROOT$XT_DIR"/*|"$ROOT/usr/bin/kmatrix-probe") ;; *) src=/${e#"$ROOT"/} ;; esac
-		while read -r l; do LIBS[$l]=1; done < <(ldd "$src" 2>/dev/null | awk '$2=="=>" && $3 ~ /^\// {print $1" "$3} $1 ~ /^\// {print $1" "$1}')
+		# ldd fails on static binaries (the probe): they simply have no libraries.
+		while read -r l; do LIBS[$l]=1; done < <({ ldd "$src" 2>/dev/null || true; } | awk '$2=="=>" && $3 ~ /^\// {print $1" "$3} $1 ~ /^\// {print $1" "$1}')
 	done
 	for k in "${!LIBS[@]}"; do echo "$k"; done | sort >"$TMP/libs"
 	while read -r name path; do
@@ -578,30 +507,17 @@ else
 	cp "$VMLINUZ" "$STAGE/vmlinuz"
 	mv "$TMP/initramfs.gz" "$STAGE/initramfs.gz"
 	touch -d "@$SDE" "$STAGE/vmlinuz" "$STAGE/initramfs.gz"
-	jlist() { local s="" x; for x in "$@"; do s+="${s:+, }\"$x\""; done; printf '[%s]' "$s"; }
-	{
-		printf '{\n'
-		printf '  "build_id": "%s",\n' "$BUILD_ID"
-		printf '  "deb_sha256": "%s",\n' "${DEB_SHAS[0]}"
-		printf '  "debs_sha256": %s,\n' "$(jlist "${DEB_SHAS[@]}")"
-		printf '  "flavour": "%s",\n' "$R_FLAV"
-		printf '  "initramfs_sha256": "%s",\n' "$(sha "$STAGE/initramfs.gz")"
-		printf '  "initramfs_size": %s,\n' "$(stat -c %s "$STAGE/initramfs.gz")"
-		printf '  "kernel_release": "%s",\n' "$KVER"
-		printf '  "modules": %s,\n' "$(jlist "${LOAD[@]}")"
-		printf '  "modules_absent": %s,\n' "$(jlist "${ABSENT[@]}")"
-		printf '  "modules_builtin": %s,\n' "$(jlist "${BUILTINS[@]}")"
-		# shellcheck disable=SC2086
-		printf '  "modules_files": %s,\n' "$(jlist $ALL_KO)"
-		printf '  "modules_missing": %s,\n' "$(jlist "${MISSING_LIST[@]}")"
-		printf '  "package": "%s",\n' "$R_PKG"
-		printf '  "probe_sha256": "%s",\n' "$PROBE_SHA"
-		printf '  "schema": 1,\n'
-		printf '  "suite": "%s",\n' "$SUITE"
-		printf '  "version": "%s",\n' "$R_VER"
-		printf '  "vmlinuz_sha256": "%s"\n' "$(sha "$STAGE/vmlinuz")"
-		printf '}\n'
-	} >"$STAGE/manifest.json"
+	# shellcheck disable=SC2086 # $ALL_KO: one module name per word
+	jq -n --arg build_id "$BUILD_ID" --arg deb "${DEB_SHAS[0]}" --argjson debs "$(km_json_list "${DEB_SHAS[@]}")" \
+		--arg flavour "$R_FLAV" --arg initramfs "$(sha "$STAGE/initramfs.gz")" --argjson size "$(stat -c %s "$STAGE/initramfs.gz")" \
+		--arg release "$KVER" --argjson modules "$(km_json_list "${LOAD[@]}")" --argjson absent "$(km_json_list "${ABSENT[@]}")" \
+		--argjson builtin "$(km_json_list "${BUILTINS[@]}")" --argjson files "$(km_json_list $ALL_KO)" \
+		--argjson missing "$(km_json_list "${MISSING_LIST[@]}")" --arg package "$R_PKG" --arg probe "$PROBE_SHA" \
+		--arg suite "$SUITE" --arg version "$R_VER" --arg vmlinuz "$(sha "$STAGE/vmlinuz")" \
+		'{build_id: $build_id, deb_sha256: $deb, debs_sha256: $debs, flavour: $flavour, initramfs_sha256: $initramfs,
+		  initramfs_size: $size, kernel_release: $release, modules: $modules, modules_absent: $absent, modules_builtin: $builtin,
+		  modules_files: $files, modules_missing: $missing, package: $package, probe_sha256: $probe, schema: 1,
+		  suite: $suite, version: $version, vmlinuz_sha256: $vmlinuz}' >"$STAGE/manifest.json"
 	rm -rf "$BUILT"; mv "$STAGE" "$BUILT"
 fi
 

@@ -6,28 +6,28 @@
 # downloaded here. See legacy-failopen.patch for the change itself.
 #
 # Usage: build.sh [--cache DIR] --out DIR [--keep-tree] [--refresh] [--offline]
-#   --cache DIR   kmatrix cache root (default ~/.cache/kmatrix). Uses:
-#                   DIR/apt/legacy/       private apt sources, lists, cache, status
-#                   DIR/debs/<sha256>.deb downloaded .debs, by content, each with a
-#                                         <sha256>.meta (suite/flavour/package/version;
-#                                         the layout images/kernel-rootfs uses too)
-#                   DIR/legacy-kernel/    build trees (work-<build_id>) and a lock
-#   --out DIR     where bzImage, config and manifest.json go
-#   --keep-tree   keep DIR/legacy-kernel/work-<build_id> after a successful build
-#   --refresh     ask the archive for the current linux-source-6.1 even when
-#                 --out already holds a build of the recorded source
-#   --offline     do not touch the network; use the newest cached source .deb
+#        build.sh [--cache DIR] --source-tree DIR    (unpack the pristine source only)
+#   --cache DIR    kmatrix cache root (default ~/.cache/kmatrix). Uses:
+#                    DIR/apt/legacy/        private apt sources, lists, cache, status
+#                    DIR/debs/<sha256>.deb  downloaded .debs by content (+ .meta)
+#                    DIR/legacy-kernel/     build trees (work-<build_id>) and a lock
+#                    DIR/ccache/            compiler cache (when ccache is installed)
+#   --out DIR      where bzImage, config and manifest.json go
+#   --source-tree DIR  unpack the unpatched linux-source-6.1 into DIR and stop: the
+#                  start of the kernel git tree the bisect end-to-end test builds
+#   --keep-tree    keep DIR/legacy-kernel/work-<build_id> after a successful build
+#   --refresh      ask the archive for the current linux-source-6.1 even when
+#                  --out already holds a build of the recorded source
+#   --offline      do not touch the network; use the newest cached source .deb
 #
 # Content addressing: build_id = sha256 over the source .deb's sha256 and the
-# contents of legacy-failopen.patch, config.fragment and this script. When
-# --out/manifest.json already names that build_id (computed with the source it
-# records) and bzImage is there, the script exits at once without touching the
-# network; --refresh resolves the source again first (a new Debian security
-# release then gives a new build_id).
+# contents of legacy-failopen.patch, both config fragments, ../lib.sh and this
+# script. When --out/manifest.json already names that build_id (computed with
+# the source it records) and bzImage is there, the script exits at once without
+# touching the network; --refresh resolves the source again first.
 #
-# Host tools: gcc make flex bison bc perl libelf-dev xz-utils dpkg apt; missing
-# ones are installed with the system's apt-get when running as root.
-# The compile runs under `nice -n 19` with KMATRIX_JOBS jobs (default 2).
+# The compile runs under `nice -n 19` with KMATRIX_JOBS jobs (default 2), through
+# ccache when installed (a second build of the same source is mostly cache hits).
 set -euo pipefail
 
 readonly PKG=linux-source-6.1
@@ -35,17 +35,19 @@ readonly TARBALL=usr/src/linux-source-6.1.tar.xz
 readonly HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly PATCH_FILE=$HERE/legacy-failopen.patch
 readonly FRAGMENT=$HERE/config.fragment
+readonly ROOTFS_FRAGMENT=$HERE/../kernel-config/rootfs.fragment
 readonly SELF=$HERE/$(basename "${BASH_SOURCE[0]}")
 readonly JOBS=${KMATRIX_JOBS:-2}
+KM_NAME=legacy-kernel
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 
-log() { printf 'legacy-kernel: %s\n' "$*" >&2; }
-die() { printf 'legacy-kernel: error: %s\n' "$*" >&2; exit 1; }
-sha256() { sha256sum "$1" | cut -d' ' -f1; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 cache=${HOME}/.cache/kmatrix
 out=
+source_tree=
 keep_tree=0
 refresh=0
 offline=0
@@ -53,150 +55,90 @@ while (($#)); do
     case $1 in
         --cache) cache=${2:?--cache needs a directory}; shift 2 ;;
         --out) out=${2:?--out needs a directory}; shift 2 ;;
+        --source-tree) source_tree=${2:?--source-tree needs a directory}; shift 2 ;;
         --keep-tree) keep_tree=1; shift ;;
         --refresh) refresh=1; shift ;;
         --offline) offline=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument '$1' (try --help)" ;;
+        *) km_die "unknown argument '$1' (try --help)" ;;
     esac
 done
-[[ -n $out ]] || die "--out DIR is required (try --help)"
-for f in "$PATCH_FILE" "$FRAGMENT"; do [[ -r $f ]] || die "missing $f"; done
+[[ -n $out || -n $source_tree ]] || km_die "--out DIR or --source-tree DIR is required (try --help)"
+for f in "$PATCH_FILE" "$FRAGMENT" "$ROOTFS_FRAGMENT"; do [[ -r $f ]] || km_die "missing $f"; done
+export KM_CCACHE_DIR=$cache/ccache
 
 # The part of the build id that does not depend on the source .deb.
-inputs_digest=$(printf 'patch %s\nfragment %s\nbuild.sh %s\n' \
-    "$(sha256 "$PATCH_FILE")" "$(sha256 "$FRAGMENT")" "$(sha256 "$SELF")")
+inputs_digest=$(printf 'patch %s\nfragment %s\nrootfs %s\nlib %s\nbuild.sh %s\n' \
+    "$(km_sha256 "$PATCH_FILE")" "$(km_sha256 "$FRAGMENT")" "$(km_sha256 "$ROOTFS_FRAGMENT")" \
+    "$(km_sha256 "$KM_LIB_DIR/lib.sh")" "$(km_sha256 "$SELF")")
 build_id_for() { printf 'source %s\n%s\n' "$1" "$inputs_digest" | sha256sum | cut -d' ' -f1; }
-manifest_field() { sed -n "s/^ *\"$2\": *\"\\([^\"]*\\)\".*/\\1/p" "$1" | head -n1; }
 
 # --- fast path: --out already holds this build ---------------------------------
-if ((!refresh)) && [[ -f $out/manifest.json && -f $out/bzImage ]]; then
-    recorded_src=$(manifest_field "$out/manifest.json" source_sha256)
-    recorded_id=$(manifest_field "$out/manifest.json" build_id)
+if [[ -n $out ]] && ((!refresh)) && [[ -f $out/manifest.json && -f $out/bzImage ]]; then
+    recorded_src=$(km_manifest_get "$out/manifest.json" source_sha256)
+    recorded_id=$(km_manifest_get "$out/manifest.json" build_id)
     if [[ -n $recorded_src && $recorded_id == "$(build_id_for "$recorded_src")" ]]; then
-        log "up to date: $out holds build $recorded_id ($(manifest_field "$out/manifest.json" kernel_release))"
+        km_log "up to date: $out holds build $recorded_id ($(km_manifest_get "$out/manifest.json" kernel_release))"
         exit 0
     fi
 fi
 
-# --- host tools ---------------------------------------------------------------
-need_pkgs=()
-for t in gcc:gcc make:make flex:flex bison:bison bc:bc perl:perl xz:xz-utils \
-         dpkg-deb:dpkg apt-get:apt flock:util-linux; do
-    command -v "${t%%:*}" >/dev/null || need_pkgs+=("${t#*:}")
-done
-[[ -e /usr/include/libelf.h || -e /usr/include/gelf.h ]] || need_pkgs+=(libelf-dev)
-if ((${#need_pkgs[@]})); then
-    [[ $(id -u) -eq 0 ]] || die "missing build tools; install: ${need_pkgs[*]}"
-    log "installing build tools: ${need_pkgs[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
-fi
+km_need gcc make flex bison bc xz jq
+[[ -e /usr/include/libelf.h || -e /usr/include/gelf.h ]] || km_install libelf-dev
 
 mkdir -p "$cache/legacy-kernel" "$cache/debs"
 exec 9>"$cache/legacy-kernel/lock"
 flock 9 # one build at a time per cache (a second caller waits, then finds the build done)
 
 # --- source .deb: private apt, cached by content --------------------------------
-aptdir=$cache/apt/legacy
-apt_opts=(
-    -o "Dir::Etc::SourceList=$aptdir/sources.list"
-    -o Dir::Etc::SourceParts=/dev/null
-    -o Dir::Etc::Preferences=/dev/null
-    -o Dir::Etc::PreferencesParts=/dev/null
-    -o "Dir::State::Lists=$aptdir/lists"
-    -o "Dir::Cache=$aptdir/cache"
-    -o "Dir::State::Status=$aptdir/status"
-    -o APT::Sandbox::User=root
-    -o Debug::NoLocking=1
-    -o Acquire::Retries=1
-    -o Acquire::http::Timeout=30
-    -o APT::Architecture=amd64
-    -o APT::Architectures::=amd64
-)
-setup_private_apt() {
-    mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial"
-    local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-    [[ -r $keyring ]] || die "$keyring missing (apt-get install debian-archive-keyring)"
-    cat >"$aptdir/sources.list.new" <<EOF
-deb [signed-by=$keyring] http://deb.debian.org/debian bookworm main
-deb [signed-by=$keyring] http://deb.debian.org/debian bookworm-updates main
-deb [signed-by=$keyring] http://deb.debian.org/debian-security bookworm-security main
-EOF
-    mv "$aptdir/sources.list.new" "$aptdir/sources.list"
-    [[ -e $aptdir/status ]] || : >"$aptdir/status"
-}
-
-# Newest cached linux-source-6.1 .deb by Debian version ('' if none).
-newest_cached_deb() {
-    local best= best_ver= m v
-    for m in "$cache"/debs/*.meta; do
-        [[ -f $m && -f ${m%.meta}.deb ]] && grep -qxF "package=$PKG" "$m" || continue
-        v=$(sed -n 's/^version=//p' "$m")
-        if [[ -z $best ]] || dpkg --compare-versions "$v" gt "$best_ver"; then best=${m%.meta}.deb best_ver=$v; fi
-    done
-    printf '%s' "$best"
-}
-
-# Store a downloaded .deb as debs/<sha256>.deb (+ .meta); prints the stored path.
-store_deb() {
-    local f=$1 sum
-    sum=$(sha256 "$f")
-    printf 'suite=bookworm\nflavour=source\npackage=%s\nversion=%s\n' \
-        "$(dpkg-deb -f "$f" Package)" "$(dpkg-deb -f "$f" Version)" >"$cache/debs/$sum.meta.new"
-    mv -f "$f" "$cache/debs/$sum.deb"
-    mv -f "$cache/debs/$sum.meta.new" "$cache/debs/$sum.meta"
-    printf '%s' "$cache/debs/$sum.deb"
-}
-
 resolve_source() {
-    local t0 ver want_sha cached dl
+    local version sum cached
     if ((offline)); then
-        log "offline: using the newest cached $PKG"
+        km_log "offline: using the newest cached $PKG"
     else
-        setup_private_apt
-        t0=$(now)
-        if apt-get "${apt_opts[@]}" -qq --error-on=any update >"$aptdir/update.log" 2>&1; then
-            ver=$(apt-cache "${apt_opts[@]}" policy "$PKG" | sed -n 's/^ *Candidate: //p')
-            [[ -n $ver && $ver != "(none)" ]] || die "$PKG not found in bookworm{,-updates,-security}"
-            want_sha=$(apt-cache "${apt_opts[@]}" show "$PKG=$ver" | sed -n 's/^SHA256: //p' | head -n1)
-            log "archive: $PKG $ver (lists refreshed in $(since "$t0") s)"
-            cached=$cache/debs/$want_sha.deb
-            if [[ -n $want_sha && -f $cached && -f $cache/debs/$want_sha.meta ]]; then
+        km_apt_use "$cache/apt/legacy"
+        km_apt_sources "http://deb.debian.org/debian bookworm main" "http://deb.debian.org/debian bookworm-updates main" \
+            "http://deb.debian.org/debian-security bookworm-security main"
+        if km_apt_update "${KMATRIX_APT_TTL:-3600}" "$refresh"; then
+            version=$(km_apt apt-cache policy "$PKG" | sed -n 's/^ *Candidate: //p')
+            [[ -n $version && $version != "(none)" ]] || km_die "$PKG not found in bookworm{,-updates,-security}"
+            sum=$(km_apt apt-cache show "$PKG=$version" | sed -n 's/^SHA256: //p' | head -n1)
+            if cached=$(km_deb_download "$cache" "$PKG" "$version" "$sum" bookworm source); then
                 printf '%s' "$cached"; return
             fi
-            dl=$(mktemp -d "$cache/debs/.dl.XXXXXX")
-            t0=$(now)
-            if (cd "$dl" && apt-get "${apt_opts[@]}" -qq download "$PKG=$ver") >"$aptdir/download.log" 2>&1; then
-                local f=("$dl"/*.deb)
-                [[ -z $want_sha || $(sha256 "${f[0]}") == "$want_sha" ]] \
-                    || { rm -rf "$dl"; die "downloaded $PKG does not match the archive's SHA256"; }
-                cached=$(store_deb "${f[0]}")
-                rm -rf "$dl"
-                log "downloaded $(basename "$cached") in $(since "$t0") s"
-                printf '%s' "$cached"; return
-            fi
-            rm -rf "$dl"
-            log "download failed (see $aptdir/download.log); falling back to the cache"
+            km_log "download failed; falling back to the cache"
         else
-            log "archive unreachable (see $aptdir/update.log); falling back to the cache"
+            km_log "archive unreachable; falling back to the cache"
         fi
     fi
-    cached=$(newest_cached_deb)
-    [[ -n $cached ]] || die "no cached $PKG under $cache/debs and the archive is unreachable"
+    cached=$(km_deb_newest "$cache" bookworm source "$PKG")
+    [[ -n $cached ]] || km_die "no cached $PKG under $cache/debs and the archive is unreachable"
     printf '%s' "$cached"
 }
 
 deb=$(resolve_source)
-deb_sha=$(sha256 "$deb")
-[[ $deb == "$cache/debs/$deb_sha.deb" ]] || die "$deb does not match its sha256 ($deb_sha): corrupt cache?"
+deb_sha=$(km_sha256 "$deb")
+[[ $deb == "$cache/debs/$deb_sha.deb" ]] || km_die "$deb does not match its sha256 ($deb_sha): corrupt cache?"
 deb_ver=$(dpkg-deb -f "$deb" Version)
 deb_name=$(dpkg-deb -f "$deb" Package)_${deb_ver#*:}_$(dpkg-deb -f "$deb" Architecture).deb
-build_id=$(build_id_for "$deb_sha")
-log "source $deb_name sha256 $deb_sha; build_id $build_id"
 
-if [[ -f $out/manifest.json && -f $out/bzImage && $(manifest_field "$out/manifest.json" build_id) == "$build_id" ]]; then
-    log "up to date: $out holds build $build_id"
+unpack() { # unpack DIR: the pristine source tree
+    mkdir -p "$1"
+    dpkg-deb --fsys-tarfile "$deb" | tar -xO "./$TARBALL" | xz -dc -T0 | tar -x -C "$1" --strip-components=1
+    [[ -f $1/Makefile && -f $1/net/netfilter/nfnetlink_queue.c ]] || km_die "$TARBALL did not unpack to a kernel tree"
+}
+
+if [[ -n $source_tree ]]; then
+    rm -rf "$source_tree"
+    unpack "$source_tree"
+    km_log "unpacked $deb_name into $source_tree"
+    exit 0
+fi
+
+build_id=$(build_id_for "$deb_sha")
+km_log "source $deb_name sha256 $deb_sha; build_id $build_id"
+if [[ -f $out/manifest.json && -f $out/bzImage && $(km_manifest_get "$out/manifest.json" build_id) == "$build_id" ]]; then
+    km_log "up to date: $out holds build $build_id"
     exit 0
 fi
 
@@ -207,24 +149,23 @@ src=$work/linux
 # inputs that no longer exist: they are 1+ GiB each.
 for old in "$cache"/legacy-kernel/work-*; do
     [[ -d $old && $old != "$work" ]] || continue
-    log "removing stale tree $old"; rm -rf "$old"
+    km_log "removing stale tree $old"; rm -rf "$old"
 done
 if [[ -f $work/.unpacked ]]; then
-    log "reusing unpacked, patched tree $src"
+    km_log "reusing unpacked, patched tree $src"
 else
-    rm -rf "$work"; mkdir -p "$src"
+    rm -rf "$work"
     t0=$(now)
-    dpkg-deb --fsys-tarfile "$deb" | tar -xO "./$TARBALL" | xz -dc -T0 | tar -x -C "$src" --strip-components=1
-    [[ -f $src/Makefile && -f $src/net/netfilter/nfnetlink_queue.c ]] || die "$TARBALL did not unpack to a kernel tree"
+    unpack "$src"
     (cd "$src" && patch -p1 --forward --fuzz=0 --no-backup-if-mismatch <"$PATCH_FILE") >&2 \
-        || die "legacy-failopen.patch does not apply to $PKG $deb_ver"
+        || km_die "legacy-failopen.patch does not apply to $PKG $deb_ver"
     # The unicast-failure branch must no longer look at FAIL_OPEN; the queue-full one must.
     n=$(grep -c 'NFQA_CFG_F_FAIL_OPEN' "$src/net/netfilter/nfnetlink_queue.c")
     [[ $n -ge 1 ]] && grep -q -A3 'err = nfnetlink_unicast(nskb' "$src/net/netfilter/nfnetlink_queue.c" \
         && ! grep -A3 'err = nfnetlink_unicast(nskb' "$src/net/netfilter/nfnetlink_queue.c" | grep -q FAIL_OPEN \
-        || die "patched nfnetlink_queue.c does not look as expected"
+        || km_die "patched nfnetlink_queue.c does not look as expected"
     touch "$work/.unpacked"
-    log "unpacked and patched in $(since "$t0") s"
+    km_log "unpacked and patched in $(since "$t0") s"
 fi
 
 # --- configure ------------------------------------------------------------------------
@@ -234,67 +175,43 @@ export ARCH=x86_64
 export KBUILD_BUILD_TIMESTAMP="$(LC_ALL=C date -u -d "$src_epoch" '+%a %b %e %T UTC %Y')"
 export KBUILD_BUILD_USER=kmatrix KBUILD_BUILD_HOST=kmatrix KBUILD_BUILD_VERSION=1
 export LC_ALL=C
-cd "$src"
 t0=$(now)
-scripts/kconfig/merge_config.sh -n kernel/configs/tiny.config arch/x86/configs/tiny.config \
-    "$FRAGMENT" >"$work/merge_config.log" 2>&1 || { cat "$work/merge_config.log" >&2; die "merge_config.sh failed"; }
-make -s olddefconfig >>"$work/merge_config.log" 2>&1 || die "make olddefconfig failed"
-
-# Every option the fragment asks for must really be set that way (Kconfig silently
-# drops options whose dependencies are missing).
-missing=()
-while IFS= read -r line; do
-    if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
-        grep -qxF -- "$line" .config || missing+=("$line (have: $(grep -E "^(# )?${BASH_REMATCH[1]}[= ]" .config || echo unset))")
-    elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
-        ! grep -qE "^${BASH_REMATCH[1]}=" .config || missing+=("$line (have: $(grep -E "^${BASH_REMATCH[1]}=" .config))")
-    fi
-done <"$FRAGMENT"
-if ((${#missing[@]})); then
-    printf 'legacy-kernel: not as required in .config:\n' >&2
-    printf '  %s\n' "${missing[@]}" >&2
-    die "${#missing[@]} config option(s) did not end up as the fragment says"
+if ! lost=$(km_kernel_configure "$src" tiny "$ROOTFS_FRAGMENT" "$FRAGMENT"); then
+    printf 'legacy-kernel: not as required in .config:\n%s\n' "$lost" | sed '2,$s/^/  /' >&2
+    km_die "$(wc -l <<<"$lost") config option(s) did not end up as the fragments say"
 fi
-grep -q '^CONFIG_MODULES=y' .config && die "CONFIG_MODULES ended up on"
-log "configured in $(since "$t0") s ($(grep -c '=y$' .config) options =y)"
+! grep -q '^CONFIG_MODULES=y' "$src/.config" || km_die "CONFIG_MODULES ended up on"
+km_log "configured in $(since "$t0") s ($(grep -c '=y$' "$src/.config") options =y)"
 
 # --- build ------------------------------------------------------------------------------
 t0=$(now)
-log "building bzImage (nice -n 19 make -j$JOBS); log: $work/build.log"
-if ! nice -n 19 make -j"$JOBS" bzImage >"$work/build.log" 2>&1; then
+km_log "building bzImage (nice -n 19 make -j$JOBS); log: $work/build.log"
+if ! km_kernel_make "$src" "$JOBS" "$work/build.log"; then
     tail -n 40 "$work/build.log" >&2
-    die "kernel build failed (tree kept in $work)"
+    km_die "kernel build failed (tree kept in $work)"
 fi
 build_s=$(since "$t0")
-release=$(make -s kernelrelease)
-log "built $release in $build_s s"
+release=$(make -s -C "$src" kernelrelease)
+km_log "built $release in $build_s s"
 
 # --- outputs: written to a temp dir, manifest last, then moved in place --------------------------
 mkdir -p "$out"
 tmp=$(mktemp -d "$out/.tmp.XXXXXX")
-cp arch/x86/boot/bzImage "$tmp/bzImage"
-cp .config "$tmp/config"
-cat >"$tmp/manifest.json" <<EOF
-{
-  "build_id": "$build_id",
-  "config_sha256": "$(sha256 "$tmp/config")",
-  "kernel_release": "$release",
-  "patch_sha256": "$(sha256 "$PATCH_FILE")",
-  "source_deb": "$deb_name",
-  "source_sha256": "$deb_sha",
-  "source_version": "$deb_ver"
-}
-EOF
+cp "$src/arch/x86/boot/bzImage" "$tmp/bzImage"
+cp "$src/.config" "$tmp/config"
+jq -n --arg build_id "$build_id" --arg config "$(km_sha256 "$tmp/config")" --arg release "$release" \
+    --arg patch "$(km_sha256 "$PATCH_FILE")" --arg deb "$deb_name" --arg sum "$deb_sha" --arg version "$deb_ver" \
+    '{build_id: $build_id, config_sha256: $config, kernel_release: $release, patch_sha256: $patch,
+      source_deb: $deb, source_sha256: $sum, source_version: $version}' >"$tmp/manifest.json"
 rm -f "$out/manifest.json" # no manifest ⇒ never mistaken for a finished build mid-move
 mv -f "$tmp/bzImage" "$out/bzImage"
 mv -f "$tmp/config" "$out/config"
 mv -f "$tmp/manifest.json" "$out/manifest.json"
 rmdir "$tmp"
 
-cd /
 if ((keep_tree)); then
-    log "keeping tree $src"
+    km_log "keeping tree $src"
 else
     rm -rf "$work"
 fi
-log "done: $out/bzImage ($(stat -c %s "$out/bzImage") bytes), kernel_release $release, build $build_s s"
+km_log "done: $out/bzImage ($(stat -c %s "$out/bzImage") bytes), kernel_release $release, build $build_s s"
