@@ -8,10 +8,13 @@ import Synchronization
 ///
 /// Guests are transient and started with libvirt's autodestroy: if this process dies
 /// or drops the connection, libvirt kills its guests, so a crash leaves no VM behind.
-/// `kmatrixDomains`/`destroyDomain` remain for leftovers of other connections.
+/// A libvirtd that restarts mid-run keeps its guests but forgets the autodestroy, and the
+/// old connection is dead: every call then reconnects once, and guests are destroyed by
+/// name through the new connection. `kmatrixDomains`/`destroyDomain` find leftovers of other
+/// connections by their metadata.
 public final class LibvirtHypervisor: Hypervisor {
     public let uri: String
-    private let connection: Connection
+    private let live: Mutex<Connection>
     /// Where the accelerator probe puts its tiny payload and console (kmatrix's cache).
     private let scratch: URL
 
@@ -21,7 +24,7 @@ public final class LibvirtHypervisor: Hypervisor {
         self.uri = uri
         self.scratch = scratch
         do {
-            self.connection = try await LibvirtQueue.run { try Connection(uri: uri) }
+            self.live = Mutex(try await LibvirtQueue.run { try Connection(uri: uri) })
         } catch {
             throw KMatrixError(.hostNotReady, "cannot connect to libvirt at \(uri): \(Self.sentence(error)); start it with scripts/host-setup.sh (or check `kmatrix doctor`)", cause: error)
         }
@@ -33,11 +36,25 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     public func versions() async throws -> HypervisorVersions {
-        let connection = self.connection
-        return try await Self.mapped("asking libvirt for its versions") {
-            try await LibvirtQueue.run {
+        try await Self.mapped("asking libvirt for its versions") {
+            try await withConnection { connection in
                 HypervisorVersions(libvirt: try connection.libvirtVersion, qemu: try connection.hypervisorVersion)
             }
+        }
+    }
+
+    /// Runs `body` on a libvirt thread with the current connection; when it fails because the
+    /// connection died (libvirtd restarted), opens a new one and runs `body` once more.
+    func withConnection<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
+        let connection = live.withLock { $0 }
+        do {
+            return try await LibvirtQueue.run { try body(connection) }
+        } catch {
+            guard await LibvirtQueue.run({ !connection.isAlive }) else { throw error }
+            let uri = self.uri
+            let fresh = try await LibvirtQueue.run { try Connection(uri: uri) }
+            live.withLock { $0 = fresh }
+            return try await LibvirtQueue.run { try body(fresh) }
         }
     }
 
@@ -56,7 +73,7 @@ public final class LibvirtHypervisor: Hypervisor {
     public func detectAccelerator() async -> Accelerator {
         let task = Self.acceleratorCache.withLock { cache in
             if let task = cache[uri] { return task }
-            let connection = self.connection
+            let connection = self.live.withLock { $0 }
             let scratch = self.scratch
             let task = Task { await LibvirtAcceleratorProbe.run(on: connection, scratch: scratch) }
             cache[uri] = task
@@ -69,7 +86,6 @@ public final class LibvirtHypervisor: Hypervisor {
 
     public func start(_ spec: MachineSpec) async throws -> any VirtualMachine {
         let xml = LibvirtDomainXML.make(for: spec)
-        let connection = self.connection
         // QEMU creates the console log but not its directory.
         do {
             try FileManager.default.createDirectory(at: spec.consoleLog.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -77,15 +93,14 @@ public final class LibvirtHypervisor: Hypervisor {
             throw KMatrixError.from(error, whileDoing: "creating the console log's folder")
         }
         let domain = try await Self.mapped("starting domain \(spec.name)") {
-            try await LibvirtQueue.run { try connection.createTransientDomain(xml: xml, autodestroy: true) }
+            try await withConnection { connection in try connection.createTransientDomain(xml: xml, autodestroy: true) }
         }
-        return LibvirtVirtualMachine(domain: domain)
+        return LibvirtVirtualMachine(domain: domain, hypervisor: self)
     }
 
     public func kmatrixDomains() async throws -> [DomainRecord] {
-        let connection = self.connection
-        return try await Self.mapped("listing libvirt's domains") {
-            try await LibvirtQueue.run {
+        try await Self.mapped("listing libvirt's domains") {
+            try await withConnection { connection in
                 var found: [DomainRecord] = []
                 for domain in try connection.listAllDomains() {
                     let element: String?
@@ -104,9 +119,8 @@ public final class LibvirtHypervisor: Hypervisor {
 
     /// Destroys the named domain; one that is already gone or stopped is not an error.
     public func destroyDomain(named name: String) async throws {
-        let connection = self.connection
         try await Self.mapped("destroying domain \(name)") {
-            try await LibvirtQueue.run {
+            try await withConnection { connection in
                 let domain: Domain
                 do {
                     domain = try connection.domain(named: name)
@@ -122,13 +136,17 @@ public final class LibvirtHypervisor: Hypervisor {
 /// One guest started by `LibvirtHypervisor`.
 struct LibvirtVirtualMachine: VirtualMachine {
     let domain: Domain
+    let hypervisor: LibvirtHypervisor
 
     var name: String { domain.name }
 
+    /// Through its own handle; if that connection died, by name through a new one.
     func destroy() async throws {
         let domain = self.domain
-        try await LibvirtHypervisor.mapped("destroying domain \(domain.name)") {
+        do {
             try await LibvirtQueue.run { try Self.destroyIgnoringGone(domain) }
+        } catch {
+            try await hypervisor.destroyDomain(named: domain.name)
         }
     }
 

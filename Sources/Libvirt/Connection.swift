@@ -41,6 +41,12 @@ public final class Connection: @unchecked Sendable {
         virConnectClose(handle)
     }
 
+    /// Whether the connection still reaches its daemon (`virConnectIsAlive`): false once
+    /// libvirtd restarted or the socket closed.
+    public var isAlive: Bool {
+        virConnectIsAlive(handle) == 1
+    }
+
     /// Version of the libvirt daemon serving this connection, e.g. "9.0.0".
     public var libvirtVersion: String {
         get throws(LibvirtError) {
