@@ -28,10 +28,10 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Modules directory (/lib/modules/<release> or its parent) for the bare bzImages given with --kernel.")
     var modules: String?
 
-    @Option(help: "Guests booted at once (default: from cores and memory).")
+    @Option(parsing: .unconditional, help: "Guests booted at once (default: from cores and memory).")
     var jobs: Int?
 
-    @Option(help: "Run each cell this many times (1-100); disagreeing runs make the cell flaky.")
+    @Option(parsing: .unconditional, help: "Run each cell this many times (1-100); disagreeing runs make the cell flaky.")
     var `repeat` = 1
 
     @Option(help: "Compare with this earlier results.json at the end; exit 1 on a regression.")

@@ -11,9 +11,6 @@ public enum LibvirtDomainXML {
     public static let qemuNamespace = "http://libvirt.org/schemas/domain/qemu/1.0"
     /// id of the user-mode netdev we add by hand.
     public static let netdevID = "kmnet0"
-    /// TCG translation cache: QEMU's default for system emulation is 1 GiB (lazily
-    /// touched); 32 MiB measured enough for our guests and trims host RSS per guest.
-    public static let tcgTranslationCacheMiB = 32
 
     /// The domain XML for `spec`. Every interpolated value is XML-escaped.
     public static func make(for spec: MachineSpec) -> String {
@@ -42,9 +39,9 @@ public enum LibvirtDomainXML {
         lines.append("  <features>")
         lines.append("    <acpi/>")
         lines.append("    <apic/>")
-        if spec.accelerator == .tcg {
+        if spec.accelerator == .tcg, let cache = spec.translationCacheMiB {
             lines.append("    <tcg>")
-            lines.append("      <tb-cache unit='MiB'>\(tcgTranslationCacheMiB)</tb-cache>")
+            lines.append("      <tb-cache unit='MiB'>\(cache)</tb-cache>")
             lines.append("    </tcg>")
         }
         lines.append("  </features>")

@@ -16,14 +16,14 @@ enum CloudSeed {
         var sshAuthorizedKeys: [String]
         /// Without it sudo complains about the hostname on every call.
         var manageEtcHosts = true
-        var sshPwauth = false
+        // No `ssh_pwauth`: setting it makes cloud-init's config stage rewrite sshd_config and
+        // restart sshd, which resets the connections kmatrix opens as soon as the key works.
 
         enum CodingKeys: String, CodingKey {
             case users
             case systemInfo = "system_info"
             case sshAuthorizedKeys = "ssh_authorized_keys"
             case manageEtcHosts = "manage_etc_hosts"
-            case sshPwauth = "ssh_pwauth"
         }
     }
 

@@ -25,8 +25,12 @@ public struct MachineSpec: Sendable, Equatable {
     /// Serial console (and `<console>`) log file.
     public var consoleLog: URL
     public var accelerator: Accelerator
+    /// TCG's translation-block cache in MiB, or nil for QEMU's default (up to 1 GiB, touched
+    /// lazily). Chosen per guest kind by its boot plan, from measurements.
+    public var translationCacheMiB: Int?
 
-    public init(name: String, runID: String, boot: Boot, memoryMiB: Int, vcpus: Int, sshPort: Int, consoleLog: URL, accelerator: Accelerator) {
+    public init(name: String, runID: String, boot: Boot, memoryMiB: Int, vcpus: Int, sshPort: Int, consoleLog: URL, accelerator: Accelerator,
+                translationCacheMiB: Int? = nil) {
         self.name = name
         self.runID = runID
         self.boot = boot
@@ -35,6 +39,7 @@ public struct MachineSpec: Sendable, Equatable {
         self.sshPort = sshPort
         self.consoleLog = consoleLog
         self.accelerator = accelerator
+        self.translationCacheMiB = translationCacheMiB
     }
 }
 

@@ -7,6 +7,9 @@ import Synchronization
 public struct SSHTarget: Sendable {
     public var host: String = "127.0.0.1"
     public var port: Int
+    /// Whether this machine can see the port itself (it can for a local hypervisor), so a
+    /// banner check may precede each SSH attempt.
+    public var portIsLocal = true
     public var user: String
     public var keys: RunKeys
 
@@ -121,6 +124,15 @@ public struct SSHClient: Sendable {
             if Task.isCancelled { throw KMatrixError(.interrupted, "interrupted while waiting for SSH") }
             if let crash = await crashed() { throw KMatrixError(.guestPanic, "guest crashed: \(crash)", consoleLine: crash) }
             let remaining = deadline - ContinuousClock.now
+            // Each ssh attempt against a guest that is not up stalls for seconds: wait for the
+            // server's banner first, which costs milliseconds per look.
+            if target.portIsLocal {
+                let answered = await SSHBanner.wait(port: target.port, within: min(remaining, .seconds(5)))
+                if !answered {
+                    lastError = "no SSH server answered on 127.0.0.1:\(target.port)"
+                    continue
+                }
+            }
             do {
                 let result = try await run(["true"], timeout: min(attemptTimeout, max(remaining, .seconds(1))))
                 if result.succeeded {

@@ -56,7 +56,8 @@ public struct VirtualMachineLauncher: GuestLauncher {
         do {
             port = try LoopbackPort.reserve()
             let spec = MachineSpec(name: domainName, runID: context.runID, boot: prepared.boot, memoryMiB: guest.memoryMiB ?? context.defaults.memoryMiB,
-                                   vcpus: guest.vcpus ?? context.defaults.vcpus, sshPort: port, consoleLog: console, accelerator: accelerator)
+                                   vcpus: guest.vcpus ?? context.defaults.vcpus, sshPort: port, consoleLog: console, accelerator: accelerator,
+                                   translationCacheMiB: prepared.translationCacheMiB)
             machine = try await withTimeout(.seconds(context.timeouts.boot), what: "the domain start") { try await hypervisor.start(spec) }
         } catch {
             Self.remove(prepared.cleanup)
@@ -75,16 +76,31 @@ public struct VirtualMachineLauncher: GuestLauncher {
                 throw KMatrixError(.noNetwork, "the guest has no network interface, so SSH cannot reach it")
             }
             try await ssh.waitUntilReachable(within: .seconds(context.timeouts.deploy)) { log.crashLine() }
-            session.identity = try await Self.identity(ssh)
+            session.identity = try await Self.settling { try await Self.identity(ssh) }
             if plan.deploysProbe {
                 progress(.deploying)
-                try await Self.deploy(probe: context.probe, to: plan.probePath, over: ssh, timeout: .seconds(context.timeouts.deploy))
-                try await Self.checkPrerequisites(ssh, sudo: session.sudo)
+                let sudo = session.sudo
+                try await Self.settling { try await Self.deploy(probe: context.probe, to: plan.probePath, over: ssh, timeout: .seconds(context.timeouts.deploy)) }
+                try await Self.settling { try await Self.checkPrerequisites(ssh, sudo: sudo) }
             }
             return session
         } catch {
             await Task { await session.shutdown() }.value
             throw error
+        }
+    }
+
+    /// A distro guest that just became reachable may still restart its sshd (a service or
+    /// cloud-init reconfiguring it): a connection failure during setup is tried twice more.
+    static func settling<T: Sendable>(_ step: @Sendable () async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            do {
+                return try await step()
+            } catch let error as KMatrixError where error.code == .ssh && attempt < 2 {
+                attempt += 1
+                try? await Task.sleep(for: .seconds(1))
+            }
         }
     }
 

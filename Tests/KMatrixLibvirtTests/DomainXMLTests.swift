@@ -7,9 +7,10 @@ import KMatrixRuntime
 /// The domain XML carries the network rule (docs/architecture.md, "Guest networking"): only a 127.0.0.1 port forward, with
 /// slirp's restrict=on, and nothing libvirt would turn into a second, unrestricted NIC.
 struct DomainXMLTests {
-    func spec(boot: MachineSpec.Boot, accelerator: Accelerator = .tcg) -> MachineSpec {
+    func spec(boot: MachineSpec.Boot, accelerator: Accelerator = .tcg, translationCacheMiB: Int? = 32) -> MachineSpec {
         MachineSpec(name: "kmatrix-run1-debian-12-6.1", runID: "run1", boot: boot, memoryMiB: 256, vcpus: 1, sshPort: 40222,
-                    consoleLog: URL(fileURLWithPath: "/tmp/out/console/debian-12-6.1.log"), accelerator: accelerator)
+                    consoleLog: URL(fileURLWithPath: "/tmp/out/console/debian-12-6.1.log"), accelerator: accelerator,
+                    translationCacheMiB: translationCacheMiB)
     }
 
     let kernelBoot = MachineSpec.Boot.kernel(kernel: URL(fileURLWithPath: "/c/vmlinuz"), initrd: URL(fileURLWithPath: "/c/initramfs.gz"),
@@ -31,6 +32,8 @@ struct DomainXMLTests {
         #expect(kvm.hasPrefix("<domain type='kvm'"))
         #expect(!kvm.contains("tb-cache"))
         #expect(kvm.contains("host-passthrough"))
+        let defaultCache = LibvirtDomainXML.make(for: spec(boot: kernelBoot, translationCacheMiB: nil))
+        #expect(!defaultCache.contains("tb-cache"))
     }
 
     @Test func kernelBootEscapesTheCommandLineAndLogsTheConsoleToOneFile() {

@@ -86,6 +86,7 @@ struct CloudSeedTests {
         #expect((parsed["ssh_authorized_keys"] as? [String]) == [hostileKey])
         #expect(((parsed["system_info"] as? [String: Any])?["default_user"] as? [String: Any])?["name"] as? String == "cloud-user")
         #expect(parsed["manage_etc_hosts"] as? Bool == true)
+        #expect(parsed["ssh_pwauth"] == nil, "setting it restarts sshd under the first connections")
     }
 
     @Test func aUserThatIsNoPOSIXNameIsRefused() {
