@@ -7,9 +7,9 @@ import Synchronization
 public struct SSHTarget: Sendable {
     public var host: String = "127.0.0.1"
     public var port: Int
-    /// Whether this machine can see the port itself (it can for a local hypervisor), so a
-    /// banner check may precede each SSH attempt.
-    public var portIsLocal = true
+    /// Waits for the SSH server's banner on the forwarded port before each attempt; nil when
+    /// this machine cannot see the port itself (a remote hypervisor), or in tests.
+    public var awaitBanner: (@Sendable (_ port: Int, _ within: Duration) async -> Bool)? = { await SSHBanner.wait(port: $0, within: $1) }
     public var user: String
     public var keys: RunKeys
 
@@ -126,8 +126,8 @@ public struct SSHClient: Sendable {
             let remaining = deadline - ContinuousClock.now
             // Each ssh attempt against a guest that is not up stalls for seconds: wait for the
             // server's banner first, which costs milliseconds per look.
-            if target.portIsLocal {
-                let answered = await SSHBanner.wait(port: target.port, within: min(remaining, .seconds(5)))
+            if let awaitBanner = target.awaitBanner {
+                let answered = await awaitBanner(target.port, min(remaining, .seconds(5)))
                 if !answered {
                     lastError = "no SSH server answered on 127.0.0.1:\(target.port)"
                     continue

@@ -8,7 +8,7 @@ import Glibc
 /// first. QEMU's port forward accepts the TCP connection long before the guest's sshd is up,
 /// so only the banner says the guest is there; checking it costs milliseconds, where an `ssh`
 /// attempt against a guest that is not up stalls for seconds.
-enum SSHBanner {
+public enum SSHBanner {
     /// True once the banner arrives within `timeout`.
     static func answers(port: Int, timeout: Duration = .milliseconds(400)) -> Bool {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -38,7 +38,7 @@ enum SSHBanner {
     }
 
     /// Waits until the banner arrives, polling every `interval`, or the deadline passes.
-    static func wait(port: Int, within limit: Duration, interval: Duration = .milliseconds(150)) async -> Bool {
+    public static func wait(port: Int, within limit: Duration, interval: Duration = .milliseconds(150)) async -> Bool {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline && !Task.isCancelled {
             if await Task.detached(operation: { answers(port: port) }).value { return true }

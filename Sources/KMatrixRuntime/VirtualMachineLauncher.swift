@@ -13,15 +13,18 @@ public struct VirtualMachineLauncher: GuestLauncher {
     let commands: any CommandRunner
     /// A guest's own scratch folder inside the run's folder.
     let scratch: @Sendable (String) -> URL
+    let awaitBanner: (@Sendable (Int, Duration) async -> Bool)?
 
     public init(hypervisor: any Hypervisor, images: ImageCatalog, keys: RunKeys, accelerator: Accelerator, commands: any CommandRunner,
-                scratch: @escaping @Sendable (String) -> URL) {
+                scratch: @escaping @Sendable (String) -> URL,
+                awaitBanner: (@Sendable (Int, Duration) async -> Bool)? = { await SSHBanner.wait(port: $0, within: $1) }) {
         self.hypervisor = hypervisor
         self.images = images
         self.keys = keys
         self.accelerator = accelerator
         self.commands = commands
         self.scratch = scratch
+        self.awaitBanner = awaitBanner
     }
 
     public func unavailability(_ guest: GuestSpec, context: RunContext) async -> CellFailure? {
@@ -64,7 +67,9 @@ public struct VirtualMachineLauncher: GuestLauncher {
             throw error
         }
         let log = ConsoleLog(url: console)
-        let ssh = SSHClient(target: SSHTarget(port: port, user: plan.user, keys: keys), commands: commands)
+        var target = SSHTarget(port: port, user: plan.user, keys: keys)
+        target.awaitBanner = awaitBanner
+        let ssh = SSHClient(target: target, commands: commands)
         var session = VirtualMachineSession(machine: machine, ssh: ssh, console: log, cleanupFiles: prepared.cleanup, port: port,
                                             identity: GuestIdentity(kernel: "unknown", distro: "unknown"), provenance: provenance,
                                             probePath: plan.probePath, sudo: plan.user != "root")

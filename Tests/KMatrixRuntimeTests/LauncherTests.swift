@@ -49,7 +49,7 @@ struct LauncherWorld {
     func launcher(_ hypervisor: FakeHypervisor) -> VirtualMachineLauncher {
         let scratch = root.url.appendingPathComponent("run")
         return VirtualMachineLauncher(hypervisor: hypervisor, images: catalog, keys: keys, accelerator: .tcg, commands: commands,
-                                      scratch: { scratch.appendingPathComponent($0) })
+                                      scratch: { scratch.appendingPathComponent($0) }, awaitBanner: nil)
     }
 
     /// A raw disk with an MBR boot signature, registered under the cache's image folder.

@@ -8,7 +8,19 @@ import KMatrixTestSupport
 
 struct SSHClientTests {
     func client(_ commands: FakeCommands, user: String = "cloud-user") -> SSHClient {
-        SSHClient(target: SSHTarget(port: 40222, user: user, keys: RunKeys(directory: URL(fileURLWithPath: "/tmp/k"))), commands: commands)
+        var target = SSHTarget(port: 40222, user: user, keys: RunKeys(directory: URL(fileURLWithPath: "/tmp/k")))
+        target.awaitBanner = nil
+        return SSHClient(target: target, commands: commands)
+    }
+
+    @Test func noAttemptIsMadeBeforeTheServerSendsItsBanner() async throws {
+        let commands = FakeCommands()
+        let looks = Mutex(0)
+        var target = SSHTarget(port: 40222, user: "root", keys: RunKeys(directory: URL(fileURLWithPath: "/tmp/k")))
+        target.awaitBanner = { _, _ in looks.withLock { $0 += 1; return $0 } >= 3 }
+        try await SSHClient(target: target, commands: commands).waitUntilReachable(within: .seconds(10)) { nil }
+        #expect(looks.withLock { $0 } == 3)
+        #expect(commands.calls(of: "ssh").filter { $0.arguments.last == "true" }.count == 1)
     }
 
     @Test func theUserIsAnOptionValueAndTheTargetFollowsDashDash() async throws {
