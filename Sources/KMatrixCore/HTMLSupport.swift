@@ -43,7 +43,9 @@ enum HTMLPage {
 
     /// Styles both pages share: type, the outcome colours, print rules.
     static let baseCSS = """
-    :root { color-scheme: light; --line: #c4c9d0; --ink: #1b1f24; --muted: #59616b; }
+    :root { color-scheme: light; --line: #c4c9d0; --ink: #1b1f24; --muted: #59616b;
+      --reinjected: #c8eac8; --dropped: #f5c2c0; --mixed: #fbd9a8; --delivered: #c6ddf4; --not-triggered: #e1daf0;
+      --error: #e7b3dd; --skipped: #eceff1; --flaky: #fff0a0; }
     * { box-sizing: border-box; }
     body { margin: 0 auto; padding: 16px 20px; max-width: 1600px; color: var(--ink); background: #fff;
       font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
@@ -62,14 +64,14 @@ enum HTMLPage {
     table { border-collapse: collapse; min-width: 100%; font-size: .9rem; }
     th, td { border: 1px solid var(--line); padding: 6px 8px; text-align: left; vertical-align: top; }
     thead th { background: #eef0f3; }
-    .outcome-reinjected { background: #c8eac8; }
-    .outcome-dropped { background: #f5c2c0; }
-    .outcome-mixed { background: #fbd9a8; }
-    .outcome-delivered { background: #c6ddf4; }
-    .outcome-not-triggered { background: #e1daf0; }
-    .outcome-error { background: #e7b3dd; }
-    .outcome-skipped { background: #eceff1; color: var(--muted); }
-    .outcome-flaky { background: #fff0a0 repeating-linear-gradient(135deg, #0000 0 6px, #ffffff80 6px 12px); }
+    .outcome-reinjected { background: var(--reinjected); }
+    .outcome-dropped { background: var(--dropped); }
+    .outcome-mixed { background: var(--mixed); }
+    .outcome-delivered { background: var(--delivered); }
+    .outcome-not-triggered { background: var(--not-triggered); }
+    .outcome-error { background: var(--error); }
+    .outcome-skipped { background: var(--skipped); color: var(--muted); }
+    .outcome-flaky { background: var(--flaky) repeating-linear-gradient(135deg, #0000 0 6px, #ffffff80 6px 12px); }
     @media (max-width: 640px) {
       body { padding: 10px; font-size: 14px; }
       dl.meta { grid-template-columns: 1fr; gap: 1px; }
