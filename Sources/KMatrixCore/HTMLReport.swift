@@ -211,9 +211,6 @@ public enum HTMLReport {
         return entries
     }
 
-    /// In print, closed details hide their content in a shadow slot that only `::details-content`
-    /// reaches; it has a block of its own so a browser that does not know the pseudo-element
-    /// drops only that block.
     static let css = """
     header p.summary { font-weight: 600; margin: 0 0 1rem; }
     table.matrix { font-size: .88rem; }
@@ -258,7 +255,6 @@ public enum HTMLReport {
       dl.evidence dd { margin-bottom: 2px; }
     }
     @media print {
-      details::details-content { content-visibility: visible; display: contents; }
       tr.group { break-after: avoid; }
     }
     """

@@ -41,7 +41,9 @@ enum HTMLPage {
         date.formatted(.iso8601)
     }
 
-    /// Styles both pages share: type, the outcome colours, print rules.
+    /// Styles both pages share: type, the outcome colours, print rules. In print, closed details
+    /// hide their content in a shadow slot that only `::details-content` reaches; that rule has a
+    /// block of its own so a browser that does not know the pseudo-element drops only it.
     static let baseCSS = """
     :root { color-scheme: light; --line: #c4c9d0; --ink: #1b1f24; --muted: #59616b;
       --reinjected: #c8eac8; --dropped: #f5c2c0; --mixed: #fbd9a8; --delivered: #c6ddf4; --not-triggered: #e1daf0;
@@ -82,6 +84,9 @@ enum HTMLPage {
       body { max-width: none; padding: 0; font-size: 9.5pt; }
       .scroll { overflow: visible; border: 0; }
       @page { size: landscape; margin: 10mm; }
+    }
+    @media print {
+      details::details-content { content-visibility: visible; display: contents; }
     }
     """
 

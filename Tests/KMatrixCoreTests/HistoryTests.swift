@@ -99,4 +99,18 @@ import Testing
         #expect(history.markdown() == "# kmatrix history\n\nNo runs.\n")
         #expect(history.html().contains("<p>No runs.</p>"))
     }
+
+    @Test func namesAndKernelsAreEscapedOnThePage() {
+        var runs = HistoryFixtures.synthetic(guests: 1, scenarios: 1, nights: 2)
+        for night in runs.indices {
+            runs[night].guests = [#"<x"y>"#]
+            runs[night].cells[0].guest = #"<x"y>"#
+            runs[night].cells[0].kernel = #"6.1.0-"><b>&amp;"#
+        }
+        let html = HistoryBuilder.build(runs).html()
+        #expect(!html.contains(#"<x"y>"#))
+        #expect(!html.contains("<b>"))
+        #expect(html.contains(#"data-guest="&lt;x&quot;y&gt;""#))
+        #expect(html.contains(#"title="2026-11-01 02:00 reinjected 6.1.0-&quot;&gt;&lt;b&gt;&amp;amp;""#))
+    }
 }

@@ -54,6 +54,10 @@ import Testing
         #expect(merged.run.durationS == 60)
         #expect(merged.run.sources?.map(\.id) == ["0312ab", "0315cd"])
         #expect(merged.run.sources?.map(\.schema) == [2, 2])
+
+        let page = HTMLReportTests.withoutIndentation(HTMLReport.render(merged))
+        #expect(page.contains("<dt>merged from</dt><dd>0315cd on ci-b, started 2026-11-18T10:06:40Z, 60.0 s, kvm, QEMU 7.2.0, libvirt 9.0.0</dd>"))
+        #expect(page.contains(#"<td class="cell outcome-flaky mismatch" data-guest="host" data-scenario="failopen-socket-overflow" data-outcome="flaky">"#))
     }
 
     @Test func mergingAMergedRunListsTheOriginalSources() throws {
