@@ -18,10 +18,14 @@ let package = Package(
         // SHA-256 of kernels and multi-GB images in process, streamed and cancellable
         // (about a minute more on a cold 2-core build).
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+        // report.html and the history page: typed HTML whose values are escaped by construction.
+        .package(url: "https://github.com/JohnSundell/Plot", from: "0.14.0"),
     ],
     targets: [
-        // Pure model: matrix, input rules, version rules, scenarios, classification, failures, reports. No I/O.
-        .target(name: "KMatrixCore", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: strict),
+        // Pure model: matrix, input rules, version rules, scenarios, classification, failures, results, reports, history, merge, shards. No I/O.
+        .target(name: "KMatrixCore", dependencies: [
+            .product(name: "Yams", package: "Yams"), .product(name: "Plot", package: "Plot"),
+        ], swiftSettings: strict),
         // The libvirt C API as a Clang module (libvirt-dev).
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"]), .yum(["libvirt-devel"])]),
         // Swift wrapper over libvirt: the only importer of CLibvirt; owns handle lifetimes and error mapping.

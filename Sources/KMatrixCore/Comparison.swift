@@ -37,8 +37,11 @@ public struct Comparison: Sendable, Equatable {
         for scenario in new.scenarios where !base.scenarios.contains(scenario) { changes.append(.scenarioAdded(scenario)) }
         for scenario in base.scenarios where !new.scenarios.contains(scenario) { changes.append(.scenarioRemoved(scenario)) }
         for guest in new.guests where base.guests.contains(guest) {
-            let oldKernel = base.cells.first { $0.guest == guest }?.kernel
-            let newKernel = new.cells.first { $0.guest == guest }?.kernel
+            // Rows are paired by name, so a row whose kernel moved on (a distribution update, a
+            // new --kernel build) is still the same row; the move is reported as its own event.
+            // The first cell that knows its kernel: a skipped first scenario may not.
+            let oldKernel = base.cells.first { $0.guest == guest && $0.kernel != nil }?.kernel
+            let newKernel = new.cells.first { $0.guest == guest && $0.kernel != nil }?.kernel
             if let oldKernel, let newKernel, oldKernel != newKernel {
                 changes.append(.kernelChanged(guest: guest, from: oldKernel, to: newKernel))
             }

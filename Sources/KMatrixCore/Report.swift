@@ -4,10 +4,11 @@ import Foundation
 public enum Report {
     /// Guests as rows, scenarios as columns; a cell that differs shows what was expected.
     public static func table(_ result: RunResult) -> String {
-        let header = ["guest", "kernel"] + result.scenarios
+        let header = ["guest", "kernel", "verdict"] + result.scenarios
+        let verdicts = verdictsByRow(result)
         var rows: [[String]] = []
         for guest in result.guests {
-            var row = [guest, kernelLabel(result, guest: guest)]
+            var row = [guest, kernelLabel(result, guest: guest), verdicts[guest]?.summary ?? "unknown"]
             for scenario in result.scenarios {
                 row.append(result.cell(guest: guest, scenario: scenario).map(cellLabel) ?? "—")
             }
@@ -35,17 +36,29 @@ public enum Report {
         if let libvirt = run.libvirt, let qemu = run.qemu { text += ", libvirt \(libvirt), QEMU \(qemu)" }
         if let accelerator = run.accelerator { text += ", \(accelerator)" }
         text += ", \(formatSeconds(run.durationS)). Matrix: `\(run.matrix)`.\n\n"
-        text += "| guest | kernel | " + result.scenarios.joined(separator: " | ") + " |\n"
-        text += "| --- | --- |" + String(repeating: " --- |", count: result.scenarios.count) + "\n"
+        text += "| guest | kernel | verdict | " + result.scenarios.joined(separator: " | ") + " |\n"
+        text += "| --- | --- | --- |" + String(repeating: " --- |", count: result.scenarios.count) + "\n"
+        let verdicts = verdictsByRow(result)
         for guest in result.guests {
             let cells = result.scenarios.map { scenario in
                 result.cell(guest: guest, scenario: scenario).map { cell in
                     cell.matches == false ? "**\(cellLabel(cell))**" : cellLabel(cell)
                 } ?? "—"
             }
-            text += "| \(guest) | \(escape(kernelLabel(result, guest: guest))) | " + cells.joined(separator: " | ") + " |\n"
+            let verdict = escape(verdicts[guest]?.summary ?? "unknown")
+            text += "| \(guest) | \(escape(kernelLabel(result, guest: guest))) | \(verdict) | " + cells.joined(separator: " | ") + " |\n"
         }
-        text += "\n" + summary(result) + "\n\n## Evidence\n\n"
+        text += "\n" + summary(result) + "\n\n## Verdicts\n\n"
+        for guest in result.guests {
+            guard let verdict = verdicts[guest] else { continue }
+            let words = [("affected", verdict.affected), ("rmem fix", verdict.mitigation), ("probes", verdict.symptom)].map { topic, word in
+                word.state == .unknown
+                    ? "\(topic): unknown (\(escape(word.why ?? "no reason given")))"
+                    : "\(escape(word.text)) (\(word.cells.joined(separator: ", ")))"
+            }
+            text += "- **\(guest)**: " + words.joined(separator: "; ") + "\n"
+        }
+        text += "\n## Evidence\n\n"
         text += "| guest | scenario | outcome | sent | received | lost | ENOBUFS | queue_dropped | queue_user_dropped | id_sequence | netlink drops | time | reason |\n"
         text += "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
         for guest in result.guests {
@@ -78,6 +91,12 @@ public enum Report {
         if differing > 0 { text += ", \(differing) differ" }
         if skipped > 0 { text += ", \(skipped) skipped" }
         return text + "."
+    }
+
+    /// The run's verdicts by row (they are stored in `guests` order, but a decoded file could
+    /// carry them in any order).
+    static func verdictsByRow(_ result: RunResult) -> [String: RowVerdict] {
+        Dictionary(result.verdicts.map { ($0.guest, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
     static func kernelLabel(_ result: RunResult, guest: String) -> String {

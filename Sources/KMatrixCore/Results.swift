@@ -126,9 +126,11 @@ public struct RunMetadata: Sendable, Hashable, Codable {
     public var accelerator: String?
     public var matrix: String
     public var kmatrixVersion: String
+    /// The runs a merged result was made from (`Merge`); nil for a run measured as one.
+    public var sources: [RunSource]?
 
     public init(id: String, started: Date, durationS: Double, host: String, hostKernel: String, libvirt: String? = nil, qemu: String? = nil,
-                accelerator: String? = nil, matrix: String, kmatrixVersion: String) {
+                accelerator: String? = nil, matrix: String, kmatrixVersion: String, sources: [RunSource]? = nil) {
         self.id = id
         self.started = started
         self.durationS = durationS
@@ -139,18 +141,49 @@ public struct RunMetadata: Sendable, Hashable, Codable {
         self.accelerator = accelerator
         self.matrix = matrix
         self.kmatrixVersion = kmatrixVersion
+        self.sources = sources
+    }
+}
+
+/// One run that went into a merged result: enough to tell the machines and their tools apart.
+public struct RunSource: Sendable, Hashable, Codable {
+    public var id: String
+    public var host: String
+    public var accelerator: String?
+    public var qemu: String?
+    public var libvirt: String?
+    public var started: Date
+    public var durationS: Double
+    public var schema: Int
+
+    public init(id: String, host: String, accelerator: String? = nil, qemu: String? = nil, libvirt: String? = nil, started: Date,
+                durationS: Double, schema: Int) {
+        self.id = id
+        self.host = host
+        self.accelerator = accelerator
+        self.qemu = qemu
+        self.libvirt = libvirt
+        self.started = started
+        self.durationS = durationS
+        self.schema = schema
     }
 }
 
 /// The whole run: `results.json`.
 public struct RunResult: Sendable, Hashable, Codable {
-    public static let currentSchema = 1
+    /// 2: rows carry `verdicts`. Schema 1 files (no verdicts) still decode; theirs are derived.
+    public static let currentSchema = 2
 
+    /// The schema the result was written with (a decoded schema-1 file says 1).
     public var schema: Int
     public var run: RunMetadata
-    public var guests: [String]
+    /// Rows, in report order. Verdicts follow when rows or cells change, so they never describe
+    /// cells that are no longer there.
+    public var guests: [String] { didSet { verdicts = Verdicts.derive(guests: guests, cells: cells) } }
     public var scenarios: [String]
-    public var cells: [CellResult]
+    public var cells: [CellResult] { didSet { verdicts = Verdicts.derive(guests: guests, cells: cells) } }
+    /// One per row, in `guests` order, derived from the cells (`Verdicts.derive`).
+    public var verdicts: [RowVerdict]
 
     public init(run: RunMetadata, guests: [String], scenarios: [String], cells: [CellResult]) {
         self.schema = RunResult.currentSchema
@@ -158,6 +191,23 @@ public struct RunResult: Sendable, Hashable, Codable {
         self.guests = guests
         self.scenarios = scenarios
         self.cells = cells
+        self.verdicts = Verdicts.derive(guests: guests, cells: cells)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case schema, run, guests, scenarios, cells, verdicts
+    }
+
+    /// Keys in the order the synthesized decoder used, so a broken file names the same missing
+    /// key as before; a file without `verdicts` (schema 1) gets them derived.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        schema = try container.decode(Int.self, forKey: .schema)
+        run = try container.decode(RunMetadata.self, forKey: .run)
+        guests = try container.decode([String].self, forKey: .guests)
+        scenarios = try container.decode([String].self, forKey: .scenarios)
+        cells = try container.decode([CellResult].self, forKey: .cells)
+        verdicts = try container.decodeIfPresent([RowVerdict].self, forKey: .verdicts) ?? Verdicts.derive(guests: guests, cells: cells)
     }
 
     public func cell(guest: String, scenario: String) -> CellResult? {

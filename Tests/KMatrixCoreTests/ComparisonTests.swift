@@ -52,4 +52,25 @@ import Testing
         #expect(agreeing.outcome == .reinjected)
         #expect(agreeing.runs?.agreeing == 2)
     }
+
+    /// A row keeps its name when its kernel moves on (a `--kernel` row or a distribution row after
+    /// an update): the move is an event, and a flip under it is judged by the usual rule.
+    @Test func aKernelChangeUnderTheSameRowIsAnEventAndItsFlipARegression() {
+        func run(kernel: String, outcome: Outcome) -> RunResult {
+            let cell = CellResult(guest: "candidate", scenario: "failopen-socket-overflow", kernel: kernel, outcome: outcome,
+                                  expected: .reinjected, reason: "measured")
+            let metadata = RunMetadata(id: kernel, started: .init(timeIntervalSince1970: 0), durationS: 1, host: "ci", hostKernel: "6.12",
+                                       matrix: "matrix.yaml", kmatrixVersion: "0.2.0")
+            return RunResult(run: metadata, guests: ["candidate"], scenarios: ["failopen-socket-overflow"], cells: [cell])
+        }
+        let comparison = Comparison.compare(base: run(kernel: "6.1.0-56-cloud-amd64", outcome: .reinjected),
+                                            new: run(kernel: "6.1.0-57-cloud-amd64", outcome: .dropped))
+        #expect(comparison.changes == [
+            .kernelChanged(guest: "candidate", from: "6.1.0-56-cloud-amd64", to: "6.1.0-57-cloud-amd64"),
+            .outcomeChanged(guest: "candidate", scenario: "failopen-socket-overflow", from: .reinjected, to: .dropped, expected: .reinjected),
+        ])
+        #expect(comparison.hasRegression)
+        #expect(comparison.text.contains("kernel candidate: 6.1.0-56-cloud-amd64 → 6.1.0-57-cloud-amd64\n"))
+        #expect(comparison.text.contains("REGRESSION candidate / failopen-socket-overflow: reinjected → dropped"))
+    }
 }
