@@ -54,7 +54,8 @@ struct KMatrix: AsyncParsableCommand {
         commandName: "kmatrix",
         abstract: "Which kernels drop NFQUEUE packets when a fail-open consumer's socket overflows, which re-inject them, and does the rmem mitigation work.",
         version: KMatrixVersion.current,
-        subcommands: [RunCommand.self, DoctorCommand.self, ImagesCommand.self, GCCommand.self, CompareCommand.self, MatrixCommand.self])
+        subcommands: [RunCommand.self, DoctorCommand.self, ImagesCommand.self, GCCommand.self, CompareCommand.self, HistoryCommand.self,
+                      MergeCommand.self, MatrixCommand.self])
 }
 
 struct GlobalOptions: ParsableArguments {

@@ -40,11 +40,15 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Output directory (default: results/<UTC timestamp>/, with results/latest pointing at it).")
     var out: String?
 
+    @Option(help: ArgumentHelp("Run only shard K of N: a deterministic share of the guests, balanced by boot cost (CI engines).", valueName: "K/N"))
+    var shard: String?
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
         if let jobs, !(1...64).contains(jobs) { throw ValidationError("--jobs must be from 1 to 64") }
         if !(1...100).contains(`repeat`) { throw ValidationError("--repeat must be from 1 to 100") }
+        if let shard, Shard.parse(shard) == nil { throw ValidationError("--shard must be K/N with 1 ≤ K ≤ N, e.g. 2/4") }
     }
 
     func run() async throws {
@@ -103,7 +107,7 @@ struct RunCommand: AsyncParsableCommand {
             context.printError("kmatrix: \(writeFailure.message)\n")
             throw ExitCode(ExitStatus.infrastructure.rawValue)
         }
-        context.printError("results: \(outDirectory.path)/results.json, matrix.md, results.xml\n")
+        context.printError("results: \(outDirectory.path)/results.json, matrix.md, results.xml, report.html\n")
         var status = result.exitStatus
         if let baseline = plan.baseline {
             let comparison = Comparison.compare(base: baseline, new: result)
@@ -143,7 +147,10 @@ struct RunPlan {
             matrix.guests.first { $0.name == name }
         }
         // --kernel alone validates those kernels; with --guest the named matrix guests run beside them.
-        let guests = (command.guests.isEmpty ? (command.kernels.isEmpty ? matrix.guests : []) : selected) + kernelGuests
+        var guests = (command.guests.isEmpty ? (command.kernels.isEmpty ? matrix.guests : []) : selected) + kernelGuests
+        if let text = command.shard, let (shard, count) = Shard.parse(text) {
+            guests = Shard.pick(guests, shard: shard, of: count)
+        }
         let scenarios = command.scenarios.isEmpty
             ? matrix.scenarios
             : try Selection.pick(command.scenarios, from: Scenario.catalogue.map(\.name), what: "scenario").compactMap(Scenario.named)

@@ -33,7 +33,8 @@ public enum KMatrixVersion {
 }
 
 /// A run's output folder: `results.json` rewritten after every guest (an interrupted or crashed
-/// run keeps what it measured), and at the end the reports (matrix.md, results.xml). A write
+/// run keeps what it measured), and at the end the reports (matrix.md, results.xml,
+/// report.html). A write
 /// that fails is reported, never swallowed: the first failure is kept and `finish` throws it.
 public actor ResultStore {
     public let directory: URL
@@ -92,8 +93,14 @@ public actor ResultStore {
     func write(_ result: RunResult, reports: Bool) throws {
         try result.encoded().write(to: directory.appendingPathComponent("results.json"), options: .atomic)
         guard reports else { return }
+        try Self.writeReports(result, to: directory)
+    }
+
+    /// The reports of a finished (or merged) run beside its results.json.
+    public static func writeReports(_ result: RunResult, to directory: URL) throws {
         try Data(Report.markdown(result).utf8).write(to: directory.appendingPathComponent("matrix.md"), options: .atomic)
-        try Data(JUnitReport.xml(result, consoleTail: Self.consoleTail).utf8).write(to: directory.appendingPathComponent("results.xml"), options: .atomic)
+        try Data(JUnitReport.xml(result, consoleTail: consoleTail).utf8).write(to: directory.appendingPathComponent("results.xml"), options: .atomic)
+        try Data(HTMLReport.render(result, consoleTail: consoleTail).utf8).write(to: directory.appendingPathComponent("report.html"), options: .atomic)
     }
 
     /// The last lines of a guest's console, for failure messages in JUnit.

@@ -20,6 +20,9 @@ enum Harness {
         return packageRoot.appendingPathComponent(".build/debug/kmatrix")
     }
 
+    /// Debian's headless browser, if installed.
+    static let chromium: String? = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
     /// Set by scripts/test: real-VM tests need libvirtd, images and minutes of TCG time.
     static var virtualMachinesEnabled: Bool { isRoot && ProcessInfo.processInfo.environment["KMATRIX_E2E_VMS"] == "1" }
 
