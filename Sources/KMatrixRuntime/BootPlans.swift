@@ -21,8 +21,14 @@ protocol BootPlan: Sendable {
     /// The probe's path inside the guest once it is there.
     var probePath: String { get }
     func prepare(_ guest: GuestSpec, context: RunContext, scratch: URL, domainName: String, keys: RunKeys) async throws -> PreparedBoot
-    /// Waits until the console says the guest can be reached.
-    func waitForConsole(_ console: ConsoleLog, context: RunContext) async throws
+    /// Waits until the console says SSH is worth trying; returns how long SSH may then take.
+    func waitForConsole(_ console: ConsoleLog, context: RunContext) async throws -> Duration
+    /// A better sentence for an SSH wait that ran out, when the console explains it.
+    func explainUnreachable(_ error: KMatrixError, console: ConsoleLog) -> KMatrixError
+}
+
+extension BootPlan {
+    func explainUnreachable(_ error: KMatrixError, console: ConsoleLog) -> KMatrixError { error }
 }
 
 /// A kernel booted directly with kmatrix's initramfs rootfs: the run's key on the kernel
@@ -57,8 +63,9 @@ struct KernelBootPlan: BootPlan {
                             provenance: provenance, cleanup: [], translationCacheMiB: Self.translationCacheMiB)
     }
 
-    func waitForConsole(_ console: ConsoleLog, context: RunContext) async throws {
+    func waitForConsole(_ console: ConsoleLog, context: RunContext) async throws -> Duration {
         try await console.waitFor([Self.readyMarker], within: .seconds(context.timeouts.ready), what: "the rootfs ready marker")
+        return .seconds(context.timeouts.deploy)
     }
 }
 
@@ -68,12 +75,6 @@ struct CloudBootPlan: BootPlan {
     let image: CloudImage
     let images: ImageCatalog
     let commands: any CommandRunner
-
-    /// Console lines after which the run's key works: cloud-init installs it (and the default
-    /// user's sudo rule, and /etc/hosts) in its `init` stage, so the `modules:config` stage
-    /// starting means it is done; the login prompt or cloud-init's final line come later, and
-    /// serve when the first is missed. No scenario needs anything cloud-init's later stages do.
-    static let keyInstalled = ["running 'modules:config'", "login:", " finished at "]
 
     /// A distro boot runs systemd, udev and cloud-init's Python: a small cache thrashes.
     static let translationCacheMiB: Int? = nil
@@ -104,18 +105,25 @@ struct CloudBootPlan: BootPlan {
                             translationCacheMiB: Self.translationCacheMiB)
     }
 
-    func waitForConsole(_ console: ConsoleLog, context: RunContext) async throws {
-        let noCloudInit = KMatrixError(.boot, "the guest reached its login prompt but cloud-init never ran: the image has no cloud-init, "
-            + "or it does not read the NoCloud seed (a CD labelled cidata), so the run's SSH key was never installed")
-        let seen: String
-        do {
-            seen = try await console.waitFor(Self.keyInstalled, within: .seconds(context.timeouts.ready), what: "cloud-init's init stage",
-                                             silentHint: "the disk did not boot, or its bootloader and kernel do not log to the serial port ttyS0")
-        } catch let error as KMatrixError where error.code == .boot {
-            let text = console.text()
-            guard text.contains("login:") && !text.contains("Cloud-init v. ") else { throw error }
-            throw noCloudInit
+    /// No console line is worth waiting for: sshd answers (its banner on the forwarded port)
+    /// before cloud-init's later stages print anything, and the key works as soon as cloud-init's
+    /// init stage installed it, with the default user's sudo rule and /etc/hosts. So SSH is
+    /// tried from the start (each try waits for the banner, which costs milliseconds) for the
+    /// whole ready time. No scenario needs anything cloud-init's later stages do.
+    func waitForConsole(_ console: ConsoleLog, context: RunContext) async throws -> Duration {
+        .seconds(context.timeouts.ready)
+    }
+
+    func explainUnreachable(_ error: KMatrixError, console: ConsoleLog) -> KMatrixError {
+        let text = console.text()
+        if text.isEmpty {
+            return KMatrixError(.boot, "\(error.message); the console stayed empty: the disk did not boot, or its bootloader and kernel do not log to the serial port ttyS0", cause: error)
         }
-        if seen == "login:" && !console.text().contains("Cloud-init v. ") { throw noCloudInit }
+        if text.contains("login:") && !text.contains("Cloud-init v. ") {
+            return KMatrixError(.boot, "the guest reached its login prompt but cloud-init never ran: the image has no cloud-init, "
+                + "or it does not read the NoCloud seed (a CD labelled cidata), so the run's SSH key was never installed", cause: error)
+        }
+        let tail = console.tail(lines: 6).replacingOccurrences(of: "\n", with: " ⏎ ")
+        return KMatrixError(error.code, "\(error.message); console tail: \(tail)", cause: error)
     }
 }

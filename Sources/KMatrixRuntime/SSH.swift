@@ -115,8 +115,11 @@ public struct SSHClient: Sendable {
 
     /// Tries until the guest answers or the deadline passes. SSH failures and timeouts are
     /// retried (the guest's sshd may not listen yet); anything else ends the wait at once.
-    public func waitUntilReachable(within limit: Duration, attemptTimeout: Duration = .seconds(15),
-                                   crashed: @Sendable () async -> String?) async throws {
+    /// The first command that succeeds is `probe` (shell text), and its result is returned: the
+    /// caller's first question doubles as the reachability test, saving a round trip.
+    @discardableResult
+    public func waitUntilReachable(within limit: Duration, attemptTimeout: Duration = .seconds(15), probe: String = "true",
+                                   crashed: @Sendable () async -> String?) async throws -> CommandResult {
         let deadline = ContinuousClock.now + limit
         var delay = Duration.milliseconds(100)
         var lastError = "no attempt made"
@@ -134,10 +137,10 @@ public struct SSHClient: Sendable {
                 }
             }
             do {
-                let result = try await run(["true"], timeout: min(attemptTimeout, max(remaining, .seconds(1))))
+                let result = try await run(shell: probe, timeout: min(attemptTimeout, max(remaining, .seconds(1))))
                 if result.succeeded {
                     startMaster()
-                    return
+                    return result
                 }
                 lastError = "exit \(result.status): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
             } catch let error as KMatrixError where SSHClient.isRetryable(error) {

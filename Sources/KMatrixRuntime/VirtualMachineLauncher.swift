@@ -75,13 +75,18 @@ public struct VirtualMachineLauncher: GuestLauncher {
                                             probePath: plan.probePath, sudo: plan.user != "root")
         do {
             progress(.waitingForReady)
-            try await plan.waitForConsole(log, context: context)
+            let reachableWithin = try await plan.waitForConsole(log, context: context)
             session.missingFeatures = log.missingFeatures()
             if session.missingFeatures.contains(where: { $0.id == MissingFeature.networkInterface }) {
                 throw KMatrixError(.noNetwork, "the guest has no network interface, so SSH cannot reach it")
             }
-            try await ssh.waitUntilReachable(within: .seconds(context.timeouts.deploy)) { log.crashLine() }
-            session.identity = try await Self.settling { try await Self.identity(ssh) }
+            let first: CommandResult
+            do {
+                first = try await ssh.waitUntilReachable(within: reachableWithin, probe: Self.identityCommand) { log.crashLine() }
+            } catch let error as KMatrixError where error.code == .ssh {
+                throw plan.explainUnreachable(error, console: log)
+            }
+            session.identity = try Self.identity(from: first)
             if plan.deploysProbe {
                 progress(.deploying)
                 let sudo = session.sudo
@@ -109,8 +114,10 @@ public struct VirtualMachineLauncher: GuestLauncher {
         }
     }
 
-    static func identity(_ ssh: SSHClient) async throws -> GuestIdentity {
-        let result = try await ssh.run(shell: "uname -r; (. /etc/os-release 2>/dev/null && echo \"$PRETTY_NAME\") || echo 'kmatrix initramfs'", timeout: .seconds(30))
+    /// The guest's kernel and distribution: the first command kmatrix runs in every guest.
+    static let identityCommand = "uname -r; (. /etc/os-release 2>/dev/null && echo \"$PRETTY_NAME\") || echo 'kmatrix initramfs'"
+
+    static func identity(from result: CommandResult) throws -> GuestIdentity {
         let lines = result.stdoutText.split(whereSeparator: \.isNewline).map { String($0).trimmingCharacters(in: .whitespaces) }
         guard let kernel = lines.first, InputRules.releaseProblem(kernel) == nil else {
             throw KMatrixError(.ssh, "the guest did not report a kernel release (uname -r printed \(InputRules.quoted(lines.first ?? "")))")

@@ -80,7 +80,7 @@ extension EndToEnd {
             let (run, cell) = try runSingleCell(try matrix(file: blank.lastPathComponent, ready: 15))
             #expect(run.status == 3, "no cell could run: infrastructure failure")
             #expect(cell.outcome == .error)
-            #expect(cell.reason.contains("cloud-init's init stage not seen"), "\(cell.reason)")
+            #expect(cell.reason.contains("SSH not reachable within 15 s"), "\(cell.reason)")
             #expect(cell.reason.contains("15 s"))
             #expect(FileManager.default.fileExists(atPath: run.output.appendingPathComponent("console/vendor.log").path))
             #expect(Harness.kmatrixLeftovers(cache: Self.cache).isEmpty)

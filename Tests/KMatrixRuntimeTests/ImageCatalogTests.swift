@@ -134,7 +134,7 @@ struct ResultStoreTests {
         #expect(!FileManager.default.fileExists(atPath: directory.url.appendingPathComponent("matrix.md").path))
         let final = try await store.finish([cell("a"), cell("b")])
         #expect(final.guests == ["a", "b"])
-        #expect(directory.listing() == ["matrix.md", "results.json", "results.xml"])
+        #expect(directory.listing() == ["matrix.md", "report.html", "results.json", "results.xml"])
     }
 
     @Test func aFailedWriteIsReportedNotSwallowed() async throws {
