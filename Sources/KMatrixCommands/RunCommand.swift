@@ -31,6 +31,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Guests booted at once (default: from cores and memory).")
     var jobs: Int?
 
+    @Option(name: .customLong("max-vcpus"), parsing: .unconditional, help: "Most guest vCPUs running at once (default: no limit beyond --jobs).")
+    var maxVCPUs: Int?
+
     @Option(parsing: .unconditional, help: "Run each cell this many times (1-100); disagreeing runs make the cell flaky.")
     var `repeat` = 1
 
@@ -47,6 +50,7 @@ struct RunCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let jobs, !(1...64).contains(jobs) { throw ValidationError("--jobs must be from 1 to 64") }
+        if let maxVCPUs, !(1...1024).contains(maxVCPUs) { throw ValidationError("--max-vcpus must be from 1 to 1024") }
         if !(1...100).contains(`repeat`) { throw ValidationError("--repeat must be from 1 to 100") }
         if let shard, Shard.parse(shard) == nil { throw ValidationError("--shard must be K/N with 1 ≤ K ≤ N, e.g. 2/4") }
     }
@@ -73,7 +77,8 @@ struct RunCommand: AsyncParsableCommand {
         let wiring = try await RunWiring.make(guests: plan.guests, uri: global.connect, run: run, images: images, context: runContext,
                                               commands: commands, environment: context, logger: logger)
         let progress: any ProgressReporter = context.standardErrorIsTerminal ? LiveProgress() : PlainProgress()
-        let orchestrator = Orchestrator(jobs: jobs ?? wiring.defaultJobs, progress: progress, logger: logger, launcher: wiring.launcher)
+        let orchestrator = Orchestrator(jobs: jobs ?? wiring.defaultJobs, vcpuBudget: maxVCPUs, progress: progress, logger: logger,
+                                        launcher: wiring.launcher)
         let store = ResultStore(directory: outDirectory, scenarios: plan.scenarios.map(\.name),
                                 metadata: RunMetadataSource(runID: runID, started: started, matrix: plan.matrixName,
                                                             versions: wiring.versions, accelerator: wiring.accelerator),

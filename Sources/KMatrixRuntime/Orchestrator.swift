@@ -3,7 +3,9 @@ import KMatrixCore
 import Logging
 import Synchronization
 
-/// Runs every selected guest through boot → scenarios → teardown, at most `jobs` guests at once.
+/// Runs every selected guest through boot → scenarios → teardown, at most `jobs` guests at once
+/// and, with a vCPU budget, at most that many guest vCPUs at once (a guest that alone exceeds it
+/// still runs, alone).
 /// One guest's failure never stops the others, and every guest is torn down on every path,
 /// cancellation (Ctrl-C) included (docs/architecture.md, "Data flow").
 public struct Orchestrator: Sendable {
@@ -12,10 +14,12 @@ public struct Orchestrator: Sendable {
     let launcher: LauncherLookup
     let progress: any ProgressReporter
     let jobs: Int
+    let vcpuBudget: Int?
     let logger: Logger
 
-    public init(jobs: Int, progress: any ProgressReporter, logger: Logger, launcher: @escaping LauncherLookup) {
+    public init(jobs: Int, vcpuBudget: Int? = nil, progress: any ProgressReporter, logger: Logger, launcher: @escaping LauncherLookup) {
         self.jobs = max(1, jobs)
+        self.vcpuBudget = vcpuBudget
         self.progress = progress
         self.logger = logger
         self.launcher = launcher
@@ -34,23 +38,34 @@ public struct Orchestrator: Sendable {
             // Slowest boots first, so the long ones overlap the many short ones.
             var pending = guests.enumerated().sorted {
                 ($0.element.image.bootCost, -$0.offset) > ($1.element.image.bootCost, -$1.offset)
-            }.map(\.element)[...]
-            func startNext() {
-                guard let guest = pending.popFirst() else { return }
-                group.addTask {
-                    var cells = await runGuest(guest, matrix: matrix, scenarios: scenarios, context: context, repeats: repeats)
-                    if guest.labelledByKernel, let kernel = cells.first(where: { $0.kernel != nil })?.kernel {
-                        let label = labels.claim(kernel)
-                        for index in cells.indices { cells[index].guest = label }
+            }.map(\.element)
+            var running: [String: Int] = [:]
+            func vcpus(_ guest: GuestSpec) -> Int {
+                guest.image == .host ? 0 : guest.vcpus ?? context.defaults.vcpus
+            }
+            func startReady() {
+                while running.count < jobs, let index = pending.firstIndex(where: { guest in
+                    guard let budget = vcpuBudget else { return true }
+                    return running.isEmpty || running.values.reduce(0, +) + vcpus(guest) <= budget
+                }) {
+                    let guest = pending.remove(at: index)
+                    running[guest.name] = vcpus(guest)
+                    group.addTask {
+                        var cells = await runGuest(guest, matrix: matrix, scenarios: scenarios, context: context, repeats: repeats)
+                        if guest.labelledByKernel, let kernel = cells.first(where: { $0.kernel != nil })?.kernel {
+                            let label = labels.claim(kernel)
+                            for index in cells.indices { cells[index].guest = label }
+                        }
+                        await guestFinished(cells)
+                        return (guest.name, cells)
                     }
-                    await guestFinished(cells)
-                    return (guest.name, cells)
                 }
             }
-            for _ in 0..<min(jobs, guests.count) { startNext() }
+            startReady()
             while let (name, cells) = await group.next() {
                 byGuest[name] = cells
-                startNext()
+                running[name] = nil
+                startReady()
             }
         }
         return guests.flatMap { byGuest[$0.name] ?? [] }

@@ -90,8 +90,9 @@ public struct VirtualMachineLauncher: GuestLauncher {
             if plan.deploysProbe {
                 progress(.deploying)
                 let sudo = session.sudo
-                try await Self.settling { try await Self.deploy(probe: context.probe, to: plan.probePath, over: ssh, timeout: .seconds(context.timeouts.deploy)) }
-                try await Self.settling { try await Self.checkPrerequisites(ssh, sudo: sudo) }
+                try await Self.settling {
+                    try await Self.deploy(probe: context.probe, to: plan.probePath, sudo: sudo, over: ssh, timeout: .seconds(context.timeouts.deploy))
+                }
             }
             return session
         } catch {
@@ -126,8 +127,18 @@ public struct VirtualMachineLauncher: GuestLauncher {
         return GuestIdentity(kernel: kernel, distro: distro ?? "unknown")
     }
 
-    /// Dropbear and minimal images have no scp/sftp: stream the binary through `cat`.
-    static func deploy(probe: URL, to path: String, over ssh: SSHClient, timeout: Duration) async throws {
+    /// Exit codes of the deploy command, one per thing that can be missing.
+    enum DeployStatus: Int32 {
+        case copyFailed = 90
+        case noSudo = 91
+        case noFirewall = 92
+    }
+
+    /// Copies the probe in and checks what a distro guest must offer before a scenario can mean
+    /// anything (passwordless sudo, iptables or nft), in one SSH round trip: each costs about
+    /// half a second under TCG. Dropbear and minimal images have no scp/sftp, so the binary
+    /// streams through `cat`.
+    static func deploy(probe: URL, to path: String, sudo: Bool, over ssh: SSHClient, timeout: Duration) async throws {
         let data: Data
         do {
             data = try Data(contentsOf: probe)
@@ -135,21 +146,24 @@ public struct VirtualMachineLauncher: GuestLauncher {
             throw KMatrixError.from(error, whileDoing: "reading the probe")
         }
         let part = ShellQuote.quote(path + ".part")
-        let result = try await ssh.run(shell: "cat > \(part) && chmod 755 \(part) && mv \(part) \(ShellQuote.quote(path))", input: data, timeout: timeout)
-        guard result.succeeded else { throw KMatrixError(.probe, "copying the probe failed: \(result.stderr)") }
-    }
-
-    /// What a distro guest must offer before a scenario can mean anything.
-    static func checkPrerequisites(_ ssh: SSHClient, sudo: Bool) async throws {
-        let prefix = sudo ? ["sudo", "-n"] : []
-        let sudoCheck = try await ssh.run(prefix + ["true"], timeout: .seconds(30))
-        guard sudoCheck.succeeded else {
-            throw KMatrixError(.probe, "passwordless sudo does not work for the default user (\(sudoCheck.stderr.trimmingCharacters(in: .whitespacesAndNewlines))); cloud-init must grant it")
-        }
-        let find = "PATH=$PATH:/sbin:/usr/sbin; command -v iptables-legacy || command -v iptables || command -v iptables-nft || command -v nft"
-        let tools = try await ssh.run(prefix + ["sh", "-c", find], timeout: .seconds(30))
-        guard tools.succeeded else {
+        let prefix = sudo ? "sudo -n " : ""
+        let find = ShellQuote.quote("PATH=$PATH:/sbin:/usr/sbin; command -v iptables-legacy || command -v iptables || command -v iptables-nft || command -v nft")
+        let script = "{ cat > \(part) && chmod 755 \(part) && mv \(part) \(ShellQuote.quote(path)); } || exit \(DeployStatus.copyFailed.rawValue); "
+            + "\(prefix)true || exit \(DeployStatus.noSudo.rawValue); "
+            + "\(prefix)sh -c \(find) >/dev/null || exit \(DeployStatus.noFirewall.rawValue)"
+        let result = try await ssh.run(shell: script, input: data, timeout: timeout)
+        let detail = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+        switch DeployStatus(rawValue: result.status) {
+        case .copyFailed?:
+            throw KMatrixError(.probe, "copying the probe failed: \(detail)")
+        case .noSudo?:
+            throw KMatrixError(.probe, "passwordless sudo does not work for the default user (\(detail)); cloud-init must grant it")
+        case .noFirewall?:
             throw KMatrixError(.probe, "the guest has neither iptables nor nft; install one in the image (RHEL 7: iptables, RHEL 8: iptables-nft or nftables)")
+        case nil where !result.succeeded:
+            throw KMatrixError(.probe, "deploying the probe failed (exit \(result.status)): \(detail)")
+        case nil:
+            return
         }
     }
 

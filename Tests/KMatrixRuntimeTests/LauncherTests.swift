@@ -151,3 +151,19 @@ struct LauncherTests {
         #expect(failure.message.contains("download it from the portal, then run `kmatrix images add rhel-7.9 /path/to/rhel.qcow2`"))
     }
 }
+
+extension LauncherTests {
+    /// The deploy round trip says what is missing by its exit code, and the guest is torn down.
+    @Test func aGuestWithoutPasswordlessSudoIsADeployFailureThatSaysSo() async throws {
+        let world = try LauncherWorld()
+        defer { world.root.remove() }
+        _ = try world.registerDisk("vendor.img")
+        world.commands.on("ssh", where: { $0.input?.isEmpty == false }) { _ in .failed(91, "sudo: a password is required") }
+        let hypervisor = FakeHypervisor { _ in "login: " }
+        let guest = GuestSpec(name: "vendor", image: .cloud(CloudImage(file: "vendor.img", user: "cloud-user")))
+        let error = await #expect(throws: KMatrixError.self) { _ = try await world.launcher(hypervisor).launch(guest, context: world.context()) { _ in } }
+        #expect(error?.code == .probe)
+        #expect(error?.message == "passwordless sudo does not work for the default user (sudo: a password is required); cloud-init must grant it")
+        #expect(hypervisor.destroyed == ["kmatrix-run1-vendor"])
+    }
+}

@@ -27,6 +27,15 @@ public final class FakeCommands: CommandRunner {
         state.withLock { $0.handlers.append(matcher) }
     }
 
+    /// Answers calls of `executable` for which `predicate` holds with `handler`.
+    public func on(_ executable: String, where predicate: @escaping @Sendable (Call) -> Bool, _ handler: @escaping @Sendable (Call) async throws -> CommandResult) {
+        let matcher: Handler = { call in
+            guard call.executable == executable, predicate(call) else { return nil }
+            return try await handler(call)
+        }
+        state.withLock { $0.handlers.append(matcher) }
+    }
+
     public var calls: [Call] { state.withLock { $0.calls } }
 
     public func calls(of executable: String) -> [Call] { calls.filter { $0.executable == executable } }
