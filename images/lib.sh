@@ -193,14 +193,20 @@ km_kernel_configure() {
 	((${#missing[@]} == 0)) || { printf '%s\n' "${missing[@]}"; return 1; }
 }
 
-# km_kernel_make SRC JOBS LOG: bzImage, through ccache when it is installed (a rebuild of a
-# tree that changed a little, or of the same source elsewhere, reuses every object).
+# km_kernel_make SRC JOBS LOG [LOCALVERSION]: bzImage, through ccache when it is installed (a
+# rebuild of a tree that changed a little, or of the same source elsewhere, reuses every
+# object). The release suffix goes on make's command line, never into .config: a
+# CONFIG_LOCALVERSION lands in autoconf.h, which every file includes, and would make two
+# otherwise identical builds share no object at all.
 km_kernel_make() {
-	local src=$1 jobs=$2 log=$3 cc=gcc
+	local src=$1 jobs=$2 log=$3 localversion=${4:-} cc=gcc
 	if command -v ccache >/dev/null; then
 		cc="ccache gcc"
 		export CCACHE_DIR=${CCACHE_DIR:-${KM_CCACHE_DIR:-$HOME/.cache/kmatrix/ccache}}
 		export CCACHE_BASEDIR=$src CCACHE_NOHASHDIR=1 CCACHE_COMPILERCHECK=content CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
 	fi
-	(cd "$src" && nice -n 19 make -j"$jobs" CC="$cc" bzImage) >"$log" 2>&1
+	(cd "$src" && nice -n 19 make -j"$jobs" CC="$cc" LOCALVERSION="$localversion" bzImage) >"$log" 2>&1
 }
+
+# km_kernel_release SRC [LOCALVERSION]: the release string the build has.
+km_kernel_release() { make -s -C "$1" LOCALVERSION="${2:-}" kernelrelease; }

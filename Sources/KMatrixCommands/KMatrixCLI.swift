@@ -55,7 +55,7 @@ struct KMatrix: AsyncParsableCommand {
         abstract: "Which kernels drop NFQUEUE packets when a fail-open consumer's socket overflows, which re-inject them, and does the rmem mitigation work.",
         version: KMatrixVersion.current,
         subcommands: [RunCommand.self, DoctorCommand.self, ImagesCommand.self, GCCommand.self, CompareCommand.self, HistoryCommand.self,
-                      MergeCommand.self, MatrixCommand.self])
+                      MergeCommand.self, BisectCommand.self, MatrixCommand.self])
 }
 
 struct GlobalOptions: ParsableArguments {

@@ -60,33 +60,16 @@ struct RunCommand: AsyncParsableCommand {
         let logger = Logs.logger(verbose: global.verbose)
         let plan = try RunPlan.make(self, context: context)
         let started = Date()
-        let runID = RunIdentifier.make(at: started)
         let outDirectory = try OutputDirectory.prepare(out, relativeTo: context.workingDirectory, startedAt: started)
-        let checkout = try context.checkout()
-        let commands = context.commands(runID)
-        let run = try RunDirectory(cache: context.cache.root, runID: runID)
-        defer { run.remove() }
-        // A killed run's keys, namespaces and processes go before this one adds its own.
-        let collector = Collector(cache: context.cache.root, commands: commands, logger: logger)
-        _ = await collector.collectDeadRuns(keeping: runID, hypervisor: nil)
-        logger.notice("run \(runID): \(plan.guests.count) guests × \(plan.scenarios.count) scenarios → \(outDirectory.path)")
-
-        let probe = try await checkout.ensureProbe(commands: commands)
-        let runContext = RunContext(runID: runID, outputDirectory: outDirectory, probe: probe, defaults: plan.matrix.defaults, ledger: run)
-        let images = ImageCatalog(checkout: checkout, cache: context.cache, commands: commands)
-        let wiring = try await RunWiring.make(guests: plan.guests, uri: global.connect, run: run, images: images, context: runContext,
-                                              commands: commands, environment: context, logger: logger)
-        let progress: any ProgressReporter = context.standardErrorIsTerminal ? LiveProgress() : PlainProgress()
-        let orchestrator = Orchestrator(jobs: jobs ?? wiring.defaultJobs, vcpuBudget: maxVCPUs, progress: progress, logger: logger,
-                                        launcher: wiring.launcher)
-        let store = ResultStore(directory: outDirectory, scenarios: plan.scenarios.map(\.name),
-                                metadata: RunMetadataSource(runID: runID, started: started, matrix: plan.matrixName,
-                                                            versions: wiring.versions, accelerator: wiring.accelerator),
+        let engine = try await RunEngine.start(context: context, uri: global.connect, needsVirtualMachines: plan.guests.contains { $0.image != .host },
+                                               defaults: plan.matrix.defaults, outDirectory: outDirectory, started: started, logger: logger)
+        logger.notice("run \(engine.runID): \(plan.guests.count) guests × \(plan.scenarios.count) scenarios → \(outDirectory.path)")
+        let store = ResultStore(directory: outDirectory, scenarios: plan.scenarios.map(\.name), metadata: engine.metadata(matrix: plan.matrixName),
                                 logger: logger)
-        let repeats = `repeat`
+        let (repeats, jobs, maxVCPUs) = (`repeat`, self.jobs, self.maxVCPUs)
         let interrupted = InterruptFlag()
         let task = Task {
-            await orchestrator.run(matrix: plan.matrix, guests: plan.guests, scenarios: plan.scenarios, context: runContext, repeats: repeats) { cells in
+            await engine.run(matrix: plan.matrix, guests: plan.guests, scenarios: plan.scenarios, repeats: repeats, jobs: jobs, maxVCPUs: maxVCPUs) { cells in
                 await store.add(cells)
             }
         }
@@ -96,8 +79,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let cells = await task.value
         interrupts.disarm()
-        await wiring.cleanup()
-        progress.finish()
+        await engine.close()
 
         var writeFailure: KMatrixError?
         let result: RunResult

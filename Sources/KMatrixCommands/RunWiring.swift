@@ -12,10 +12,10 @@ struct RunWiring: Sendable {
     let hypervisor: (any Hypervisor)?
     let cleanup: @Sendable () async -> Void
 
-    static func make(guests: [GuestSpec], uri: String, run: RunDirectory, images: ImageCatalog, context: RunContext,
+    static func make(needsVirtualMachines: Bool, uri: String, run: RunDirectory, images: ImageCatalog, context: RunContext,
                      commands: any CommandRunner, environment: CommandContext, logger: Logger) async throws -> RunWiring {
         let host = HostGuestLauncher(commands: commands)
-        guard guests.contains(where: { $0.image != .host }) else {
+        guard needsVirtualMachines else {
             return RunWiring(launcher: { _ in host }, defaultJobs: 1, versions: nil, accelerator: nil, hypervisor: nil, cleanup: {})
         }
         let hypervisor: any Hypervisor

@@ -62,8 +62,11 @@ extension EndToEnd {
             process.currentDirectoryURL = Harness.packageRoot
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
+            let exited = DispatchSemaphore(value: 0)
+            process.terminationHandler = { _ in exited.signal() }
             try process.run()
-            defer { if process.isRunning { kill(process.processIdentifier, SIGINT) }; process.waitUntilExit() }
+            var waited = false
+            defer { if !waited { kill(process.processIdentifier, SIGINT); exited.wait() } }
             while process.isRunning && !FileManager.default.fileExists(atPath: out.appendingPathComponent("console/debian-12-6.1.log").path) {
                 Thread.sleep(forTimeInterval: 0.1)
             }
@@ -72,7 +75,8 @@ extension EndToEnd {
             #expect(gc.stderr.contains("a kmatrix run is in progress"), "\(gc.stderr)")
             #expect(process.isRunning, "gc must not disturb the live run")
             kill(process.processIdentifier, SIGINT)
-            process.waitUntilExit()
+            exited.wait()
+            waited = true
             #expect(Harness.kmatrixLeftovers().isEmpty)
         }
     }

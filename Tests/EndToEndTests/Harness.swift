@@ -60,6 +60,10 @@ enum Harness {
         let stderr = Pipe()
         process.standardOutput = stdout
         process.standardError = stderr
+        // Foundation's waitUntilExit polls its run loop and keeps a core busy for as long as the
+        // child runs; a semaphore the termination handler signals costs nothing.
+        let exited = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in exited.signal() }
         try process.run()
         // Drain both pipes concurrently so a chatty run never blocks on a full pipe.
         let collected = Collected()
@@ -76,7 +80,7 @@ enum Harness {
             while process.isRunning && !interruptWhen(out) { Thread.sleep(forTimeInterval: 0.1) }
             if process.isRunning { kill(process.processIdentifier, signal) }
         }
-        process.waitUntilExit()
+        exited.wait()
         group.wait()
         return Outcome(status: process.terminationStatus, stdout: collected.text(isError: false), stderr: collected.text(isError: true), output: out)
     }
@@ -97,9 +101,11 @@ enum Harness {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
-        try? process.run()
+        let exited = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in exited.signal() }
+        guard (try? process.run()) != nil else { return "" }
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        exited.wait()
         return String(decoding: data, as: UTF8.self)
     }
 

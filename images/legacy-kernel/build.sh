@@ -186,12 +186,13 @@ km_log "configured in $(since "$t0") s ($(grep -c '=y$' "$src/.config") options 
 # --- build ------------------------------------------------------------------------------
 t0=$(now)
 km_log "building bzImage (nice -n 19 make -j$JOBS); log: $work/build.log"
-if ! km_kernel_make "$src" "$JOBS" "$work/build.log"; then
+readonly LOCALVERSION=-kmatrix-legacy-failopen
+if ! km_kernel_make "$src" "$JOBS" "$work/build.log" "$LOCALVERSION"; then
     tail -n 40 "$work/build.log" >&2
     km_die "kernel build failed (tree kept in $work)"
 fi
 build_s=$(since "$t0")
-release=$(make -s -C "$src" kernelrelease)
+release=$(km_kernel_release "$src" "$LOCALVERSION")
 km_log "built $release in $build_s s"
 
 # --- outputs: written to a temp dir, manifest last, then moved in place --------------------------
