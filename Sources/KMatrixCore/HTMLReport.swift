@@ -74,7 +74,7 @@ public enum HTMLReport {
         var order: [String?] = []
         var members: [String?: [Row]] = [:]
         for (index, guest) in result.guests.enumerated() {
-            let distro = distros[guest]
+            let distro = distros[guest].map(distributionGroup)
             if members[distro] == nil { order.append(distro) }
             members[distro, default: []].append(Row(guest: guest, kernel: kernels[guest], version: kernels[guest].flatMap(KernelVersion.init(release:)), index: index))
         }
@@ -87,6 +87,14 @@ public enum HTMLReport {
             if precedes(left, right) != precedes(right, left) { return precedes(left, right) }
             return lhs.position < rhs.position
         }.map { Group(title: $0.distro ?? "distribution not reported", rows: $0.rows) }
+    }
+
+    /// Kernels booted with kmatrix's own rootfs say which package they came from in their
+    /// distribution string ("kmatrix initramfs (linux-image-6.1.0-57-cloud-amd64 6.1.192-3)");
+    /// they are one distribution, the package is in the row's kernel.
+    static func distributionGroup(_ distro: String) -> String {
+        let ours = "kmatrix initramfs"
+        return distro.starts(with: ours + " (") ? ours : distro
     }
 
     /// Version first, then the release string compared number by number (6.1.0-9 before

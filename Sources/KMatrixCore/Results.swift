@@ -98,14 +98,18 @@ public struct Provenance: Sendable, Hashable, Codable {
     public var qemu: String?
     public var libvirt: String?
     public var accelerator: String?
+    /// The hypervisor host that ran the cell ("local" for the machine running kmatrix).
+    public var host: String?
 
-    public init(imageSha256: String? = nil, rootfsBuildId: String? = nil, probeSha256: String? = nil, qemu: String? = nil, libvirt: String? = nil, accelerator: String? = nil) {
+    public init(imageSha256: String? = nil, rootfsBuildId: String? = nil, probeSha256: String? = nil, qemu: String? = nil, libvirt: String? = nil,
+                accelerator: String? = nil, host: String? = nil) {
         self.imageSha256 = imageSha256
         self.rootfsBuildId = rootfsBuildId
         self.probeSha256 = probeSha256
         self.qemu = qemu
         self.libvirt = libvirt
         self.accelerator = accelerator
+        self.host = host
     }
 }
 

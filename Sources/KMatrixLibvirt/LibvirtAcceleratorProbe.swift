@@ -17,7 +17,8 @@ enum LibvirtAcceleratorProbe {
     static let deadline: Duration = .seconds(3)
     static let pollInterval: Duration = .milliseconds(50)
 
-    static func run(on connection: Connection, scratch: URL) async -> Accelerator {
+    /// On a remote host the payload and the console travel through `storage` (its pool).
+    static func run(on connection: Connection, storage: (any GuestStorage)?, scratch: URL) async -> Accelerator {
         let directory = scratch.appendingPathComponent("kvm-probe-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: directory) }
         let kernel = directory.appendingPathComponent("probe.bin")
@@ -28,8 +29,18 @@ enum LibvirtAcceleratorProbe {
         } catch {
             return .tcg
         }
+        let storage = storage ?? LocalStorage(commands: SystemCommandRunner())
+        let hostKernel: URL
+        let channel: any ConsoleChannel
+        do {
+            hostKernel = try await storage.place(kernel, key: FileDigests.sha256(of: Data(payload)))
+            channel = try await storage.console(name: "kvm-probe.log", local: console)
+        } catch {
+            return .tcg
+        }
+        defer { Task { await storage.release([channel.hostPath]) } }
         let name = directory.lastPathComponent
-        let xml = domainXML(name: name, kernel: kernel, consoleLog: console)
+        let xml = domainXML(name: name, kernel: hostKernel, consoleLog: channel.hostPath)
         let domain: Domain
         do {
             // autodestroy: should this process die mid-probe, libvirt removes the guest.
@@ -37,7 +48,9 @@ enum LibvirtAcceleratorProbe {
         } catch {
             return .tcg
         }
+        await channel.start()
         let verdict = await watch(domain: domain, console: console)
+        await channel.close()
         _ = try? await LibvirtQueue.run { try LibvirtVirtualMachine.destroyIgnoringGone(domain) }
         return verdict
     }

@@ -17,12 +17,21 @@ public final class LibvirtHypervisor: Hypervisor {
     private let live: Mutex<Connection>
     /// Where the accelerator probe puts its tiny payload and console (kmatrix's cache).
     private let scratch: URL
+    let commands: any CommandRunner
+    /// The host's SSH login, for a hypervisor on another machine; nil for this one.
+    public let jump: SSHJump?
+    public let hostName: String
 
     /// Opens the connection. Blocks a libvirt thread, not the caller's. A libvirt that cannot be
     /// reached is `hostNotReady`, with how to start it.
-    public init(uri: String = "qemu:///system", scratch: URL = FileManager.default.temporaryDirectory) async throws {
+    public init(uri: String = "qemu:///system", scratch: URL = FileManager.default.temporaryDirectory,
+                commands: any CommandRunner = SystemCommandRunner()) async throws {
         self.uri = uri
         self.scratch = scratch
+        self.commands = commands
+        let location = try RemoteURI.parse(uri)
+        self.jump = location.jump
+        self.hostName = location.hostName
         do {
             self.live = Mutex(try await LibvirtQueue.run { try Connection(uri: uri) })
         } catch {
@@ -69,13 +78,19 @@ public final class LibvirtHypervisor: Hypervisor {
         }
     }
 
+    /// Every libvirt failure of this hypervisor, naming its host when that is another machine.
+    func onHost<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+        try await Self.mapped(jump == nil ? what : "\(what) on \(hostName)", body)
+    }
+
     /// Probed once per process and URI; see `LibvirtAcceleratorProbe`.
     public func detectAccelerator() async -> Accelerator {
         let task = Self.acceleratorCache.withLock { cache in
             if let task = cache[uri] { return task }
             let connection = self.live.withLock { $0 }
             let scratch = self.scratch
-            let task = Task { await LibvirtAcceleratorProbe.run(on: connection, scratch: scratch) }
+            let storage: PoolStorage? = jump == nil ? nil : PoolStorage(hypervisor: self, runID: "probe\(getpid())")
+            let task = Task { await LibvirtAcceleratorProbe.run(on: connection, storage: storage, scratch: scratch) }
             cache[uri] = task
             return task
         }
@@ -86,20 +101,31 @@ public final class LibvirtHypervisor: Hypervisor {
 
     public func start(_ spec: MachineSpec) async throws -> any VirtualMachine {
         let xml = LibvirtDomainXML.make(for: spec)
-        // QEMU creates the console log but not its directory.
-        do {
-            try FileManager.default.createDirectory(at: spec.consoleLog.deletingLastPathComponent(), withIntermediateDirectories: true)
-        } catch {
-            throw KMatrixError.from(error, whileDoing: "creating the console log's folder")
+        // QEMU creates the console log but not its directory (a remote host's pool has one).
+        if jump == nil {
+            do {
+                try FileManager.default.createDirectory(at: spec.consoleLog.deletingLastPathComponent(), withIntermediateDirectories: true)
+            } catch {
+                throw KMatrixError.from(error, whileDoing: "creating the console log's folder")
+            }
         }
-        let domain = try await Self.mapped("starting domain \(spec.name)") {
+        let domain = try await onHost("starting domain \(spec.name)") {
             try await withConnection { connection in try connection.createTransientDomain(xml: xml, autodestroy: true) }
         }
         return LibvirtVirtualMachine(domain: domain, hypervisor: self)
     }
 
+    public func storage(runID: String) -> any GuestStorage {
+        jump == nil ? LocalStorage(commands: commands) : PoolStorage(hypervisor: self, runID: runID)
+    }
+
+    public func collectRunFiles(keepingRuns live: Set<String>) async -> [String] {
+        guard jump != nil else { return [] }
+        return (try? await withConnection { connection in PoolStorage.collect(on: connection, keepingRuns: live) }) ?? []
+    }
+
     public func kmatrixDomains() async throws -> [DomainRecord] {
-        try await Self.mapped("listing libvirt's domains") {
+        try await onHost("listing libvirt's domains") {
             try await withConnection { connection in
                 var found: [DomainRecord] = []
                 for domain in try connection.listAllDomains() {
@@ -119,7 +145,7 @@ public final class LibvirtHypervisor: Hypervisor {
 
     /// Destroys the named domain; one that is already gone or stopped is not an error.
     public func destroyDomain(named name: String) async throws {
-        try await Self.mapped("destroying domain \(name)") {
+        try await onHost("destroying domain \(name)") {
             try await withConnection { connection in
                 let domain: Domain
                 do {

@@ -1,10 +1,19 @@
 import Foundation
 import KMatrixCore
 
-/// What a boot plan hands the launcher: how to start the domain, what to record about the
-/// image, and the files to remove when the guest goes.
+/// The files a guest boots from, on this machine; the launcher places them on the hypervisor's
+/// host (`GuestStorage`) and turns them into the domain's boot.
+enum BootFiles: Sendable {
+    /// A kernel and our initramfs, each with its content's sha256.
+    case kernel(kernel: URL, kernelSha256: String, initrd: URL, initrdSha256: String, cmdline: String)
+    /// A distribution disk (booted through an overlay, never written) and the run's NoCloud seed.
+    case disk(base: CloudDisk, baseSha256: String, seed: URL)
+}
+
+/// What a boot plan hands the launcher: what to boot, what to record about the image, and the
+/// local files to remove when the guest goes.
 struct PreparedBoot: Sendable {
-    var boot: MachineSpec.Boot
+    var files: BootFiles
     var provenance: Provenance
     var cleanup: [URL]
     /// TCG translation-block cache for this kind of guest (nil: QEMU's default).
@@ -59,7 +68,8 @@ struct KernelBootPlan: BootPlan {
         var provenance = Provenance()
         provenance.imageSha256 = image.kernelSha256
         provenance.rootfsBuildId = image.rootfsBuildID
-        return PreparedBoot(boot: .kernel(kernel: image.kernel, initrd: image.initramfs, cmdline: "\(Self.commandLine) kmatrix.sshkey=\(key)"),
+        return PreparedBoot(files: .kernel(kernel: image.kernel, kernelSha256: image.vmlinuzSha256, initrd: image.initramfs,
+                                           initrdSha256: image.initramfsSha256, cmdline: "\(Self.commandLine) kmatrix.sshkey=\(key)"),
                             provenance: provenance, cleanup: [], translationCacheMiB: Self.translationCacheMiB)
     }
 
@@ -95,24 +105,19 @@ struct CloudBootPlan: BootPlan {
         } catch {
             throw KMatrixError.from(error, whileDoing: "creating \(scratch.path)")
         }
-        let overlay = scratch.appendingPathComponent("overlay.qcow2")
         let seed = scratch.appendingPathComponent("seed.iso")
+        let baseSha256: String
         do {
-            try await CloudSeed.overlay(base: base, at: overlay, commands: commands)
+            baseSha256 = try await images.digest(of: base)
             try await CloudSeed.write(to: seed, user: image.user, publicKey: try keys.publicKey(), instance: domainName, commands: commands)
         } catch {
             try? FileManager.default.removeItem(at: scratch)
             throw error
         }
-        return PreparedBoot(boot: .disk(overlay: overlay, seed: seed), provenance: provenance, cleanup: [scratch],
+        return PreparedBoot(files: .disk(base: base, baseSha256: baseSha256, seed: seed), provenance: provenance, cleanup: [scratch],
                             translationCacheMiB: Self.translationCacheMiB)
     }
 
-    /// No console line is worth waiting for: sshd answers (its banner on the forwarded port)
-    /// before cloud-init's later stages print anything, and the key works as soon as cloud-init's
-    /// init stage installed it, with the default user's sudo rule and /etc/hosts. So SSH is
-    /// tried from the start (each try waits for the banner, which costs milliseconds) for the
-    /// whole ready time. No scenario needs anything cloud-init's later stages do.
     func waitForConsole(_ console: ConsoleLog, context: RunContext) async throws -> Duration {
         .seconds(context.timeouts.ready)
     }

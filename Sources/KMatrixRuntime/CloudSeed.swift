@@ -47,11 +47,6 @@ enum CloudSeed {
         return try YAMLEncoder().encode(MetaData(instanceID: instance, localHostname: hostname))
     }
 
-    static func overlay(base: CloudDisk, at overlay: URL, commands: any CommandRunner) async throws {
-        // The base is only ever read: every write of the guest lands in the overlay.
-        try await commands.checked("qemu-img", ["create", "-q", "-f", "qcow2", "-F", base.format, "-b", base.url.path, "--", overlay.path], timeout: .seconds(60))
-    }
-
     static func write(to seed: URL, user: String, publicKey: String, instance: String, commands: any CommandRunner) async throws {
         let directory = seed.deletingLastPathComponent().appendingPathComponent("seed")
         let userData = directory.appendingPathComponent("user-data")

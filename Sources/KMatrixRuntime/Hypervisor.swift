@@ -60,6 +60,20 @@ public protocol Hypervisor: Sendable {
     /// Domains carrying kmatrix's run metadata, with the run each belongs to.
     func kmatrixDomains() async throws -> [DomainRecord]
     func destroyDomain(named name: String) async throws
+    /// Where one run's guest files go on this hypervisor's host.
+    func storage(runID: String) -> any GuestStorage
+    /// How SSH reaches the host's 127.0.0.1; nil when that is this machine's.
+    var jump: SSHJump? { get }
+    /// A name for the host, for cells and messages ("local" for this machine).
+    var hostName: String { get }
+    /// Removes what dead runs left on the host besides domains (run volumes); returns what went.
+    func collectRunFiles(keepingRuns live: Set<String>) async -> [String]
+}
+
+extension Hypervisor {
+    public var jump: SSHJump? { nil }
+    public var hostName: String { "local" }
+    public func collectRunFiles(keepingRuns live: Set<String>) async -> [String] { [] }
 }
 
 public struct HypervisorVersions: Sendable, Codable, Equatable {
@@ -78,5 +92,80 @@ public struct DomainRecord: Sendable, Equatable {
     public init(name: String, runID: String?) {
         self.name = name
         self.runID = runID
+    }
+}
+
+/// Where a guest's files live on its hypervisor's host (docs/architecture.md, "Several hosts").
+/// A local hypervisor reads this machine's files where they are; a remote one gets them
+/// uploaded into a storage pool of its own, and the domain names only that host's paths.
+public protocol GuestStorage: Sendable {
+    /// `file` (a kernel, an initramfs, a base disk), as a path on the host; `key` names its
+    /// content, so a file already there is not uploaded again.
+    func place(_ file: URL, key: String) async throws -> URL
+    /// A file of this run (a seed), as a path on the host; removed by `release`.
+    func placeForRun(_ file: URL, name: String) async throws -> URL
+    /// A copy-on-write overlay of a placed base disk (the base is never written).
+    func overlay(of base: URL, format: String, virtualSize: UInt64, name: String, localScratch: URL) async throws -> URL
+    /// The serial console's file on the host, and a local copy kept in step with it.
+    func console(name: String, local: URL) async throws -> any ConsoleChannel
+    /// Removes what `placeForRun`, `overlay` and `console` made.
+    func release(_ paths: [URL]) async
+}
+
+/// A guest's console log on its host, mirrored into a local file that `ConsoleLog` reads.
+public protocol ConsoleChannel: Sendable {
+    var hostPath: URL { get }
+    /// Starts mirroring once the domain runs.
+    func start() async
+    /// Brings the local copy up to date a last time and stops.
+    func close() async
+}
+
+/// How SSH reaches a 127.0.0.1 port on the hypervisor's host: directly (local), or through
+/// the host's own SSH server.
+public struct SSHJump: Sendable, Equatable {
+    public var user: String?
+    public var host: String
+    public var port: Int?
+    public var identityFile: String?
+    /// The URI's `no_verify=1`: the host's key is not checked (a lab that says so).
+    public var skipHostKeyCheck: Bool
+
+    public init(user: String?, host: String, port: Int?, identityFile: String?, skipHostKeyCheck: Bool) {
+        self.user = user
+        self.host = host
+        self.port = port
+        self.identityFile = identityFile
+        self.skipHostKeyCheck = skipHostKeyCheck
+    }
+}
+
+/// This machine's files, where they are: the fast path of a local `qemu:///system`.
+public struct LocalStorage: GuestStorage {
+    let commands: any CommandRunner
+
+    public init(commands: any CommandRunner) {
+        self.commands = commands
+    }
+
+    public func place(_ file: URL, key: String) async throws -> URL { file }
+    public func placeForRun(_ file: URL, name: String) async throws -> URL { file }
+
+    public func overlay(of base: URL, format: String, virtualSize: UInt64, name: String, localScratch: URL) async throws -> URL {
+        let overlay = localScratch.appendingPathComponent("overlay.qcow2")
+        try await commands.checked("qemu-img", ["create", "-q", "-f", "qcow2", "-F", format, "-b", base.path, "--", overlay.path], timeout: .seconds(60))
+        return overlay
+    }
+
+    public func console(name: String, local: URL) async throws -> any ConsoleChannel { LocalConsole(hostPath: local) }
+
+    public func release(_ paths: [URL]) async {
+        for path in paths { try? FileManager.default.removeItem(at: path) }
+    }
+
+    struct LocalConsole: ConsoleChannel {
+        let hostPath: URL
+        func start() async {}
+        func close() async {}
     }
 }

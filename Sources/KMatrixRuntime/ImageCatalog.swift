@@ -9,6 +9,9 @@ public struct KernelImage: Sendable {
     /// sha256 of the kernel package or image the guest boots.
     public var kernelSha256: String?
     public var rootfsBuildID: String?
+    /// sha256 of the two boot files themselves (what a remote host's pool names them by).
+    public var vmlinuzSha256: String
+    public var initramfsSha256: String
 }
 
 /// A cloud guest's base disk, checked.
@@ -16,6 +19,8 @@ public struct CloudDisk: Sendable {
     public var url: URL
     public var format: String
     public var sha256: String?
+    /// The disk's size as the guest sees it (an overlay's capacity on a remote host).
+    public var virtualSize: UInt64 = 0
 }
 
 /// `manifest.json` of images/kernel-rootfs (a kernel plus our initramfs).
@@ -24,6 +29,7 @@ struct KernelImageManifest: Decodable {
     var kernelRelease: String
     var debSha256: String?
     var vmlinuzSha256: String?
+    var initramfsSha256: String?
 }
 
 /// `manifest.json` of images/legacy-kernel.
@@ -207,9 +213,15 @@ public actor ImageCatalog {
         }
         var kernelSha256 = manifest.debSha256
         if kernelSha256 == nil, let kernelFile { kernelSha256 = try await verdicts.sha256(of: kernelFile, what: "kernel file", digests: digests) }
+        let kernel = out.appendingPathComponent("vmlinuz"), initramfs = out.appendingPathComponent("initramfs.gz")
+        var vmlinuzSha256 = manifest.vmlinuzSha256
+        if vmlinuzSha256 == nil { vmlinuzSha256 = try await verdicts.sha256(of: kernel, what: "kernel", digests: digests) }
+        var initramfsSha256 = manifest.initramfsSha256
+        if initramfsSha256 == nil { initramfsSha256 = try await verdicts.sha256(of: initramfs, what: "initramfs", digests: digests) }
         return KernelImage(
-            kernel: out.appendingPathComponent("vmlinuz"), initramfs: out.appendingPathComponent("initramfs.gz"),
-            kernelRelease: manifest.kernelRelease, kernelSha256: kernelSha256, rootfsBuildID: manifest.buildId)
+            kernel: kernel, initramfs: initramfs,
+            kernelRelease: manifest.kernelRelease, kernelSha256: kernelSha256, rootfsBuildID: manifest.buildId,
+            vmlinuzSha256: vmlinuzSha256 ?? "", initramfsSha256: initramfsSha256 ?? "")
     }
 
     /// Kernel files as absolute paths, each a readable regular file.
@@ -260,10 +272,12 @@ public actor ImageCatalog {
             // The recipe wrote the image and its digest together: trust both.
             let disk = out.appendingPathComponent(image.file)
             let identity = try FileIdentity.regularFile(disk, what: "disk image")
-            if verdicts.verdict(for: identity)?.diskFormat == nil {
-                verdicts.remember(.init(identity: identity, sha256: manifest.sha256, diskFormat: "qcow2"))
+            var verdict = verdicts.verdict(for: identity) ?? .init(identity: identity, sha256: manifest.sha256, diskFormat: "qcow2")
+            if verdict.virtualSize == nil {
+                verdict.virtualSize = try await disks.virtualSize(disk)
+                verdicts.remember(verdict)
             }
-            return CloudDisk(url: disk, format: "qcow2", sha256: manifest.sha256)
+            return CloudDisk(url: disk, format: "qcow2", sha256: manifest.sha256, virtualSize: verdict.virtualSize ?? 0)
         }
         let registered = cache.cloudImages.appendingPathComponent(image.file)
         guard FileManager.default.fileExists(atPath: registered.path) else {
@@ -276,8 +290,10 @@ public actor ImageCatalog {
     func verify(_ url: URL, expecting expected: String?, alwaysHash: Bool = false) async throws -> CloudDisk {
         let identity = try FileIdentity.regularFile(url, what: "disk image")
         var verdict = verdicts.verdict(for: identity) ?? .init(identity: identity)
-        if verdict.diskFormat == nil {
-            verdict.diskFormat = try await disks.validate(url)
+        if verdict.diskFormat == nil || verdict.virtualSize == nil {
+            let checked = try await disks.inspect(url)
+            verdict.diskFormat = checked.format
+            verdict.virtualSize = checked.virtualSize
             verdicts.remember(verdict)
         }
         if (expected != nil || alwaysHash) && verdict.sha256 == nil {
@@ -287,7 +303,13 @@ public actor ImageCatalog {
         if let expected, let actual = verdict.sha256, actual != expected {
             throw KMatrixError(.image, "\(url.path) has sha256 \(actual), expected \(expected): the download is corrupt or a different release")
         }
-        return CloudDisk(url: url, format: verdict.diskFormat ?? "qcow2", sha256: verdict.sha256)
+        return CloudDisk(url: url, format: verdict.diskFormat ?? "qcow2", sha256: verdict.sha256, virtualSize: verdict.virtualSize ?? 0)
+    }
+
+    /// The disk's sha256 (once per file: remembered), which a remote host's pool names it by.
+    public func digest(of disk: CloudDisk) async throws -> String {
+        if let known = disk.sha256 { return known }
+        return try await verdicts.sha256(of: disk.url, what: "disk image", digests: digests)
     }
 
     /// `images add`: checks a downloaded vendor image and links (or copies) it into the image
@@ -329,8 +351,8 @@ public actor ImageCatalog {
             throw KMatrixError.from(error, whileDoing: "registering \(image.file)")
         }
         let registered = try FileIdentity.regularFile(destination, what: "disk image")
-        verdicts.remember(.init(identity: registered, sha256: checked.sha256, diskFormat: checked.format))
-        return CloudDisk(url: destination, format: checked.format, sha256: checked.sha256)
+        verdicts.remember(.init(identity: registered, sha256: checked.sha256, diskFormat: checked.format, virtualSize: checked.virtualSize))
+        return CloudDisk(url: destination, format: checked.format, sha256: checked.sha256, virtualSize: checked.virtualSize)
     }
 
     // MARK: pruning

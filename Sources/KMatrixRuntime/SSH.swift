@@ -7,6 +7,8 @@ import Synchronization
 public struct SSHTarget: Sendable {
     public var host: String = "127.0.0.1"
     public var port: Int
+    /// The hypervisor's host, when the forward listens on that host's 127.0.0.1, not this one's.
+    public var jump: SSHJump?
     /// Waits for the SSH server's banner on the forwarded port before each attempt; nil when
     /// this machine cannot see the port itself (a remote hypervisor), or in tests.
     public var awaitBanner: (@Sendable (_ port: Int, _ within: Duration) async -> Bool)? = { await SSHBanner.wait(port: $0, within: $1) }
@@ -89,7 +91,23 @@ public struct SSHClient: Sendable {
         if let path = target.keys.controlPath(port: target.port) {
             options += ["-o", "ControlPath=\(path)"]
         }
+        if let jump = target.jump {
+            options += ["-o", "ProxyCommand=\(Self.proxyCommand(jump))"]
+        }
         return options
+    }
+
+    /// The hop to a remote hypervisor's host, which then connects to its own 127.0.0.1 port.
+    /// ssh runs ProxyCommand through a shell: every part is quoted (and was checked when the
+    /// URI was read). The run's key stays on this machine: the hop logs in with the user's
+    /// own credentials for that host (or the URI's keyfile), as libvirt's own connection does.
+    static func proxyCommand(_ jump: SSHJump) -> String {
+        var arguments = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+        if let identity = jump.identityFile { arguments += ["-i", identity] }
+        if let port = jump.port { arguments += ["-p", String(port)] }
+        if let user = jump.user { arguments += ["-l", user] }
+        if jump.skipHostKeyCheck { arguments += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"] }
+        return ShellQuote.command(arguments) + " -W %h:%p -- " + ShellQuote.quote(jump.host)
     }
 
     /// `--` ends ssh's options: nothing after it, the host included, is ever read as one.

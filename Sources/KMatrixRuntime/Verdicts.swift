@@ -16,6 +16,8 @@ public struct VerdictCache: Sendable {
         public var sha256: String?
         /// The disk format qemu-img reported, once the image passed its checks.
         public var diskFormat: String?
+        /// The guest-visible size qemu-img reported.
+        public var virtualSize: UInt64?
     }
 
     func file(for path: String) -> URL {
@@ -48,7 +50,11 @@ public struct VerdictCache: Sendable {
 
 extension VerdictCache.Verdict {
     init(identity: FileIdentity) {
-        self.init(identity: identity, sha256: nil, diskFormat: nil)
+        self.init(identity: identity, sha256: nil, diskFormat: nil, virtualSize: nil)
+    }
+
+    init(identity: FileIdentity, sha256: String?, diskFormat: String?) {
+        self.init(identity: identity, sha256: sha256, diskFormat: diskFormat, virtualSize: nil)
     }
 }
 
@@ -77,6 +83,20 @@ public struct DiskInspector: Sendable {
 
     /// The image's format, or a `KMatrixError(.image)` saying what is wrong with it.
     public func validate(_ url: URL) async throws -> String {
+        try await inspect(url).format
+    }
+
+    /// The guest-visible size of a disk the recipe built (already checked).
+    public func virtualSize(_ url: URL) async throws -> UInt64 {
+        let info = try await commands.run("qemu-img", ["info", "--output=json", "--", url.path], timeout: .seconds(60))
+        guard info.succeeded, let parsed = try? JSONDecoder().decode(ImageInfo.self, from: info.stdout) else {
+            throw KMatrixError(.image, "\(url.path) is not a disk image qemu-img can read")
+        }
+        return UInt64(max(0, parsed.virtualSize ?? 0))
+    }
+
+    /// The checks of `validate`, with the disk's guest-visible size.
+    public func inspect(_ url: URL) async throws -> (format: String, virtualSize: UInt64) {
         _ = try FileIdentity.regularFile(url, what: "disk image")
         let info = try await commands.run("qemu-img", ["info", "--output=json", "--", url.path], timeout: .seconds(60))
         guard info.succeeded, let parsed = try? JSONDecoder().decode(ImageInfo.self, from: info.stdout) else {
@@ -98,7 +118,7 @@ public struct DiskInspector: Sendable {
         default:
             throw KMatrixError(.image, "\(url.path) is a \(parsed.format) image; kmatrix boots qcow2 and raw disks (convert it with qemu-img convert -O qcow2)")
         }
-        return parsed.format
+        return (parsed.format, UInt64(max(0, parsed.virtualSize ?? 0)))
     }
 
     /// An MBR boot signature at 510, or a GPT header at 512.

@@ -54,23 +54,49 @@ public struct VirtualMachineLauncher: GuestLauncher {
         provenance.accelerator = accelerator.rawValue
 
         progress(.booting)
-        let port: Int
+        let storage = hypervisor.storage(runID: context.runID)
+        var hostFiles: [URL] = []
+        var localFiles = prepared.cleanup
+        var port = 0
         let machine: any VirtualMachine
+        let channel: any ConsoleChannel
         do {
-            port = try LoopbackPort.reserve()
-            let spec = MachineSpec(name: domainName, runID: context.runID, boot: prepared.boot, memoryMiB: guest.memoryMiB ?? context.defaults.memoryMiB,
-                                   vcpus: guest.vcpus ?? context.defaults.vcpus, sshPort: port, consoleLog: console, accelerator: accelerator,
-                                   translationCacheMiB: prepared.translationCacheMiB)
-            machine = try await withTimeout(.seconds(context.timeouts.boot), what: "the domain start") { try await hypervisor.start(spec) }
+            let boot: MachineSpec.Boot
+            switch prepared.files {
+            case let .kernel(kernel, kernelSha256, initrd, initrdSha256, cmdline):
+                boot = .kernel(kernel: try await storage.place(kernel, key: kernelSha256),
+                               initrd: try await storage.place(initrd, key: initrdSha256), cmdline: cmdline)
+            case let .disk(base, baseSha256, seed):
+                let hostBase = try await storage.place(base.url, key: baseSha256)
+                let hostSeed = try await storage.placeForRun(seed, name: "\(guest.name)-seed.iso")
+                if hostSeed != seed { hostFiles.append(hostSeed) }
+                let scratchFolder = scratch(guest.name)
+                // The base is only ever read: every write of the guest lands in the overlay.
+                let overlay = try await storage.overlay(of: hostBase, format: base.format, virtualSize: base.virtualSize,
+                                                        name: "\(guest.name)-overlay.qcow2", localScratch: scratchFolder)
+                if overlay.deletingLastPathComponent() != scratchFolder { hostFiles.append(overlay) }
+                boot = .disk(overlay: overlay, seed: hostSeed)
+            }
+            channel = try await storage.console(name: "\(guest.name).log", local: console)
+            if channel.hostPath != console { hostFiles.append(channel.hostPath) }
+            machine = try await start(boot: boot, guest: guest, context: context, domainName: domainName, console: channel.hostPath,
+                                      translationCacheMiB: prepared.translationCacheMiB, port: &port)
+            await channel.start()
         } catch {
-            Self.remove(prepared.cleanup)
+            await storage.release(hostFiles)
+            Self.remove(localFiles)
+            if port != 0 { LoopbackPort.release(port) }
             throw error
         }
+        localFiles += []
         let log = ConsoleLog(url: console)
         var target = SSHTarget(port: port, user: plan.user, keys: keys)
-        target.awaitBanner = awaitBanner
+        target.jump = hypervisor.jump
+        target.awaitBanner = hypervisor.jump == nil ? awaitBanner : nil
         let ssh = SSHClient(target: target, commands: commands)
-        var session = VirtualMachineSession(machine: machine, ssh: ssh, console: log, cleanupFiles: prepared.cleanup, port: port,
+        provenance.host = hypervisor.hostName
+        var session = VirtualMachineSession(machine: machine, ssh: ssh, console: log, channel: channel, storage: storage, hostFiles: hostFiles,
+                                            cleanupFiles: localFiles, port: port,
                                             identity: GuestIdentity(kernel: "unknown", distro: "unknown"), provenance: provenance,
                                             probePath: plan.probePath, sudo: plan.user != "root")
         do {
@@ -99,6 +125,29 @@ public struct VirtualMachineLauncher: GuestLauncher {
             await Task { await session.shutdown() }.value
             throw error
         }
+    }
+
+    /// Starts the domain with an SSH forward port. This machine can ask its own kernel for a free
+    /// port; a remote host's cannot be seen from here, so a random one is tried and, should it be
+    /// taken there (the domain fails to start), another.
+    func start(boot: MachineSpec.Boot, guest: GuestSpec, context: RunContext, domainName: String, console: URL, translationCacheMiB: Int?,
+               port: inout Int) async throws -> any VirtualMachine {
+        let attempts = hypervisor.jump == nil ? 1 : 4
+        var lastError: (any Error)?
+        for _ in 0..<attempts {
+            port = hypervisor.jump == nil ? try LoopbackPort.reserve() : Int.random(in: 20000...60999)
+            let spec = MachineSpec(name: domainName, runID: context.runID, boot: boot, memoryMiB: guest.memoryMiB ?? context.defaults.memoryMiB,
+                                   vcpus: guest.vcpus ?? context.defaults.vcpus, sshPort: port, consoleLog: console, accelerator: accelerator,
+                                   translationCacheMiB: translationCacheMiB)
+            let hypervisor = self.hypervisor
+            do {
+                return try await withTimeout(.seconds(context.timeouts.boot), what: "the domain start") { try await hypervisor.start(spec) }
+            } catch let error as KMatrixError where error.code == .hypervisor {
+                lastError = error
+                if hypervisor.jump == nil { LoopbackPort.release(port) }
+            }
+        }
+        throw lastError ?? KMatrixError(.boot, "the domain did not start")
     }
 
     /// A distro guest that just became reachable may still restart its sshd (a service or
@@ -176,6 +225,10 @@ struct VirtualMachineSession: GuestSession {
     let machine: any VirtualMachine
     let ssh: SSHClient
     let console: ConsoleLog
+    let channel: any ConsoleChannel
+    let storage: any GuestStorage
+    /// The run's files on the hypervisor's host (overlay, seed, console of a remote host).
+    let hostFiles: [URL]
     let cleanupFiles: [URL]
     let port: Int
     var identity: GuestIdentity
@@ -195,6 +248,8 @@ struct VirtualMachineSession: GuestSession {
     func shutdown() async {
         await ssh.close()
         try? await machine.destroy()
+        await channel.close()
+        await storage.release(hostFiles)
         VirtualMachineLauncher.remove(cleanupFiles)
         LoopbackPort.release(port)
     }

@@ -20,6 +20,9 @@ public final class Connection: @unchecked Sendable {
     private let handle: OpaquePointer
     public let uri: String
 
+    /// For this module's other wrappers (pools, streams); never leaves the module.
+    var rawHandle: OpaquePointer { handle }
+
     /// Opens a read-write connection (`virConnectOpen`).
     public init(uri: String) throws(LibvirtError) {
         try libvirtSetup.get()

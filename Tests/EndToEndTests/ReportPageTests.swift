@@ -141,3 +141,44 @@ extension EndToEnd {
         }
     }
 }
+
+extension EndToEnd {
+    /// `run --shard K/N` on each "machine", then `merge`: every guest in exactly one shard, one
+    /// table of them all, every source run listed.
+    @Suite(.serialized) struct ShardAndMergeTests {
+        @Test func shardsCoverTheMatrixOnceAndMergeIntoOneTable() throws {
+            let work = try Harness.scratchDirectory("shards")
+            let matrix = work.appendingPathComponent("matrix.yaml")
+            try Data("""
+            guests:
+              - { name: host, image: { kind: host } }
+              - { name: host-2, image: { kind: host } }
+              - { name: host-3, image: { kind: host } }
+            scenarios: [failopen-socket-overflow, strict-socket-overflow]
+            expect:
+              failopen-socket-overflow: [{ outcome: reinjected }]
+              strict-socket-overflow: [{ outcome: dropped }]
+
+            """.utf8).write(to: matrix)
+            var rows: [[String]] = []
+            for shard in 1...2 {
+                let run = try Harness.run(["run", "--matrix", matrix.path, "--shard", "\(shard)/2"], output: work.appendingPathComponent("out/\(shard)"))
+                #expect(run.status == 0, "\(run.stderr)")
+                rows.append(try run.results().guests)
+            }
+            #expect(Set(rows[0]).isDisjoint(with: rows[1]))
+            #expect(Set(rows[0] + rows[1]) == ["host", "host-2", "host-3"])
+            let merged = try Harness.run(["merge", work.appendingPathComponent("out").path, "--out", work.appendingPathComponent("merged").path])
+            #expect(merged.status == 0, "\(merged.stderr)")
+            let result = try RunResult.decode(Data(contentsOf: work.appendingPathComponent("merged/results.json")))
+            #expect(Set(result.guests) == ["host", "host-2", "host-3"])
+            #expect(result.cells.count == 6)
+            #expect(result.run.sources?.count == 2)
+            for file in ["matrix.md", "report.html", "results.xml"] {
+                #expect(FileManager.default.fileExists(atPath: work.appendingPathComponent("merged/\(file)").path))
+            }
+            #expect(merged.stdout.contains("6 of 6 cells matched"))
+            #expect(Harness.kmatrixLeftovers().isEmpty)
+        }
+    }
+}

@@ -93,7 +93,7 @@ struct LauncherTests {
         let world = try LauncherWorld()
         defer { world.root.remove() }
         let base = try world.registerDisk("vendor.img")
-        let hypervisor = FakeHypervisor { _ in "Cloud-init v. 20.4.1 finished at Wed, 02 Dec 2026\r\n" }
+        let hypervisor = FakeHypervisor(storageCommands: world.commands) { _ in "Cloud-init v. 20.4.1 finished at Wed, 02 Dec 2026\r\n" }
         let guest = GuestSpec(name: "vendor", image: .cloud(CloudImage(file: "vendor.img", user: "cloud-user")), memoryMiB: 1024)
         let session = try await world.launcher(hypervisor).launch(guest, context: world.context()) { _ in }
         let spec = try #require(hypervisor.started.first)

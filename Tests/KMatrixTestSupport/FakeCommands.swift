@@ -96,10 +96,14 @@ public final class FakeHypervisor: Hypervisor {
     private let state = Mutex<(started: [MachineSpec], destroyed: [String])>(([], []))
     let console: @Sendable (MachineSpec) -> String
     let startError: KMatrixError?
+    /// What `qemu-img create` of overlays runs through.
+    public let storageCommands: any CommandRunner
 
-    public init(startError: KMatrixError? = nil, console: @escaping @Sendable (MachineSpec) -> String = { _ in "KMATRIX-READY\r\n" }) {
+    public init(startError: KMatrixError? = nil, storageCommands: any CommandRunner = FakeCommands(),
+                console: @escaping @Sendable (MachineSpec) -> String = { _ in "KMATRIX-READY\r\n" }) {
         self.console = console
         self.startError = startError
+        self.storageCommands = storageCommands
     }
 
     public var started: [MachineSpec] { state.withLock { $0.started } }
@@ -123,6 +127,8 @@ public final class FakeHypervisor: Hypervisor {
     public func destroyDomain(named name: String) async throws {
         state.withLock { $0.destroyed.append(name) }
     }
+
+    public func storage(runID: String) -> any GuestStorage { LocalStorage(commands: storageCommands) }
 
     struct FakeMachine: VirtualMachine {
         let name: String

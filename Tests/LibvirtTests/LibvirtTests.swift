@@ -143,3 +143,27 @@ import Testing
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
+
+/// Storage pools and volumes on libvirt's in-process test driver (its "default-pool").
+@Suite struct StorageTests {
+    @Test func volumesAreCreatedFoundAndDeleted() throws {
+        let connection = try Connection(uri: "test:///default")
+        let pool = try #require(try connection.storagePool(named: "default-pool"))
+        #expect(pool.isActive)
+        #expect(try connection.storagePool(named: "no-such-pool") == nil)
+        let name = "kmatrix-test-\(UInt32.random(in: 0..<UInt32.max)).img"
+        #expect(try pool.volume(named: name) == nil)
+        let volume = try pool.createVolume(xml: "<volume><name>\(name)</name><capacity unit='KiB'>64</capacity></volume>")
+        #expect(volume.name == name)
+        #expect(try volume.path.hasSuffix("/\(name)"))
+        #expect(try pool.volume(named: name)?.name == name)
+        #expect(try pool.volumes().contains { $0.name == name })
+        try volume.delete()
+        #expect(try pool.volume(named: name) == nil)
+    }
+
+    @Test func hostFactsAreRead() throws {
+        let connection = try Connection(uri: "test:///default")
+        #expect(try connection.hostCPUs > 0)
+    }
+}
