@@ -41,6 +41,13 @@ if ((${#missing[@]} == 0)); then
 else
     step "packages: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # No service starts while packages install (openssh-server would listen on every address,
+    # libvirt-daemon-system start a daemon this script then manages itself).
+    policy=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     # Only refresh the lists when something is actually missing: it costs seconds and network.
     apt-get update -qq || die "apt-get update failed"
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \

@@ -75,7 +75,7 @@ struct BisectCommand: AsyncParsableCommand {
         for candidate in candidates { context.print("  \(candidate.index). \(candidate.label)  \(candidate.detail)\n") }
 
         let outDirectory = try OutputDirectory.prepare(out, relativeTo: context.workingDirectory, startedAt: started)
-        let engine = try await RunEngine.start(context: context, uri: global.connect, needsVirtualMachines: true, defaults: loaded.matrix.defaults,
+        let engine = try await RunEngine.start(context: context, hosts: global.hosts(loaded.matrix), needsVirtualMachines: true, defaults: loaded.matrix.defaults,
                                                outDirectory: outDirectory, started: started, logger: logger)
         let search = BisectSearch(steps: steps, engine: engine, matrix: loaded.matrix, scenario: scenario, repeats: `repeat`,
                                   reuse: !remeasure, out: outDirectory, context: context)

@@ -8,14 +8,17 @@ struct DoctorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "doctor", abstract: "Check this host: libvirtd, QEMU, KVM or TCG, tools, disk; each with a fix.")
 
+    @Option(help: "The matrix whose hosts: to check (default: ./matrix.yaml if present).") var matrix: String?
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
         let context = CommandContext.current
-        let uri = global.connect
+        let hosts = global.hosts((try? MatrixLoading.load(matrix, context: context))?.matrix)
         let cache = context.cache
         let doctor = Doctor(checkout: try? context.checkout(), cache: cache) {
-            await Self.hypervisorChecks(uri: uri, context: context, scratch: cache.root)
+            var checks: [DoctorCheck] = []
+            for host in hosts { checks += await Self.hypervisorChecks(uri: host.uri, context: context, scratch: cache.root, label: hosts.count > 1) }
+            return checks
         }
         let checks = await doctor.run()
         let width = checks.map { $0.name.count }.max() ?? 0
@@ -34,15 +37,27 @@ struct DoctorCommand: AsyncParsableCommand {
         if failed > 0 { throw ExitCode(ExitStatus.infrastructure.rawValue) }
     }
 
-    static func hypervisorChecks(uri: String, context: CommandContext, scratch: URL) async -> [DoctorCheck] {
+    static func hypervisorChecks(uri: String, context: CommandContext, scratch: URL, label: Bool) async -> [DoctorCheck] {
         try? FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         let hypervisor: any Hypervisor
         do {
             hypervisor = try await context.connect(uri, scratch)
         } catch {
             return [DoctorCheck("libvirt", .missing, KMatrixError.from(error).message,
-                                fix: "run scripts/host-setup.sh (installs libvirt, starts virtlogd and libvirtd under tini)")]
+                                fix: uri.contains("+ssh")
+                                    ? "the host needs libvirt and QEMU, and an SSH login (key, no password) that can reach libvirt's socket"
+                                    : "run scripts/host-setup.sh (installs libvirt, starts virtlogd and libvirtd under tini)")]
         }
+        let checks = await checks(of: hypervisor, uri: uri)
+        guard label else { return checks }
+        return checks.map { check in
+            var named = check
+            named.name = "\(check.name) (\(hypervisor.hostName))"
+            return named
+        }
+    }
+
+    static func checks(of hypervisor: any Hypervisor, uri: String) async -> [DoctorCheck] {
         var checks: [DoctorCheck] = []
         if let versions = try? await hypervisor.versions() {
             checks.append(DoctorCheck("libvirt", .ok, "\(uri): libvirt \(versions.libvirt), QEMU \(versions.qemu)"))
@@ -68,6 +83,7 @@ struct GCCommand: AsyncParsableCommand {
 
     @Option(parsing: .unconditional, help: "Also remove images built for --kernel files that no run used for this many days (0-3650).")
     var unusedDays = 30
+    @Option(help: "The matrix whose hosts: to clean too (default: ./matrix.yaml if present).") var matrix: String?
 
     @OptionGroup var global: GlobalOptions
 
@@ -85,13 +101,15 @@ struct GCCommand: AsyncParsableCommand {
             throw KMatrixError(.hostNotReady, "a kmatrix run is in progress (run \(first.runID)\(first.pid.map { ", pid \($0)" } ?? "")"
                 + (live.count > 1 ? ", and \(live.count - 1) more" : "") + "); gc would race it, so it does nothing: run it again once the run ends")
         }
-        var hypervisor: (any Hypervisor)?
-        do {
-            hypervisor = try await context.connect(global.connect, context.cache.root)
-        } catch {
-            context.printError("kmatrix: \(KMatrixError.from(error).message); skipping domains\n")
+        var hypervisors: [any Hypervisor] = []
+        for host in global.hosts((try? MatrixLoading.load(matrix, context: context))?.matrix) {
+            do {
+                hypervisors.append(try await context.connect(host.uri, context.cache.root))
+            } catch {
+                context.printError("kmatrix: \(KMatrixError.from(error).message); skipping its domains\n")
+            }
         }
-        var removed = await collector.collectDeadRuns(hypervisor: hypervisor).map(\.description)
+        var removed = await collector.collectDeadRuns(hypervisors: hypervisors).map(\.description)
         if let checkout = try? context.checkout() {
             removed += ImageCatalog(checkout: checkout, cache: context.cache, commands: commands).prune(unusedDays: unusedDays)
         }

@@ -59,13 +59,24 @@ struct KMatrix: AsyncParsableCommand {
 }
 
 struct GlobalOptions: ParsableArguments {
-    @Option(name: .customLong("connect"), help: "libvirt URI.")
-    var connect = "qemu:///system"
+    @Option(name: .customLong("connect"), help: ArgumentHelp(
+        "libvirt URI of a host to run guests on (repeatable: guests are spread over the hosts; default: matrix.yaml's hosts, else qemu:///system).",
+        valueName: "uri"))
+    var connects: [String] = []
 
     @Flag(name: .shortAndLong, help: "Log debug details (probe output, libvirt XML) to stderr.")
     var verbose = false
 
     func validate() throws {
-        if let problem = InputRules.textProblem(connect, limit: 1000) { throw ValidationError("--connect \(problem)") }
+        for uri in connects {
+            if let problem = InputRules.textProblem(uri, limit: 1000) { throw ValidationError("--connect \(problem)") }
+        }
+    }
+
+    /// The hosts of this command: --connect, else the matrix's `hosts:`, else this machine.
+    func hosts(_ matrix: Matrix?) -> [HostEntry] {
+        if !connects.isEmpty { return connects.map { HostEntry(uri: $0) } }
+        if let matrix, !matrix.hosts.isEmpty { return matrix.hosts }
+        return [HostEntry(uri: "qemu:///system")]
     }
 }

@@ -61,7 +61,7 @@ struct RunCommand: AsyncParsableCommand {
         let plan = try RunPlan.make(self, context: context)
         let started = Date()
         let outDirectory = try OutputDirectory.prepare(out, relativeTo: context.workingDirectory, startedAt: started)
-        let engine = try await RunEngine.start(context: context, uri: global.connect, needsVirtualMachines: plan.guests.contains { $0.image != .host },
+        let engine = try await RunEngine.start(context: context, hosts: global.hosts(plan.matrix), needsVirtualMachines: plan.guests.contains { $0.image != .host },
                                                defaults: plan.matrix.defaults, outDirectory: outDirectory, started: started, logger: logger)
         logger.notice("run \(engine.runID): \(plan.guests.count) guests × \(plan.scenarios.count) scenarios → \(outDirectory.path)")
         let store = ResultStore(directory: outDirectory, scenarios: plan.scenarios.map(\.name), metadata: engine.metadata(matrix: plan.matrixName),

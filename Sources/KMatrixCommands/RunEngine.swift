@@ -18,7 +18,7 @@ final class RunEngine: Sendable {
     let logger: Logger
     let isTerminal: Bool
 
-    static func start(context: CommandContext, uri: String, needsVirtualMachines: Bool, defaults: Defaults, outDirectory: URL,
+    static func start(context: CommandContext, hosts: [HostEntry], needsVirtualMachines: Bool, defaults: Defaults, outDirectory: URL,
                       started: Date, logger: Logger) async throws -> RunEngine {
         let runID = RunIdentifier.make(at: started)
         let checkout = try context.checkout()
@@ -30,7 +30,7 @@ final class RunEngine: Sendable {
             let probe = try await checkout.ensureProbe(commands: commands)
             let runContext = RunContext(runID: runID, outputDirectory: outDirectory, probe: probe, defaults: defaults, ledger: run)
             let images = ImageCatalog(checkout: checkout, cache: context.cache, commands: commands)
-            let wiring = try await RunWiring.make(needsVirtualMachines: needsVirtualMachines, uri: uri, run: run, images: images,
+            let wiring = try await RunWiring.make(needsVirtualMachines: needsVirtualMachines, uris: hosts, run: run, images: images,
                                                   context: runContext, commands: commands, environment: context, logger: logger)
             return RunEngine(runID: runID, started: started, run: run, commands: commands, checkout: checkout, images: images,
                              runContext: runContext, wiring: wiring, logger: logger, isTerminal: context.standardErrorIsTerminal)
@@ -58,20 +58,53 @@ final class RunEngine: Sendable {
         RunMetadataSource(runID: runID, started: started, matrix: matrix, versions: wiring.versions, accelerator: wiring.accelerator)
     }
 
-    /// Boots `guests` (at most `jobs` at once), runs `scenarios`, tears everything down.
+    /// Boots `guests` — the host guest here, VM guests spread over the run's hosts, each host
+    /// booting at most its `jobs` (or `jobs` each, when given) at once — runs `scenarios`, tears
+    /// everything down. Cells come back in the order of `guests`.
     func run(matrix: Matrix, guests: [GuestSpec], scenarios: [Scenario], repeats: Int, jobs: Int? = nil, maxVCPUs: Int? = nil,
              progress: (any ProgressReporter)? = nil, guestFinished: @escaping @Sendable ([CellResult]) async -> Void = { _ in }) async -> [CellResult] {
         let reporter = progress ?? (isTerminal ? LiveProgress() : PlainProgress())
-        let orchestrator = Orchestrator(jobs: jobs ?? wiring.defaultJobs, vcpuBudget: maxVCPUs, progress: reporter, logger: logger,
-                                        launcher: wiring.launcher)
-        let cells = await orchestrator.run(matrix: matrix, guests: guests, scenarios: scenarios, context: runContext, repeats: repeats,
-                                           guestFinished: guestFinished)
+        let hostGuests = guests.filter { $0.image == .host }
+        let machines = guests.filter { $0.image != .host }
+        let defaults = matrix.defaults
+        let shares = HostAssignment.assign(machines, to: wiring.hosts.map { HostCapacity(name: $0.name, jobs: jobs ?? $0.jobs, freeMemoryMiB: $0.freeMemoryMiB) },
+                                           memoryMiB: { $0.memoryMiB ?? defaults.memoryMiB })
+        var batches: [(guests: [GuestSpec], launcher: any GuestLauncher, jobs: Int)] = []
+        if !hostGuests.isEmpty { batches.append((hostGuests, wiring.host, 1)) }
+        for (index, share) in shares.enumerated() where !share.isEmpty {
+            let host = wiring.hosts[index]
+            if wiring.hosts.count > 1 { logger.notice("\(host.name): \(share.map(\.name).joined(separator: ", "))") }
+            batches.append((share, host.launcher, jobs ?? host.jobs))
+        }
+        let context = runContext
+        let logger = self.logger
+        // Each guest yields one cell per scenario, in its batch's order: cells go back to their
+        // guests by position (a row relabelled with its kernel keeps its guest's place).
+        let byGuest = await withTaskGroup(of: [String: [CellResult]].self) { group in
+            for batch in batches {
+                let launcher = batch.launcher
+                let orchestrator = Orchestrator(jobs: batch.jobs, vcpuBudget: maxVCPUs, progress: reporter, logger: logger) { _ in launcher }
+                group.addTask {
+                    let cells = await orchestrator.run(matrix: matrix, guests: batch.guests, scenarios: scenarios, context: context,
+                                                       repeats: repeats, guestFinished: guestFinished)
+                    var byGuest: [String: [CellResult]] = [:]
+                    for (index, guest) in batch.guests.enumerated() {
+                        let start = index * scenarios.count
+                        byGuest[guest.name] = Array(cells[min(start, cells.count)..<min(start + scenarios.count, cells.count)])
+                    }
+                    return byGuest
+                }
+            }
+            var all: [String: [CellResult]] = [:]
+            for await part in group { all.merge(part) { first, _ in first } }
+            return all
+        }
         reporter.finish()
-        return cells
+        return guests.flatMap { byGuest[$0.name] ?? [] }
     }
 
     func close() async {
-        await wiring.cleanup()
+        await wiring.cleanup(runID: runID)
         run.remove()
     }
 }

@@ -3,59 +3,83 @@ import KMatrixCore
 import KMatrixRuntime
 import Logging
 
-/// Chooses a launcher per guest kind and owns what the run shares (hypervisor, SSH keys).
-struct RunWiring: Sendable {
-    let launcher: Orchestrator.LauncherLookup
-    let defaultJobs: Int
+/// One hypervisor host of a run: its launcher (or why it cannot be reached), how many guests it
+/// boots at once and how much memory it has free.
+struct HostWiring: Sendable {
+    let name: String
+    let uri: String
+    let launcher: any GuestLauncher
+    let jobs: Int
+    let freeMemoryMiB: Int?
     let versions: HypervisorVersions?
     let accelerator: Accelerator?
     let hypervisor: (any Hypervisor)?
-    let cleanup: @Sendable () async -> Void
+}
 
-    static func make(needsVirtualMachines: Bool, uri: String, run: RunDirectory, images: ImageCatalog, context: RunContext,
+/// What a run shares: the host guest's launcher, one wiring per hypervisor host, the SSH keys.
+struct RunWiring: Sendable {
+    let host: HostGuestLauncher
+    let hosts: [HostWiring]
+    let logger: Logger
+
+    var reachable: [HostWiring] { hosts.filter { $0.hypervisor != nil } }
+    var versions: HypervisorVersions? { reachable.first?.versions }
+    var accelerator: Accelerator? { reachable.first?.accelerator }
+    var defaultJobs: Int { max(1, hosts.map(\.jobs).reduce(0, +)) }
+
+    static func make(needsVirtualMachines: Bool, uris: [HostEntry], run: RunDirectory, images: ImageCatalog, context: RunContext,
                      commands: any CommandRunner, environment: CommandContext, logger: Logger) async throws -> RunWiring {
         let host = HostGuestLauncher(commands: commands)
-        guard needsVirtualMachines else {
-            return RunWiring(launcher: { _ in host }, defaultJobs: 1, versions: nil, accelerator: nil, hypervisor: nil, cleanup: {})
+        guard needsVirtualMachines else { return RunWiring(host: host, hosts: [], logger: logger) }
+        let keys = try await RunKeys.create(in: run.keysDirectory, runID: context.runID, commands: commands)
+        var hosts: [HostWiring] = []
+        for entry in uris {
+            hosts.append(await wire(entry, run: run, images: images, keys: keys, commands: commands, environment: environment, logger: logger))
         }
+        return RunWiring(host: host, hosts: hosts, logger: logger)
+    }
+
+    static func wire(_ entry: HostEntry, run: RunDirectory, images: ImageCatalog, keys: RunKeys, commands: any CommandRunner,
+                     environment: CommandContext, logger: Logger) async -> HostWiring {
         let hypervisor: any Hypervisor
         let versions: HypervisorVersions
         do {
-            hypervisor = try await environment.connect(uri, run.url)
+            hypervisor = try await environment.connect(entry.uri, run.url)
             versions = try await hypervisor.versions()
         } catch {
-            // The host guest still runs; every VM guest's cells carry the reason.
+            // The host guest and the other hosts still run; this host's guests carry the reason.
             let failure = KMatrixError.from(error)
             logger.error("\(failure.message)")
-            let unreachable = UnreachableHypervisor(error: failure, images: images)
-            return RunWiring(launcher: { guest -> any GuestLauncher in guest.image == .host ? host : unreachable },
-                             defaultJobs: 1, versions: nil, accelerator: nil, hypervisor: nil, cleanup: {})
+            return HostWiring(name: entry.uri, uri: entry.uri, launcher: UnreachableHypervisor(error: failure, images: images), jobs: entry.jobs ?? 1,
+                              freeMemoryMiB: nil, versions: nil, accelerator: nil, hypervisor: nil)
         }
         let accelerator = await AcceleratorCache(file: images.cache.accelerator)
-            .verdict(key: AcceleratorCache.key(uri: uri, qemu: versions.qemu)) { await hypervisor.detectAccelerator() }
-        logger.notice("libvirt \(versions.libvirt), QEMU \(versions.qemu), accelerator \(accelerator.rawValue)")
-        let keys = try await RunKeys.create(in: run.keysDirectory, runID: context.runID, commands: commands)
+            .verdict(key: AcceleratorCache.key(uri: entry.uri, qemu: versions.qemu)) { await hypervisor.detectAccelerator() }
+        let capacity = await hypervisor.capacity()
+        logger.notice("\(hypervisor.hostName): libvirt \(versions.libvirt), QEMU \(versions.qemu), accelerator \(accelerator.rawValue)")
         let machines = VirtualMachineLauncher(hypervisor: hypervisor, images: images, keys: keys, accelerator: accelerator, commands: commands,
-                                              scratch: { [run] guest in run.scratch(for: guest) })
-        let runID = context.runID
-        return RunWiring(
-            launcher: { guest -> any GuestLauncher in guest.image == .host ? host : machines },
-            defaultJobs: Self.defaultJobs(), versions: versions, accelerator: accelerator, hypervisor: hypervisor,
-            cleanup: {
-                // Belt and braces: sessions destroy their own domains; this catches any a crash skipped.
-                for domain in (try? await hypervisor.kmatrixDomains()) ?? [] where domain.runID == runID {
-                    logger.warning("destroying leftover domain \(domain.name)")
-                    try? await hypervisor.destroyDomain(named: domain.name)
-                }
-            })
+                                              versions: versions, scratch: { [run] guest in run.scratch(for: guest) })
+        let jobs = entry.jobs ?? (hypervisor.jump == nil ? defaultJobs() : defaultJobs(cores: capacity.cpus ?? 1, freeMiB: capacity.freeMemoryMiB))
+        return HostWiring(name: hypervisor.hostName, uri: entry.uri, launcher: machines, jobs: jobs, freeMemoryMiB: capacity.freeMemoryMiB,
+                          versions: versions, accelerator: accelerator, hypervisor: hypervisor)
     }
 
-    /// Guests idle most of the time after boot, so one more than the cores keeps both busy;
+    /// Guests idle most of the time after boot, so one more than the cores keeps them busy;
     /// memory caps it at one guest per GiB beyond 2 GiB for the host.
-    static func defaultJobs() -> Int {
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        let gib = Int(ProcessInfo.processInfo.physicalMemory >> 30)
-        return max(1, min(cores + 1, gib - 2))
+    static func defaultJobs(cores: Int = ProcessInfo.processInfo.activeProcessorCount,
+                            freeMiB: Int? = Int(ProcessInfo.processInfo.physicalMemory >> 20)) -> Int {
+        max(1, min(cores + 1, (freeMiB ?? 4096) / 1024 - 2))
+    }
+
+    /// Destroys what a crash of this run's sessions could have left on every host.
+    func cleanup(runID: String) async {
+        for host in reachable {
+            guard let hypervisor = host.hypervisor else { continue }
+            for domain in (try? await hypervisor.kmatrixDomains()) ?? [] where domain.runID == runID {
+                logger.warning("destroying leftover domain \(domain.name) on \(host.name)")
+                try? await hypervisor.destroyDomain(named: domain.name)
+            }
+        }
     }
 }
 

@@ -6,12 +6,16 @@ public struct Matrix: Sendable, Hashable {
     /// Scenario name → rules; the first rule whose `when` matches the kernel wins.
     public var expectations: [String: [ExpectationRule]]
     public var defaults: Defaults
+    /// The libvirt hosts to spread guests over (`hosts:`); empty means this machine's.
+    public var hosts: [HostEntry]
 
-    public init(guests: [GuestSpec], scenarios: [Scenario] = Scenario.catalogue, expectations: [String: [ExpectationRule]] = [:], defaults: Defaults = Defaults()) {
+    public init(guests: [GuestSpec], scenarios: [Scenario] = Scenario.catalogue, expectations: [String: [ExpectationRule]] = [:], defaults: Defaults = Defaults(),
+                hosts: [HostEntry] = []) {
         self.guests = guests
         self.scenarios = scenarios
         self.expectations = expectations
         self.defaults = defaults
+        self.hosts = hosts
     }
 
     /// The expected outcome of one cell. Guest overrides win over the version rules; a rule with a
@@ -150,5 +154,16 @@ public struct CloudImage: Sendable, Hashable {
         self.user = user
         self.source = source
         self.recipe = recipe
+    }
+}
+
+/// One libvirt host of `hosts:` in matrix.yaml.
+public struct HostEntry: Sendable, Hashable {
+    public var uri: String
+    /// Guests it boots at once (default: from its CPUs and memory).
+    public var jobs: Int?
+    public init(uri: String, jobs: Int? = nil) {
+        self.uri = uri
+        self.jobs = jobs
     }
 }

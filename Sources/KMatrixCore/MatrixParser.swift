@@ -143,7 +143,7 @@ public enum MatrixParser {
         func matrix(_ root: Node) throws(MatrixError) -> Matrix {
             var matrix = Matrix(guests: [])
             var sawGuests = false
-            for entry in try mapping(root, "the matrix", allowed: ["guests", "scenarios", "expect", "defaults"]) {
+            for entry in try mapping(root, "the matrix", allowed: ["guests", "scenarios", "expect", "defaults", "hosts"]) {
                 switch entry.key {
                 case "guests":
                     sawGuests = true
@@ -159,6 +159,8 @@ public enum MatrixParser {
                     matrix.expectations = try expectations(entry.value)
                 case "defaults":
                     matrix.defaults = try defaults(entry.value)
+                case "hosts":
+                    matrix.hosts = try hosts(entry.value)
                 default:
                     break
                 }
@@ -167,6 +169,26 @@ public enum MatrixParser {
                 throw error(at: root, "the matrix has no guests", fix: "add a `guests:` list, e.g. `- { name: host, image: { kind: host } }`")
             }
             return matrix
+        }
+
+        func hosts(_ node: Node) throws(MatrixError) -> [HostEntry] {
+            guard case .sequence(let sequence) = node, !sequence.isEmpty else {
+                throw error(at: node, "hosts must be a list of libvirt hosts", fix: "write - { uri: \"qemu+ssh://root@lab/system\", jobs: 4 }")
+            }
+            var hosts: [HostEntry] = []
+            for item in sequence {
+                var host = HostEntry(uri: "")
+                for field in try mapping(item, "a host", allowed: ["uri", "jobs"]) {
+                    if field.key == "uri" {
+                        host.uri = try checked(field.value, "uri", { InputRules.textProblem($0, limit: 1000) }, fix: "write the libvirt URI on one line")
+                    } else {
+                        host.jobs = try int(field.value, "jobs", range: 1...256)
+                    }
+                }
+                guard !host.uri.isEmpty else { throw error(at: item, "this host has no uri", fix: "add uri: qemu+ssh://root@lab/system") }
+                hosts.append(host)
+            }
+            return hosts
         }
 
         func defaults(_ node: Node) throws(MatrixError) -> Defaults {

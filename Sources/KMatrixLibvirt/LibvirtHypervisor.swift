@@ -115,6 +115,12 @@ public final class LibvirtHypervisor: Hypervisor {
         return LibvirtVirtualMachine(domain: domain, hypervisor: self)
     }
 
+    public func capacity() async -> (cpus: Int?, freeMemoryMiB: Int?) {
+        let cpus = try? await withConnection { try $0.hostCPUs }
+        let free = try? await withConnection { try $0.freeMemory }
+        return (cpus, free.map { Int($0 >> 20) })
+    }
+
     public func storage(runID: String) -> any GuestStorage {
         jump == nil ? LocalStorage(commands: commands) : PoolStorage(hypervisor: self, runID: runID)
     }
@@ -165,6 +171,11 @@ struct LibvirtVirtualMachine: VirtualMachine {
     let hypervisor: LibvirtHypervisor
 
     var name: String { domain.name }
+
+    func definition() async -> String? {
+        let domain = self.domain
+        return try? await LibvirtQueue.run { try domain.xmlDescription }
+    }
 
     /// Through its own handle; if that connection died, by name through a new one.
     func destroy() async throws {

@@ -148,7 +148,7 @@ final class PoolStorage: GuestStorage {
         for volume in volumes where volume.name.starts(with: runPrefix) {
             let runID = volume.name.dropFirst(runPrefix.count).prefix { $0 != "-" }
             guard !live.contains(String(runID)) else { continue }
-            if (try? volume.delete()) != nil { removed.append("volume \(volume.name)") }
+            if (try? volume.delete()) != nil { removed.append(volume.name) }
         }
         return removed
     }

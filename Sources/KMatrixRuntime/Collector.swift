@@ -24,7 +24,7 @@ public struct Collector: Sendable {
     }
 
     public struct Removal: Sendable, Equatable, CustomStringConvertible {
-        public enum Kind: String, Sendable { case domain, namespace, process, runFolder = "run folder", image }
+        public enum Kind: String, Sendable { case domain, namespace, process, runFolder = "run folder", image, volume }
         public var kind: Kind
         public var name: String
         public var description: String { "\(kind.rawValue) \(name)" }
@@ -38,6 +38,11 @@ public struct Collector: Sendable {
     /// Everything of runs that are no longer alive (all but `keeping`, the caller's own run).
     /// Domains go when `hypervisor` is given and their run is not alive.
     public func collectDeadRuns(keeping: String? = nil, hypervisor: (any Hypervisor)?) async -> [Removal] {
+        await collectDeadRuns(keeping: keeping, hypervisors: hypervisor.map { [$0] } ?? [])
+    }
+
+    /// The same on several hypervisor hosts: each host's domains and run volumes of dead runs.
+    public func collectDeadRuns(keeping: String? = nil, hypervisors: [any Hypervisor]) async -> [Removal] {
         var removed: [Removal] = []
         let records = RunRecord.all(cache: cache)
         let dead = records.filter { !$0.alive && $0.runID != keeping }
@@ -58,12 +63,16 @@ public struct Collector: Sendable {
             let killed = await processes.terminate(runID: runID)
             if killed > 0 { removed.append(Removal(kind: .process, name: "\(killed) of run \(runID)")) }
         }
-        if let hypervisor {
-            let live = Set(records.filter(\.alive).map(\.runID)).union(keeping.map { [$0] } ?? [])
+        let live = Set(records.filter(\.alive).map(\.runID)).union(keeping.map { [$0] } ?? [])
+        for hypervisor in hypervisors {
+            let suffix = hypervisor.hostName == "local" ? "" : " on \(hypervisor.hostName)"
             for domain in (try? await hypervisor.kmatrixDomains()) ?? [] where !live.contains(domain.runID ?? "") {
                 if (try? await hypervisor.destroyDomain(named: domain.name)) != nil {
-                    removed.append(Removal(kind: .domain, name: domain.name))
+                    removed.append(Removal(kind: .domain, name: domain.name + suffix))
                 }
+            }
+            for file in await hypervisor.collectRunFiles(keepingRuns: live) {
+                removed.append(Removal(kind: .volume, name: file + suffix))
             }
         }
         for removal in removed { logger.info("removed \(removal)") }

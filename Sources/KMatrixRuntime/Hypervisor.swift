@@ -47,6 +47,12 @@ public struct MachineSpec: Sendable, Equatable {
 public protocol VirtualMachine: Sendable {
     var name: String { get }
     func destroy() async throws
+    /// The domain as the hypervisor runs it (libvirt's live XML), kept with the results.
+    func definition() async -> String?
+}
+
+extension VirtualMachine {
+    public func definition() async -> String? { nil }
 }
 
 /// Starts and finds guests. The libvirt-backed implementation is `LibvirtHypervisor` in the
@@ -68,12 +74,15 @@ public protocol Hypervisor: Sendable {
     var hostName: String { get }
     /// Removes what dead runs left on the host besides domains (run volumes); returns what went.
     func collectRunFiles(keepingRuns live: Set<String>) async -> [String]
+    /// What the host has, for spreading guests: its CPUs and free memory (nil: unknown).
+    func capacity() async -> (cpus: Int?, freeMemoryMiB: Int?)
 }
 
 extension Hypervisor {
     public var jump: SSHJump? { nil }
     public var hostName: String { "local" }
     public func collectRunFiles(keepingRuns live: Set<String>) async -> [String] { [] }
+    public func capacity() async -> (cpus: Int?, freeMemoryMiB: Int?) { (nil, nil) }
 }
 
 public struct HypervisorVersions: Sendable, Codable, Equatable {

@@ -14,9 +14,10 @@ public struct VirtualMachineLauncher: GuestLauncher {
     /// A guest's own scratch folder inside the run's folder.
     let scratch: @Sendable (String) -> URL
     let awaitBanner: (@Sendable (Int, Duration) async -> Bool)?
+    let versions: HypervisorVersions?
 
     public init(hypervisor: any Hypervisor, images: ImageCatalog, keys: RunKeys, accelerator: Accelerator, commands: any CommandRunner,
-                scratch: @escaping @Sendable (String) -> URL,
+                versions: HypervisorVersions? = nil, scratch: @escaping @Sendable (String) -> URL,
                 awaitBanner: (@Sendable (Int, Duration) async -> Bool)? = { await SSHBanner.wait(port: $0, within: $1) }) {
         self.hypervisor = hypervisor
         self.images = images
@@ -25,6 +26,7 @@ public struct VirtualMachineLauncher: GuestLauncher {
         self.commands = commands
         self.scratch = scratch
         self.awaitBanner = awaitBanner
+        self.versions = versions
     }
 
     public func unavailability(_ guest: GuestSpec, context: RunContext) async -> CellFailure? {
@@ -82,6 +84,12 @@ public struct VirtualMachineLauncher: GuestLauncher {
             machine = try await start(boot: boot, guest: guest, context: context, domainName: domainName, console: channel.hostPath,
                                       translationCacheMiB: prepared.translationCacheMiB, port: &port)
             await channel.start()
+            if let definition = await machine.definition() {
+                // What exactly was booted, with the results: domains/<guest>.xml.
+                let folder = context.outputDirectory.appendingPathComponent("domains")
+                try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+                try? Data(definition.utf8).write(to: folder.appendingPathComponent("\(guest.name).xml"))
+            }
         } catch {
             await storage.release(hostFiles)
             Self.remove(localFiles)
@@ -95,6 +103,8 @@ public struct VirtualMachineLauncher: GuestLauncher {
         target.awaitBanner = hypervisor.jump == nil ? awaitBanner : nil
         let ssh = SSHClient(target: target, commands: commands)
         provenance.host = hypervisor.hostName
+        provenance.qemu = versions?.qemu
+        provenance.libvirt = versions?.libvirt
         var session = VirtualMachineSession(machine: machine, ssh: ssh, console: log, channel: channel, storage: storage, hostFiles: hostFiles,
                                             cleanupFiles: localFiles, port: port,
                                             identity: GuestIdentity(kernel: "unknown", distro: "unknown"), provenance: provenance,

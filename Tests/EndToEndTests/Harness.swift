@@ -46,7 +46,7 @@ enum Harness {
     }
 
     static func run(_ arguments: [String], output: URL? = nil, cache: URL = sharedCache, environment extra: [String: String] = [:],
-                    interruptWhen: ((URL) -> Bool)? = nil, signal: Int32 = SIGINT) throws -> Outcome {
+                    interruptWhen: ((URL) -> Bool)? = nil, signal: Int32 = SIGINT, whileRunning: ((URL) -> Bool)? = nil) throws -> Outcome {
         let out = output ?? FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-e2e-\(UUID().uuidString.prefix(8))")
         let process = Process()
         process.executableURL = binary
@@ -79,6 +79,10 @@ enum Harness {
         if let interruptWhen {
             while process.isRunning && !interruptWhen(out) { Thread.sleep(forTimeInterval: 0.1) }
             if process.isRunning { kill(process.processIdentifier, signal) }
+        }
+        // An action on the world while the run goes on (a host that dies), until it says it is done.
+        if let whileRunning {
+            while process.isRunning && !whileRunning(out) { Thread.sleep(forTimeInterval: 0.2) }
         }
         exited.wait()
         group.wait()

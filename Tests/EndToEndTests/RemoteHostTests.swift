@@ -1,0 +1,99 @@
+import Foundation
+import Testing
+import KMatrixCore
+
+/// A second libvirt host on this machine that only SSH reaches (Fixtures/second-host.sh): its
+/// own daemon, state and pool in a private mount namespace, and an sshd on 127.0.0.2.
+final class SecondHost: @unchecked Sendable {
+    // Written once in init; read only afterwards.
+    let directory: URL
+    let port: Int
+    let uri: String
+    static let script = Harness.packageRoot.appendingPathComponent("Tests/EndToEndTests/Fixtures/second-host.sh").path
+    static let pool = "/var/lib/libvirt/kmatrix-pool/"
+
+    init() throws {
+        directory = URL(fileURLWithPath: "/tmp/kmatrix-e2e-host2-\(getpid())-\(UInt16.random(in: 1000...9999))")
+        port = Int.random(in: 30000...39999)
+        let printed = Harness.shell("'\(Self.script)' start '\(directory.path)' \(port) 2>&1").trimmingCharacters(in: .whitespacesAndNewlines)
+        guard printed.hasPrefix("qemu+ssh://") else { throw Harness.HarnessError("the second host did not come up: \(printed)") }
+        uri = printed
+    }
+
+    var name: String { "127.0.0.2:\(port)" }
+
+    func virsh(_ command: String) -> String { Harness.shell("virsh -c '\(uri)' \(command) 2>&1") }
+
+    /// kmatrix's run volumes and domains still on the host.
+    func leftovers() -> [String] {
+        let domains = virsh("list --all --name").split(separator: "\n").map(String.init).filter { $0.hasPrefix("kmatrix-") }
+        let volumes = virsh("vol-list --pool kmatrix").split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+            .filter { $0.hasPrefix("kmatrix-run-") }
+        return domains + volumes
+    }
+
+    func stopLibvirt() { _ = Harness.shell("'\(Self.script)' stop-libvirt '\(directory.path)'") }
+
+    func stop() { _ = Harness.shell("'\(Self.script)' stop '\(directory.path)'") }
+}
+
+extension EndToEnd {
+    @Suite(.serialized, .enabled(if: Harness.virtualMachinesEnabled && FileManager.default.isExecutableFile(atPath: "/usr/sbin/sshd"),
+                                 "needs KMATRIX_E2E_VMS=1 and openssh-server (scripts/host-setup.sh --with-tests)"))
+    struct RemoteHostTests {
+        @Test func aKernelGuestAndACloudGuestRunOnAHostOnlySSHReaches() throws {
+            let host = try SecondHost()
+            defer { host.stop() }
+            let run = try Harness.run(["run", "--connect", host.uri, "--guest", "debian-12-6.1", "--guest", "cloud-standin-debian-11",
+                                       "--scenario", "failopen-socket-overflow", "--scenario", "strict-socket-overflow"])
+            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            let result = try run.results()
+            #expect(result.cells.count == 4)
+            #expect(result.cells.allSatisfy { $0.matches == true }, "\(run.stdout)")
+            #expect(result.cells.allSatisfy { $0.provenance?.host == host.name }, "\(result.cells.map { $0.provenance?.host ?? "nil" })")
+            #expect(result.cell(guest: "cloud-standin-debian-11", scenario: "failopen-socket-overflow")?.distro?.contains("Debian GNU/Linux 11") == true)
+            // The domains named only the second host's pool: nothing of this machine's files.
+            for guest in ["debian-12-6.1", "cloud-standin-debian-11"] {
+                let xml = try String(contentsOf: run.output.appendingPathComponent("domains/\(guest).xml"), encoding: .utf8)
+                let paths = xml.matches(of: /<(?:kernel|initrd)>([^<]+)<|(?:file|path)='([^']+)'/).map { String($0.output.1 ?? $0.output.2 ?? "") }
+                    .filter { $0.hasPrefix("/") && !$0.hasPrefix("/dev/") }
+                #expect(!paths.isEmpty)
+                #expect(paths.allSatisfy { $0.hasPrefix(SecondHost.pool) }, "\(guest): \(paths)")
+            }
+            // The console came back: the kernel guest's ready marker is in the local log.
+            #expect(try String(contentsOf: run.output.appendingPathComponent("console/debian-12-6.1.log"), encoding: .utf8).contains("KMATRIX-READY"))
+            #expect(host.leftovers().isEmpty, "\(host.leftovers())")
+            #expect(Harness.kmatrixLeftovers().isEmpty)
+            // The cached base volumes stay for the next run.
+            #expect(host.virsh("vol-list --pool kmatrix").contains("kmatrix-"))
+        }
+
+        @Test func twoHostsSplitTheGuestsAndAHostThatDiesErrorsOnlyItsOwn() throws {
+            let host = try SecondHost()
+            defer { host.stop() }
+            let guests = ["debian-11-5.10", "debian-12-6.1", "debian-13-6.12", "legacy-6.1-failopen-reverted"].flatMap { ["--guest", $0] }
+            let split = try Harness.run(["run", "--connect", "qemu:///system", "--connect", host.uri, "--scenario", "failopen-socket-overflow"] + guests)
+            #expect(split.status == 0, "\(split.stdout)\n\(split.stderr)")
+            let hosts = Set(try split.results().cells.compactMap { $0.provenance?.host })
+            #expect(hosts == ["local", host.name], "\(hosts)")
+
+            // The second host's libvirtd stops once its guests are booting: only they fail.
+            var stopped = false
+            let dying = try Harness.run(["run", "--connect", "qemu:///system", "--connect", host.uri, "--scenario", "failopen-socket-overflow"] + guests,
+                                        whileRunning: { _ in
+                                            guard !stopped, host.virsh("list --name").contains("kmatrix-") else { return stopped }
+                                            host.stopLibvirt()
+                                            stopped = true
+                                            return true
+                                        })
+            #expect(stopped)
+            let cells = try dying.results().cells
+            let remote = cells.filter { $0.provenance?.host == host.name || $0.reason.contains(host.name) }
+            let local = cells.filter { $0.provenance?.host == "local" }
+            #expect(!remote.isEmpty && remote.allSatisfy { $0.outcome == .error && $0.reason.contains(host.name) }, "\(remote.map(\.reason))")
+            #expect(!local.isEmpty && local.allSatisfy { $0.matches == true }, "\(local.map(\.reason))")
+            #expect(dying.status == 1)
+            #expect(Harness.kmatrixLeftovers().isEmpty)
+        }
+    }
+}
