@@ -163,6 +163,10 @@ final class RemoteConsole: ConsoleChannel {
     let storage: PoolStorage
     private let mirror = Mutex<Task<Void, Never>?>(nil)
     private let copied = Mutex<UInt64>(0)
+    /// Consecutive failed fetches and the last error: a host that stops answering for this many
+    /// polls (about ten seconds) has lost the guest's console.
+    private let failures = Mutex<(count: Int, last: String)>((0, ""))
+    static let failuresBeforeLost = 12
 
     init(hostPath: URL, volume: String, local: URL, storage: PoolStorage) {
         self.hostPath = hostPath
@@ -173,7 +177,15 @@ final class RemoteConsole: ConsoleChannel {
 
     func pull() async {
         let offset = copied.withLock { $0 }
-        guard let bytes = try? await storage.download(volume, from: offset), !bytes.isEmpty else { return }
+        let bytes: [UInt8]
+        do {
+            bytes = try await storage.download(volume, from: offset)
+            failures.withLock { $0.count = 0 }
+        } catch {
+            failures.withLock { $0 = ($0.count + 1, "\(error)") }
+            return
+        }
+        guard !bytes.isEmpty else { return }
         if !FileManager.default.fileExists(atPath: local.path) { _ = FileManager.default.createFile(atPath: local.path, contents: nil) }
         guard let handle = try? FileHandle(forWritingTo: local) else { return }
         defer { try? handle.close() }
@@ -192,6 +204,12 @@ final class RemoteConsole: ConsoleChannel {
                 }
             }
         }
+    }
+
+    func failure() -> KMatrixError? {
+        let (count, last) = failures.withLock { $0 }
+        guard count >= Self.failuresBeforeLost else { return nil }
+        return KMatrixError(.hypervisor, "lost the guest's console on \(storage.hypervisor.hostName): \(last)")
     }
 
     func close() async {

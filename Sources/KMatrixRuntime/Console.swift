@@ -21,9 +21,13 @@ public struct MissingFeature: Sendable, Hashable, CustomStringConvertible {
 /// Reads a guest's serial console log (a file libvirt writes) for markers and crashes.
 public struct ConsoleLog: Sendable {
     public let url: URL
+    /// Why the file stopped growing for a reason of its own (a remote host's console that can no
+    /// longer be fetched): a wait ends with that, not with a silent console at its deadline.
+    public let channelFailure: @Sendable () -> KMatrixError?
 
-    public init(url: URL) {
+    public init(url: URL, channelFailure: @escaping @Sendable () -> KMatrixError? = { nil }) {
         self.url = url
+        self.channelFailure = channelFailure
     }
 
     public func text() -> String {
@@ -81,6 +85,7 @@ public struct ConsoleLog: Sendable {
             let content = text()
             if let marker = markers.first(where: content.contains) { return marker }
             if let crash = Self.crashLine(in: content) { throw KMatrixError(.guestPanic, "guest crashed: \(crash)", consoleLine: crash) }
+            if let failure = channelFailure() { throw failure }
             try? await Task.sleep(for: poll)
         }
         let content = text()

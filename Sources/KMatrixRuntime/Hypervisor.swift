@@ -1,4 +1,5 @@
 import Foundation
+import KMatrixCore
 
 /// How QEMU executes guest code: decided by a probe, never by the presence of /dev/kvm.
 public enum Accelerator: String, Sendable, Codable {
@@ -128,6 +129,12 @@ public protocol ConsoleChannel: Sendable {
     func start() async
     /// Brings the local copy up to date a last time and stops.
     func close() async
+    /// Why the console can no longer be read (its host stopped answering), or nil.
+    func failure() -> KMatrixError?
+}
+
+extension ConsoleChannel {
+    public func failure() -> KMatrixError? { nil }
 }
 
 /// How SSH reaches a 127.0.0.1 port on the hypervisor's host: directly (local), or through

@@ -97,7 +97,7 @@ public struct VirtualMachineLauncher: GuestLauncher {
             throw error
         }
         localFiles += []
-        let log = ConsoleLog(url: console)
+        let log = ConsoleLog(url: console, channelFailure: { [channel] in channel.failure() })
         var target = SSHTarget(port: port, user: plan.user, keys: keys)
         target.jump = hypervisor.jump
         target.awaitBanner = hypervisor.jump == nil ? awaitBanner : nil

@@ -46,7 +46,8 @@ enum Harness {
     }
 
     static func run(_ arguments: [String], output: URL? = nil, cache: URL = sharedCache, environment extra: [String: String] = [:],
-                    interruptWhen: ((URL) -> Bool)? = nil, signal: Int32 = SIGINT, whileRunning: ((URL) -> Bool)? = nil) throws -> Outcome {
+                    interruptWhen: ((URL) -> Bool)? = nil, signal: Int32 = SIGINT, whileRunning: ((URL) -> Bool)? = nil,
+                    limit: TimeInterval = 1800) throws -> Outcome {
         let out = output ?? FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-e2e-\(UUID().uuidString.prefix(8))")
         let process = Process()
         process.executableURL = binary
@@ -65,6 +66,16 @@ enum Harness {
         let exited = DispatchSemaphore(value: 0)
         process.terminationHandler = { _ in exited.signal() }
         try process.run()
+        // A run that hangs fails its test with what it printed instead of holding CI until its
+        // own limit: SIGTERM lets kmatrix tear down, SIGKILL follows if it does not.
+        let deadline = Deadline()
+        let pid = process.processIdentifier
+        DispatchQueue.global().asyncAfter(deadline: .now() + limit) {
+            guard process.isRunning else { return }
+            deadline.passed()
+            kill(pid, SIGTERM)
+            DispatchQueue.global().asyncAfter(deadline: .now() + 60) { if process.isRunning { kill(pid, SIGKILL) } }
+        }
         // Drain both pipes concurrently so a chatty run never blocks on a full pipe.
         let collected = Collected()
         let group = DispatchGroup()
@@ -84,9 +95,23 @@ enum Harness {
         if let whileRunning {
             while process.isRunning && !whileRunning(out) { Thread.sleep(forTimeInterval: 0.2) }
         }
-        exited.wait()
-        group.wait()
-        return Outcome(status: process.terminationStatus, stdout: collected.text(isError: false), stderr: collected.text(isError: true), output: out)
+        // Past the limit and the kill, something other than kmatrix holds its pipes or Foundation's
+        // exit-watch socket (a daemon it left): that is a failure to report, not to wait out.
+        let hardLimit = DispatchTime.now() + limit + 120
+        if exited.wait(timeout: hardLimit) == .timedOut || group.wait(timeout: hardLimit) == .timedOut {
+            Issue.record("kmatrix \(arguments.joined(separator: " ")) never closed its output: something it started outlives it")
+        }
+        let stderrText = collected.text(isError: true)
+        if deadline.hasPassed { Issue.record("kmatrix \(arguments.joined(separator: " ")) ran past \(Int(limit)) s and was stopped:\n\(stderrText.suffix(4000))") }
+        return Outcome(status: process.terminationStatus, stdout: collected.text(isError: false), stderr: stderrText, output: out)
+    }
+
+    final class Deadline: @unchecked Sendable {
+        // Guarded by `lock`: set by a GCD timer, read by the test.
+        private let lock = NSLock()
+        private var flag = false
+        func passed() { lock.lock(); flag = true; lock.unlock() }
+        var hasPassed: Bool { lock.lock(); defer { lock.unlock() }; return flag }
     }
 
     final class Collected: @unchecked Sendable {
@@ -108,9 +133,20 @@ enum Harness {
         let exited = DispatchSemaphore(value: 0)
         process.terminationHandler = { _ in exited.signal() }
         guard (try? process.run()) != nil else { return "" }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        exited.wait()
-        return String(decoding: data, as: UTF8.self)
+        let collected = Collected()
+        let read = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            collected.set(pipe.fileHandleForReading.readDataToEndOfFile(), isError: false)
+            read.signal()
+        }
+        // No helper command may hold a test forever: a stuck virsh, or a daemon it started that
+        // kept the pipe or Foundation's exit-watch socket open.
+        let limit = DispatchTime.now() + 300
+        if read.wait(timeout: limit) == .timedOut || exited.wait(timeout: limit) == .timedOut {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            Issue.record("`\(command)` did not finish within 300 s")
+        }
+        return collected.text(isError: false)
     }
 
     /// Everything a run may leave: domains, namespaces, run folders (keys, overlays), and

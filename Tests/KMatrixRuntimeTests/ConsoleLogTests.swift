@@ -32,6 +32,20 @@ struct ConsoleLogTests {
         #expect(error?.code == .boot)
         #expect(error?.message.contains("CONFIG_SERIAL_8250_CONSOLE") == true)
     }
+
+    @Test func aConsoleWhoseHostStoppedAnsweringEndsTheWaitWithThatReason() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-console-\(UUID().uuidString.prefix(8)).log")
+        try Data("[    1.0] Booting\r\n".utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let lost = KMatrixError(.hypervisor, "lost the guest's console on lab-a: End of file while reading data")
+        let started = ContinuousClock.now
+        let error = await #expect(throws: KMatrixError.self) {
+            try await ConsoleLog(url: file, channelFailure: { lost }).waitFor(["KMATRIX-READY"], within: .seconds(60), what: "the rootfs ready marker")
+        }
+        #expect(error?.code == .hypervisor)
+        #expect(error?.message.contains("lab-a") == true)
+        #expect(ContinuousClock.now - started < .seconds(30), "the wait ended with the failure, not at its deadline")
+    }
 }
 
 extension ConsoleLogTests {

@@ -10,7 +10,8 @@
 set -euo pipefail
 command=$1 dir=$2
 
-pids() { cat "$dir"/*.pid 2>/dev/null || true; }
+# One per file: libvirt writes its pid files without a final newline.
+pids() { for file in "$dir"/*.pid; do [ -f "$file" ] && echo "$(cat "$file")"; done; }
 
 case $command in
 start)
@@ -41,6 +42,12 @@ CONF
 	# The namespace lives as long as its daemons: sshd runs in the foreground inside it.
 	setsid unshare --mount --propagation private bash -c '
 		dir=$1
+		# Nothing the caller had open may outlive this script in the daemons: Foundation'"'"'s
+		# Process learns that a child ended when every copy of one inherited socket is closed.
+		for fd in /proc/$$/fd/*; do
+			fd=${fd##*/}
+			if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+		done
 		mount --bind "$dir/run" /run/libvirt
 		mount --bind "$dir/lib" /var/lib/libvirt
 		mount --bind "$dir/cache" /var/cache/libvirt
