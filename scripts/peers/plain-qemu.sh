@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The plain-QEMU peer of scripts/bench --peers: boots a cloud disk through an overlay and a NoCloud
+# seed with qemu-system-x86_64 alone (TCG, QEMU's defaults, the same restricted user-mode network)
+# and prints the seconds until `ssh true` works with the seed's key, and QEMU's peak RSS.
+#
+#   plain-qemu.sh BASE MEM VCPUS [extra qemu args...]
+set -euo pipefail
+base=$1 mem=$2 cpus=$3; shift 3
+w=$(mktemp -d /tmp/kmatrix-peer-qemu.XXXXXX)
+trap 'rm -rf "$w"' EXIT
+ssh-keygen -q -t ed25519 -N "" -f $w/key
+mkdir $w/seed
+cat > $w/seed/user-data <<U
+#cloud-config
+users: [default]
+system_info: {default_user: {name: cloud-user}}
+ssh_authorized_keys: ["$(cat $w/key.pub)"]
+manage_etc_hosts: true
+U
+printf 'instance-id: plain-%s\nlocal-hostname: plain\n' $RANDOM > $w/seed/meta-data
+genisoimage -quiet -output $w/seed.iso -volid cidata -joliet -rock $w/seed/user-data $w/seed/meta-data
+qemu-img create -q -f qcow2 -F qcow2 -b "$base" $w/overlay.qcow2
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+t0=$(date +%s.%N)
+qemu-system-x86_64 -accel tcg "$@" -m $mem -smp $cpus -display none -monitor none -serial file:$w/console.log \
+  -drive file=$w/overlay.qcow2,if=virtio -drive file=$w/seed.iso,media=cdrom \
+  -netdev user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22 -device virtio-net-pci,netdev=n,romfile= &
+q=$!
+for i in $(seq 1 1200); do
+  ssh -i $w/key -p $port -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 -o LogLevel=ERROR -l cloud-user 127.0.0.1 true 2>/dev/null && break
+  ((i < 1200)) || { kill $q; echo "plain-qemu: no SSH within 10 minutes" >&2; exit 1; }
+  sleep 0.5
+done
+t1=$(date +%s.%N)
+rss=$(awk '/VmHWM/ {print int($2/1024)}' /proc/$q/status)
+kill $q; wait $q 2>/dev/null || true
+awk -v a=$t0 -v b=$t1 -v r=$rss 'BEGIN { printf "%.1f s (peak RSS %d MiB)\n", b-a, r }'
