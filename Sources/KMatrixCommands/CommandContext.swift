@@ -46,13 +46,20 @@ public struct CommandContext: Sendable {
 
     /// This process's world.
     public static func system() -> CommandContext {
-        CommandContext(
+        // A remote host's libvirt connection and the ssh pipes behind it can close under a write
+        // when that host dies; with SIGPIPE's default the whole run would die with it, losing
+        // every other host's results. Ignored, the write fails with EPIPE and only that host's
+        // cells become errors. Children get the default back: swift-subprocess resets signals.
+        signal(SIGPIPE, SIG_IGN)
+        return CommandContext(
             workingDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath),
             environment: ProcessInfo.processInfo.environment,
             home: FileManager.default.homeDirectoryForCurrentUser,
             executable: CommandLine.arguments.first.map { URL(fileURLWithPath: $0) },
-            standardOutput: { FileHandle.standardOutput.write(Data($0.utf8)) },
-            standardError: { FileHandle.standardError.write(Data($0.utf8)) },
+            // A reader that went away (`kmatrix matrix | head`) must not stop a run: the results
+            // folder, not the terminal, is what a run exists to fill.
+            standardOutput: { try? FileHandle.standardOutput.write(contentsOf: Data($0.utf8)) },
+            standardError: { try? FileHandle.standardError.write(contentsOf: Data($0.utf8)) },
             standardErrorIsTerminal: KMatrixRuntime.standardErrorIsTerminal(),
             commands: { SystemCommandRunner(runMarker: $0) },
             connect: { uri, scratch in try await LibvirtHypervisor(uri: uri, scratch: scratch) },

@@ -18,7 +18,7 @@ final class SignalInterrupts: InterruptDisarming {
             source.setEventHandler {
                 let seen = count.increment()
                 if seen == 1 {
-                    FileHandle.standardError.write(Data("\nkmatrix: interrupted; tearing down guests (Ctrl-C again to exit at once)\n".utf8))
+                    try? FileHandle.standardError.write(contentsOf: Data("\nkmatrix: interrupted; tearing down guests (Ctrl-C again to exit at once)\n".utf8))
                     onInterrupt()
                 } else {
                     exit(130)

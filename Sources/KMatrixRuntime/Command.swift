@@ -40,7 +40,7 @@ extension CommandRunner {
     public func run(_ executable: String, _ arguments: [String], timeout: Duration?, errors: ErrorStream) async throws -> CommandResult {
         var result = try await run(executable, arguments, input: nil, timeout: timeout)
         switch errors {
-        case .passthrough: FileHandle.standardError.write(Data(result.stderr.utf8))
+        case .passthrough: try? FileHandle.standardError.write(contentsOf: Data(result.stderr.utf8))
         case .file(let url): try Data(result.stderr.utf8).write(to: url)
         }
         result.stderr = ""

@@ -77,7 +77,7 @@ public final class LiveProgress: ProgressReporter {
             return text
         }
         guard !text.isEmpty else { return }
-        FileHandle.standardError.write(Data(text.utf8))
+        try? FileHandle.standardError.write(contentsOf: Data(text.utf8))
     }
 }
 
@@ -90,7 +90,7 @@ public struct PlainProgress: ProgressReporter {
         let elapsed = (ContinuousClock.now - started).seconds
         let tenths = Int((elapsed * 10).rounded())
         let line = "[\(tenths / 10).\(tenths % 10)s] \(guest): \(phase)\n"
-        FileHandle.standardError.write(Data(line.utf8))
+        try? FileHandle.standardError.write(contentsOf: Data(line.utf8))
     }
 
     public func finish() {}

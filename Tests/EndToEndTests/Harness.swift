@@ -42,7 +42,19 @@ enum Harness {
         var stdout: String
         var stderr: String
         var output: URL
-        func results() throws -> RunResult { try RunResult.decode(Data(contentsOf: output.appendingPathComponent("results.json"))) }
+        var killedBySignal = false
+        /// The run's results.json; when there is none, the failure says how the run ended.
+        func results() throws -> RunResult {
+            let file = output.appendingPathComponent("results.json")
+            guard FileManager.default.fileExists(atPath: file.path) else {
+                throw MissingResults(description: "no \(file.path): kmatrix \(killedBySignal ? "was killed by signal" : "exited") \(status)\n--- stdout\n\(stdout.suffix(4000))\n--- stderr\n\(stderr.suffix(4000))")
+            }
+            return try RunResult.decode(Data(contentsOf: file))
+        }
+    }
+
+    struct MissingResults: Error, CustomStringConvertible {
+        var description: String
     }
 
     static func run(_ arguments: [String], output: URL? = nil, cache: URL = sharedCache, environment extra: [String: String] = [:],
@@ -103,7 +115,8 @@ enum Harness {
         }
         let stderrText = collected.text(isError: true)
         if deadline.hasPassed { Issue.record("kmatrix \(arguments.joined(separator: " ")) ran past \(Int(limit)) s and was stopped:\n\(stderrText.suffix(4000))") }
-        return Outcome(status: process.terminationStatus, stdout: collected.text(isError: false), stderr: stderrText, output: out)
+        return Outcome(status: process.terminationStatus, stdout: collected.text(isError: false), stderr: stderrText, output: out,
+                       killedBySignal: process.terminationReason == .uncaughtSignal)
     }
 
     final class Deadline: @unchecked Sendable {
