@@ -13,6 +13,8 @@ public struct CellFailure: Sendable, Hashable, Codable {
         case boot
         /// The guest's kernel panicked or oopsed; its remaining cells cannot run.
         case guestPanic = "guest-panic"
+        /// The guest's virtual machine stopped under the run (its QEMU exited or was killed).
+        case guestStopped = "guest-stopped"
         /// The guest came up without a network interface, so SSH cannot reach it.
         case noNetwork = "no-network"
         case ssh
@@ -64,7 +66,7 @@ public struct CellFailure: Sendable, Hashable, Codable {
     /// has no network or stopped answering SSH would fail them all the same way, slowly).
     public var endsGuest: Bool {
         switch kind {
-        case .guestPanic, .noNetwork, .interrupted, .hostUnavailable, .ssh: true
+        case .guestPanic, .guestStopped, .noNetwork, .interrupted, .hostUnavailable, .ssh: true
         default: false
         }
     }
@@ -78,6 +80,7 @@ public struct CellFailure: Sendable, Hashable, Codable {
         case .image: .image
         case .boot: .boot
         case .guestPanic: .guestPanic
+        case .guestStopped: .guestStopped
         case .noNetwork: .noNetwork
         case .ssh: .ssh
         case .probe: phase == .scenario ? .probe : .deploy

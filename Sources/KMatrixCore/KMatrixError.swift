@@ -17,6 +17,8 @@ public struct KMatrixError: Error, CustomStringConvertible {
         case boot
         /// The guest's kernel panicked or oopsed (the console line is attached).
         case guestPanic = "guest-panic"
+        /// The guest's virtual machine stopped (its QEMU exited or was killed).
+        case guestStopped = "guest-stopped"
         /// The guest has no network interface, so nothing can reach it.
         case noNetwork = "no-network"
         /// OpenSSH could not reach the guest (its own failure, exit 255).
@@ -68,7 +70,7 @@ public struct KMatrixError: Error, CustomStringConvertible {
     public static func exitStatus(for code: Code) -> ExitStatus {
         switch code {
         case .invalidInput: .invalidInput
-        case .hostNotReady, .hypervisor, .image, .boot, .guestPanic, .noNetwork, .ssh, .probe, .command, .timeout, .interrupted, .io:
+        case .hostNotReady, .hypervisor, .image, .boot, .guestPanic, .guestStopped, .noNetwork, .ssh, .probe, .command, .timeout, .interrupted, .io:
             .infrastructure
         }
     }

@@ -177,6 +177,21 @@ struct LibvirtVirtualMachine: VirtualMachine {
         return try? await LibvirtQueue.run { try domain.xmlDescription }
     }
 
+    func stoppedReason() async -> String? {
+        let domain = self.domain
+        let state: Result<Domain.State, LibvirtError> = await LibvirtQueue.run {
+            Result { () throws(LibvirtError) in try domain.state }
+        }
+        switch state {
+        case .success(.shutOff), .success(.crashed):
+            return "libvirt reports domain \(domain.name) shut off: its QEMU process ended"
+        case .failure(let error) where error.code == .noDomain:
+            return "domain \(domain.name) no longer exists: its QEMU process ended"
+        default:
+            return nil
+        }
+    }
+
     /// Through its own handle; if that connection died, by name through a new one.
     func destroy() async throws {
         let domain = self.domain

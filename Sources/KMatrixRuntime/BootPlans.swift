@@ -68,7 +68,7 @@ struct KernelBootPlan: BootPlan {
         var provenance = Provenance()
         provenance.imageSha256 = image.kernelSha256
         provenance.rootfsBuildId = image.rootfsBuildID
-        return PreparedBoot(files: .kernel(kernel: image.kernel, kernelSha256: image.vmlinuzSha256, initrd: image.initramfs,
+        return PreparedBoot(files: .kernel(kernel: image.kernel, kernelSha256: image.bootKernelSha256, initrd: image.initramfs,
                                            initrdSha256: image.initramfsSha256, cmdline: "\(Self.commandLine) kmatrix.sshkey=\(key)"),
                             provenance: provenance, cleanup: [], translationCacheMiB: Self.translationCacheMiB)
     }

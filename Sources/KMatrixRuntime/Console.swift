@@ -24,10 +24,15 @@ public struct ConsoleLog: Sendable {
     /// Why the file stopped growing for a reason of its own (a remote host's console that can no
     /// longer be fetched): a wait ends with that, not with a silent console at its deadline.
     public let channelFailure: @Sendable () -> KMatrixError?
+    /// Why the guest's machine stopped, if it did: a killed QEMU writes nothing more, so the wait
+    /// ends with that cause instead of at its deadline. Asked about once a second.
+    public let machineStopped: @Sendable () async -> String?
 
-    public init(url: URL, channelFailure: @escaping @Sendable () -> KMatrixError? = { nil }) {
+    public init(url: URL, channelFailure: @escaping @Sendable () -> KMatrixError? = { nil },
+                machineStopped: @escaping @Sendable () async -> String? = { nil }) {
         self.url = url
         self.channelFailure = channelFailure
+        self.machineStopped = machineStopped
     }
 
     public func text() -> String {
@@ -80,12 +85,17 @@ public struct ConsoleLog: Sendable {
     public func waitFor(_ markers: [String], within limit: Duration, what: String, poll: Duration = .milliseconds(100),
                         silentHint: String = "a kernel needs its 8250 serial console built in, CONFIG_SERIAL_8250_CONSOLE, to print on ttyS0") async throws -> String {
         let deadline = ContinuousClock.now + limit
+        var nextStopCheck = ContinuousClock.now + .seconds(1)
         while ContinuousClock.now < deadline {
             if Task.isCancelled { throw KMatrixError(.interrupted, "interrupted while waiting for \(what)") }
             let content = text()
             if let marker = markers.first(where: content.contains) { return marker }
             if let crash = Self.crashLine(in: content) { throw KMatrixError(.guestPanic, "guest crashed: \(crash)", consoleLine: crash) }
             if let failure = channelFailure() { throw failure }
+            if ContinuousClock.now >= nextStopCheck {
+                nextStopCheck = ContinuousClock.now + .seconds(1)
+                if let stopped = await machineStopped() { throw KMatrixError(.guestStopped, "the guest stopped before \(what) appeared: \(stopped)") }
+            }
             try? await Task.sleep(for: poll)
         }
         let content = text()

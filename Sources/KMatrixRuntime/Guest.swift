@@ -81,6 +81,8 @@ public protocol GuestSession: Sendable {
     func runProbe(_ arguments: [String], scenario: Scenario, timeout: Duration) async throws -> CommandResult
     /// The first kernel panic or oops line on the console, if any.
     func crashLine() async -> String?
+    /// Why the guest's machine stopped, if it did (an SSH failure then has that cause).
+    func stoppedReason() async -> String?
     /// What the guest reported its kernel lacks for the scenarios (our rootfs's checks).
     var missingFeatures: [MissingFeature] { get }
     func shutdown() async
@@ -88,6 +90,7 @@ public protocol GuestSession: Sendable {
 
 extension GuestSession {
     public var missingFeatures: [MissingFeature] { [] }
+    public func stoppedReason() async -> String? { nil }
 }
 
 /// Brings one kind of guest up.

@@ -50,10 +50,14 @@ public protocol VirtualMachine: Sendable {
     func destroy() async throws
     /// The domain as the hypervisor runs it (libvirt's live XML), kept with the results.
     func definition() async -> String?
+    /// Why the machine no longer runs, when the hypervisor says so; nil while it runs or when
+    /// its state cannot be read (a lost connection proves nothing about the guest).
+    func stoppedReason() async -> String?
 }
 
 extension VirtualMachine {
     public func definition() async -> String? { nil }
+    public func stoppedReason() async -> String? { nil }
 }
 
 /// Starts and finds guests. The libvirt-backed implementation is `LibvirtHypervisor` in the

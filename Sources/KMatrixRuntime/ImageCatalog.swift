@@ -3,6 +3,8 @@ import KMatrixCore
 
 /// A kernel and kmatrix's initramfs rootfs, ready for direct kernel boot.
 public struct KernelImage: Sendable {
+    /// What the guest boots: the shipped bzImage, or its decompressed PVH vmlinux when the kernel
+    /// has that entry (docs/architecture.md, "Boot").
     public var kernel: URL
     public var initramfs: URL
     public var kernelRelease: String?
@@ -10,7 +12,7 @@ public struct KernelImage: Sendable {
     public var kernelSha256: String?
     public var rootfsBuildID: String?
     /// sha256 of the two boot files themselves (what a remote host's pool names them by).
-    public var vmlinuzSha256: String
+    public var bootKernelSha256: String
     public var initramfsSha256: String
 }
 
@@ -30,6 +32,9 @@ struct KernelImageManifest: Decodable {
     var debSha256: String?
     var vmlinuzSha256: String?
     var initramfsSha256: String?
+    /// `vmlinux` when the recipe found a PVH entry, else `vmlinuz`; absent in older images.
+    var bootKernel: String?
+    var bootKernelSha256: String?
 }
 
 /// `manifest.json` of images/legacy-kernel.
@@ -213,15 +218,16 @@ public actor ImageCatalog {
         }
         var kernelSha256 = manifest.debSha256
         if kernelSha256 == nil, let kernelFile { kernelSha256 = try await verdicts.sha256(of: kernelFile, what: "kernel file", digests: digests) }
-        let kernel = out.appendingPathComponent("vmlinuz"), initramfs = out.appendingPathComponent("initramfs.gz")
-        var vmlinuzSha256 = manifest.vmlinuzSha256
-        if vmlinuzSha256 == nil { vmlinuzSha256 = try await verdicts.sha256(of: kernel, what: "kernel", digests: digests) }
+        let bootFile = manifest.bootKernel == "vmlinux" ? "vmlinux" : "vmlinuz"
+        let kernel = out.appendingPathComponent(bootFile), initramfs = out.appendingPathComponent("initramfs.gz")
+        var bootKernelSha256 = manifest.bootKernel == nil ? manifest.vmlinuzSha256 : manifest.bootKernelSha256
+        if bootKernelSha256 == nil { bootKernelSha256 = try await verdicts.sha256(of: kernel, what: "kernel", digests: digests) }
         var initramfsSha256 = manifest.initramfsSha256
         if initramfsSha256 == nil { initramfsSha256 = try await verdicts.sha256(of: initramfs, what: "initramfs", digests: digests) }
         return KernelImage(
             kernel: kernel, initramfs: initramfs,
             kernelRelease: manifest.kernelRelease, kernelSha256: kernelSha256, rootfsBuildID: manifest.buildId,
-            vmlinuzSha256: vmlinuzSha256 ?? "", initramfsSha256: initramfsSha256 ?? "")
+            bootKernelSha256: bootKernelSha256 ?? "", initramfsSha256: initramfsSha256 ?? "")
     }
 
     /// Kernel files as absolute paths, each a readable regular file.

@@ -174,6 +174,9 @@ public struct Orchestrator: Sendable {
             output = try await session.runProbe(scenario.parameters.arguments, scenario: scenario, timeout: .seconds(context.timeouts.scenario))
         } catch {
             if let crash = await crashed() { return errorCell(crash) }
+            if let stopped = await session.stoppedReason() {
+                return errorCell(CellFailure(.guestStopped, phase: .scenario, "the guest stopped while the scenario ran: \(stopped)"))
+            }
             let error = KMatrixError.from(error)
             if Task.isCancelled || error.code == .interrupted {
                 return errorCell(CellFailure(.interrupted, phase: .scenario, "interrupted while the scenario ran"))

@@ -97,7 +97,7 @@ public struct VirtualMachineLauncher: GuestLauncher {
             throw error
         }
         localFiles += []
-        let log = ConsoleLog(url: console, channelFailure: { [channel] in channel.failure() })
+        let log = ConsoleLog(url: console, channelFailure: { [channel] in channel.failure() }, machineStopped: { await machine.stoppedReason() })
         var target = SSHTarget(port: port, user: plan.user, keys: keys)
         target.jump = hypervisor.jump
         target.awaitBanner = hypervisor.jump == nil ? awaitBanner : nil
@@ -118,7 +118,8 @@ public struct VirtualMachineLauncher: GuestLauncher {
             }
             let first: CommandResult
             do {
-                first = try await ssh.waitUntilReachable(within: reachableWithin, probe: Self.identityCommand) { log.crashLine() }
+                first = try await ssh.waitUntilReachable(within: reachableWithin, probe: Self.identityCommand,
+                                                         stopped: { await machine.stoppedReason() }) { log.crashLine() }
             } catch let error as KMatrixError where error.code == .ssh {
                 throw plan.explainUnreachable(error, console: log)
             }
@@ -254,6 +255,8 @@ struct VirtualMachineSession: GuestSession {
     }
 
     func crashLine() async -> String? { console.crashLine() }
+
+    func stoppedReason() async -> String? { await machine.stoppedReason() }
 
     func shutdown() async {
         await ssh.close()

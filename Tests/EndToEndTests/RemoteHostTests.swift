@@ -74,6 +74,27 @@ extension EndToEnd {
             #expect(host.virsh("vol-list --pool kmatrix").contains("kmatrix-"))
         }
 
+        @Test func doctorChecksAndGcCleansTheSecondHostToo() throws {
+            let host = try SecondHost()
+            defer { host.stop() }
+            let doctor = try Harness.run(["doctor", "--connect", "qemu:///system", "--connect", host.uri])
+            #expect(doctor.status == 0, "\(doctor.stdout)\n\(doctor.stderr)")
+            let libvirtLines = doctor.stdout.split(separator: "\n").filter { $0.hasPrefix("ok    libvirt (") }
+            #expect(libvirtLines.count == 2, "\(doctor.stdout)")
+            #expect(libvirtLines.contains { $0.contains("(\(host.name))") && $0.contains(host.uri) }, "\(doctor.stdout)")
+
+            // A run killed outright on the second host leaves its volumes there and its folder here.
+            let killed = try Harness.run(["run", "--connect", host.uri, "--guest", "debian-12-6.1", "--scenario", "failopen-socket-overflow"],
+                                         interruptWhen: { _ in host.virsh("list --name").contains("kmatrix-") }, signal: SIGKILL)
+            #expect(killed.killedBySignal && killed.status == SIGKILL)
+            #expect(!host.leftovers().isEmpty)
+            let gc = try Harness.run(["gc", "--connect", host.uri])
+            #expect(gc.status == 0, "\(gc.stdout)\n\(gc.stderr)")
+            #expect(gc.stdout.contains(" on \(host.name)"), "\(gc.stdout)")
+            #expect(host.leftovers().isEmpty, "\(host.leftovers())")
+            #expect(Harness.kmatrixLeftovers().isEmpty)
+        }
+
         @Test func twoHostsSplitTheGuestsAndAHostThatDiesErrorsOnlyItsOwn() throws {
             let host = try SecondHost()
             defer { host.stop() }
@@ -104,6 +125,9 @@ extension EndToEnd {
             let took = try dying.results().run.durationS
             #expect(took < 200, "\(took) s")
             #expect(Harness.kmatrixLeftovers().isEmpty)
+            // The dead host's guests outlive its libvirtd; the fixture must not leave them to the next test.
+            host.stop()
+            #expect(Harness.shell("pgrep -f 'qemu-system[-]x86_64.*kmatrix-pool' || true").isEmpty)
         }
     }
 }

@@ -36,6 +36,13 @@ extension EndToEnd {
             #expect(result.cell(guest: "debian-12-6.1", scenario: "failopen-socket-overflow")?.kernel?.hasPrefix("6.1.") == true)
             #expect(result.cell(guest: "debian-13-6.12", scenario: "failopen-socket-overflow")?.kernel?.hasPrefix("6.12.") == true)
             #expect(result.run.accelerator != nil)
+            // Debian's kernels carry a PVH entry, so they boot as the decompressed ELF; the legacy
+            // fixture's minimal config has none and boots as its bzImage (docs/architecture.md, "Boot").
+            for (guest, file) in [("debian-12-6.1", "vmlinux"), ("debian-13-6.12", "vmlinux"), ("legacy-6.1-failopen-reverted", "vmlinuz")] {
+                let xml = try String(contentsOf: run.output.appendingPathComponent("domains/\(guest).xml"), encoding: .utf8)
+                let kernel = try #require(xml.firstMatch(of: /<kernel>([^<]+)<\/kernel>/)).output.1
+                #expect(kernel.hasSuffix("/" + file), "\(guest) boots \(kernel)")
+            }
         }
 
         @Test func legacyFixtureDropsWhereItsStockTwinReinjects() throws {
@@ -79,6 +86,29 @@ extension EndToEnd {
             let result = try run.results()
             #expect(result.cells.first?.outcome == .error)
             #expect(result.cells.first?.reason.contains("interrupted") == true)
+        }
+
+        @Test func aGuestWhoseQEMUIsKilledSaysSoAndLeavesNothing() throws {
+            var killed = false
+            let run = try Harness.run(["run", "--guest", "debian-12-6.1"], whileRunning: { out in
+                guard !killed else { return true }
+                let console = (try? String(contentsOf: out.appendingPathComponent("console/debian-12-6.1.log"), encoding: .utf8)) ?? ""
+                guard console.contains("KMATRIX-READY") else { return false }
+                _ = Harness.shell("pkill -KILL -f 'qemu-system[-]x86_64 -name guest=kmatrix-[0-9a-f]*-debian-12-6.1,'")
+                killed = true
+                return true
+            })
+            #expect(killed)
+            let cells = try run.results().cells
+            #expect(cells.count == 6)
+            #expect(cells.allSatisfy { $0.outcome == .error })
+            // Whichever step the kill landed in (SSH wait or a scenario), the cause is named.
+            let first = try #require(cells.first { $0.failure?.kind != .notRun })
+            #expect(first.failure?.kind == .guestStopped, "\(first.reason)")
+            #expect(first.reason.contains("its QEMU process ended"), "\(first.reason)")
+            // Its only guest measured nothing: infrastructure, not a mismatch.
+            #expect(run.status == 3, "\(run.stderr)")
+            #expect(Harness.kmatrixLeftovers().isEmpty)
         }
 
         @Test func vendorImagesWithoutFilesAreSkippedWithInstructions() throws {

@@ -42,6 +42,8 @@ struct FakeLauncher: GuestLauncher {
     var probeDelay: Duration = .zero
     var probeOutput = reinjectedProbeOutput
     var crashAfterFirstScenario = false
+    /// The machine stops under the probe: SSH fails, and the hypervisor says why.
+    var stoppedReason: String?
 
     func unavailability(_ guest: GuestSpec, context: RunContext) async -> CellFailure? {
         unavailable.map { CellFailure(.imageMissing, phase: .prepare, $0) }
@@ -85,6 +87,8 @@ final class FakeSession: GuestSession {
     func crashLine() async -> String? {
         launcher.crashAfterFirstScenario && ran.withLock({ $0 }) >= 1 ? "Kernel panic - not syncing: Fatal exception in interrupt" : nil
     }
+
+    func stoppedReason() async -> String? { ran.withLock({ $0 }) >= 1 ? launcher.stoppedReason : nil }
 
     func shutdown() async { launcher.ledger.shutDown(name) }
 }
@@ -166,6 +170,20 @@ final class CellBox: Sendable {
         #expect(cells[0].failure?.kind == .guestPanic)
         #expect(cells[1].failure?.kind == .notRun)
         #expect(ledger.snapshot.shutDown == ["panicky"])
+    }
+
+    @Test func aMachineThatStopsUnderAScenarioSaysSoInsteadOfBlamingSSH() async {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, probeError: KMatrixError(.ssh, "ssh to root@127.0.0.1:2222 failed"),
+                                    stoppedReason: "domain kmatrix-x no longer exists: its QEMU process ended")
+        let matrix = matrix(["killed"])
+        let cells = await orchestrator { _ in launcher }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells.count == 2)
+        #expect(cells[0].failure?.kind == .guestStopped)
+        #expect(cells[0].reason == "the guest stopped while the scenario ran: domain kmatrix-x no longer exists: its QEMU process ended")
+        #expect(cells[1].failure?.kind == .notRun)
+        #expect(cells[1].reason.hasPrefix("not run: the guest stopped"))
+        #expect(ledger.snapshot.probes == 1)
     }
 
     @Test func parallelismIsBoundedByJobs() async {

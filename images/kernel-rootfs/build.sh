@@ -31,6 +31,8 @@
 #
 # Produces in --out DIR:
 #   vmlinuz        the kernel, as shipped in the .deb
+#   vmlinux        only for a kernel with a PVH entry (CONFIG_PVH): its decompressed ELF, which
+#                  the guest boots instead (manifest "boot_kernel"; docs/architecture.md, "Boot")
 #   initramfs.gz   gzip'd cpio (newc) rootfs, bit-for-bit reproducible from the same inputs
 #   manifest.json  {"suite","package","version","deb_sha256","kernel_release",
 #                   "initramfs_sha256","build_id","modules":[...], ...}
@@ -146,6 +148,35 @@ PROBE=$(readlink -f "$PROBE")
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
+# Under TCG a distro bzImage spends ~5 s of every boot decompressing itself. QEMU boots an ELF
+# vmlinux that carries the PVH entry note (Xen note type 18, CONFIG_PVH) directly, so the
+# payload is decompressed once, here. The bzImage header says where the payload is (boot
+# protocol 2.08+); its last 4 bytes are the decompressed size (gzip's ISIZE, or the size the
+# kernel build appends to the other formats), which bounds and checks the output.
+le() { od -An -tu"$2" -j "$1" -N"$2" "$3" | tr -d ' '; }
+pvh_kernel() { # bzImage out: writes out and succeeds only for a kernel QEMU can boot by PVH
+	local bz=$1 out=$2 setup version start length size magic keep dec
+	[ "$(od -An -tx1 -j 514 -N4 "$bz" | tr -d ' ')" = 48647253 ] || return 1   # "HdrS"
+	version=$(le 518 2 "$bz"); ((version >= 0x208)) || return 1
+	setup=$(le 497 1 "$bz"); ((setup)) || setup=4
+	start=$(( (setup + 1) * 512 + $(le 584 4 "$bz") )); length=$(le 588 4 "$bz")
+	((length > 4 && start + length <= $(stat -c %s "$bz"))) || return 1
+	size=$(le $((start + length - 4)) 4 "$bz")
+	((size > 0 && size <= 512 << 20)) || return 1
+	magic=$(od -An -tx1 -j "$start" -N6 "$bz" | tr -d ' ')
+	keep=$((length - 4))
+	case $magic in
+		1f8b*) dec=(gzip -dc); keep=$length ;;
+		fd377a585a00) dec=(xz -dc --single-stream) ;;
+		28b52ffd*) dec=(zstd -dcq) ;;
+		02214c18*) dec=(lz4 -dcq) ;;
+		*) return 1 ;;
+	esac
+	tail -c +$((start + 1)) "$bz" | head -c "$keep" | "${dec[@]}" 2>/dev/null | head -c $((size + 1)) >"$out" || true
+	[ "$(stat -c %s "$out")" = "$size" ] && [ "$(head -c4 "$out" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] &&
+		readelf -n "$out" 2>/dev/null | grep -q '^ *Xen .*(0x00000012)' || { rm -f "$out"; return 1; }
+}
+
 # ---------------------------------------------------------------- private apt
 apt_setup() {
 	km_apt_use "$CACHE/apt/$SUITE"
@@ -229,13 +260,20 @@ build_id_for() { # deb shas...
 outputs_ok() { # stamp in OUT says $1 and the files are intact
 	[ -f "$OUT/.kmatrix-stamp" ] && [ "$(cat "$OUT/.kmatrix-stamp")" = "$1" ] || return 1
 	[ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initramfs.gz" ] && [ -f "$OUT/manifest.json" ] || return 1
-	[ "$(km_manifest_get "$OUT/manifest.json" initramfs_sha256)" = "$(sha "$OUT/initramfs.gz")" ]
+	[ "$(km_manifest_get "$OUT/manifest.json" initramfs_sha256)" = "$(sha "$OUT/initramfs.gz")" ] || return 1
+	local boot; boot=$(km_manifest_get "$OUT/manifest.json" boot_kernel)
+	[ -n "$boot" ] && [ "$(km_manifest_get "$OUT/manifest.json" boot_kernel_sha256)" = "$(sha "$OUT/$boot")" ]
 }
 
-built_ok() { local b=$CACHE/builds/$1; [ -f "$b/manifest.json" ] && [ -f "$b/initramfs.gz" ] && [ -f "$b/vmlinuz" ]; }
+built_ok() {
+	local b=$CACHE/builds/$1 boot
+	[ -f "$b/manifest.json" ] && [ -f "$b/initramfs.gz" ] && [ -f "$b/vmlinuz" ] || return 1
+	boot=$(km_manifest_get "$b/manifest.json" boot_kernel); [ -n "$boot" ] && [ -f "$b/$boot" ]
+}
 publish() { # copy builds/ID to OUT, stamp it
 	local b=$CACHE/builds/$1 f
-	for f in vmlinuz initramfs.gz manifest.json; do
+	rm -f "$OUT/vmlinux"
+	for f in vmlinuz initramfs.gz manifest.json $([ -f "$b/vmlinux" ] && echo vmlinux); do
 		cp -p "$b/$f" "$OUT/.$f.new" && mv "$OUT/.$f.new" "$OUT/$f"
 	done
 	printf '%s\n' "$INPUT_KEY" >"$OUT/.kmatrix-stamp"
@@ -506,7 +544,9 @@ else
 	rm -rf "$STAGE"; mkdir -p "$STAGE"
 	cp "$VMLINUZ" "$STAGE/vmlinuz"
 	mv "$TMP/initramfs.gz" "$STAGE/initramfs.gz"
-	touch -d "@$SDE" "$STAGE/vmlinuz" "$STAGE/initramfs.gz"
+	BOOT_KERNEL=vmlinuz
+	if pvh_kernel "$STAGE/vmlinuz" "$STAGE/vmlinux"; then BOOT_KERNEL=vmlinux; log "PVH entry found: the guest boots the decompressed vmlinux"; fi
+	touch -d "@$SDE" "$STAGE/vmlinuz" "$STAGE/initramfs.gz" "$STAGE/$BOOT_KERNEL"
 	# shellcheck disable=SC2086 # $ALL_KO: one module name per word
 	jq -n --arg build_id "$BUILD_ID" --arg deb "${DEB_SHAS[0]}" --argjson debs "$(km_json_list "${DEB_SHAS[@]}")" \
 		--arg flavour "$R_FLAV" --arg initramfs "$(sha "$STAGE/initramfs.gz")" --argjson size "$(stat -c %s "$STAGE/initramfs.gz")" \
@@ -514,7 +554,8 @@ else
 		--argjson builtin "$(km_json_list "${BUILTINS[@]}")" --argjson files "$(km_json_list $ALL_KO)" \
 		--argjson missing "$(km_json_list "${MISSING_LIST[@]}")" --arg package "$R_PKG" --arg probe "$PROBE_SHA" \
 		--arg suite "$SUITE" --arg version "$R_VER" --arg vmlinuz "$(sha "$STAGE/vmlinuz")" \
-		'{build_id: $build_id, deb_sha256: $deb, debs_sha256: $debs, flavour: $flavour, initramfs_sha256: $initramfs,
+		--arg boot "$BOOT_KERNEL" --arg boot_sha "$(sha "$STAGE/$BOOT_KERNEL")" \
+		'{boot_kernel: $boot, boot_kernel_sha256: $boot_sha, build_id: $build_id, deb_sha256: $deb, debs_sha256: $debs, flavour: $flavour, initramfs_sha256: $initramfs,
 		  initramfs_size: $size, kernel_release: $release, modules: $modules, modules_absent: $absent, modules_builtin: $builtin,
 		  modules_files: $files, modules_missing: $missing, package: $package, probe_sha256: $probe, schema: 1,
 		  suite: $suite, version: $version, vmlinuz_sha256: $vmlinuz}' >"$STAGE/manifest.json"

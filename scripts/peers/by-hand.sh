@@ -29,12 +29,13 @@ cat >"$work/domain.xml" <<XML
   <on_reboot>destroy</on_reboot>
   <devices>
     <serial type='file'><source path='$work/console.log'/></serial>
+    <memballoon model='none'/>
   </devices>
   <qemu:commandline>
     <qemu:arg value='-netdev'/>
     <qemu:arg value='user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22'/>
     <qemu:arg value='-device'/>
-    <qemu:arg value='virtio-net-pci,netdev=n0,romfile='/>
+    <qemu:arg value='virtio-net-pci,netdev=n0,romfile=,bus=pci.0,addr=0x10'/>
   </qemu:commandline>
 </domain>
 XML

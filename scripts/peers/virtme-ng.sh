@@ -20,11 +20,15 @@ vmlinuz=$(ls "$work"/root/boot/vmlinuz-*)
 # private mount namespace, so the host's /lib/modules is never touched.
 created=0
 [ -d /lib/modules ] || { mkdir /lib/modules; created=1; }
+# Without --verbose, vng 1.42 under TCG with a distro kernel finds no virtio-serial script ports,
+# prints nothing and exits 255; with it, the script's output comes on the console among the
+# kernel's lines, so the probe's JSON is cut out of that.
 status=0
 unshare --mount --propagation private bash -c '
     mount --bind "$1/root/lib/modules" /lib/modules
-    PATH=$2/bin:$PATH vng --run "$3" --disable-kvm --force-9p --disable-microvm -m 256M -p 1 \
+    PATH=$2/bin:$PATH vng --verbose --run "$3" --disable-kvm --force-9p --disable-microvm -m 256M -p 1 \
         --exec "modprobe -a nfnetlink_queue xt_NFQUEUE iptable_filter && $4 --packets 2000 --maxlen 2048 --fail-open 1 --rcvbuf-mode plain --rcvbuf 4096 --consumer paused"
-' _ "$work" "$venv" "$vmlinuz" "$probe" || status=$?
+' _ "$work" "$venv" "$vmlinuz" "$probe" >"$work/console" 2>&1 || status=$?
 ((created)) && rmdir /lib/modules 2>/dev/null
-exit $status
+tr -d '\r' <"$work/console" | sed -n '/^{$/,/^}$/p' | tee "$work/probe.json"
+grep -q '"error": null' "$work/probe.json" || { echo "virtme-ng: no probe result (vng exited $status); console tail:" >&2; tail -5 "$work/console" >&2; exit 1; }

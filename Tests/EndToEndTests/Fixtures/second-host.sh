@@ -70,11 +70,19 @@ stop-libvirt)
 	kill "$(cat "$dir/libvirtd.pid")" 2>/dev/null || true
 	;;
 stop)
+	# Everything in the host's private mount namespace goes, QEMU included: a libvirtd that was
+	# stopped mid-run (stop-libvirt) leaves its guests running, and their command lines name
+	# only the namespace's paths, never DIR.
+	ns=$(readlink "/proc/$(cat "$dir/sshd.pid" 2>/dev/null)/ns/mnt" 2>/dev/null || true)
+	[ "$ns" != "$(readlink /proc/$$/ns/mnt)" ] || ns=""
 	for pid in $(pids); do kill "$pid" 2>/dev/null || true; done
 	sleep 1
 	for pid in $(pids); do kill -9 "$pid" 2>/dev/null || true; done
-	# QEMU processes the second libvirtd started, should any be left.
-	pkill -f "qemu-system.*$dir" 2>/dev/null || true
+	if [ -n "$ns" ]; then
+		for p in /proc/[0-9]*; do
+			[ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$ns" ] && kill -9 "${p#/proc/}" 2>/dev/null || true
+		done
+	fi
 	rm -rf "$dir"
 	;;
 *) echo "usage: second-host.sh start DIR PORT | stop-libvirt DIR | stop DIR" >&2; exit 2 ;;
