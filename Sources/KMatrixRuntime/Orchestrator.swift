@@ -153,6 +153,17 @@ public struct Orchestrator: Sendable {
         return finish(cells)
     }
 
+    /// A killed QEMU closes its SSH forward at once, while libvirt learns of the death a moment
+    /// later (seen in scripts/soak: the scenario's ssh failed first): ask for a few seconds.
+    static func stoppedReason(of session: any GuestSession, within limit: Duration = .seconds(5)) async -> String? {
+        let deadline = ContinuousClock.now + limit
+        while true {
+            if let reason = await session.stoppedReason() { return reason }
+            if ContinuousClock.now >= deadline || Task.isCancelled { return nil }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+    }
+
     func measure(_ scenario: Scenario, guest: GuestSpec, matrix: Matrix, session: any GuestSession, context: RunContext) async -> CellResult {
         let started = ContinuousClock.now
         let identity = session.identity
@@ -174,12 +185,12 @@ public struct Orchestrator: Sendable {
             output = try await session.runProbe(scenario.parameters.arguments, scenario: scenario, timeout: .seconds(context.timeouts.scenario))
         } catch {
             if let crash = await crashed() { return errorCell(crash) }
-            if let stopped = await session.stoppedReason() {
-                return errorCell(CellFailure(.guestStopped, phase: .scenario, "the guest stopped while the scenario ran: \(stopped)"))
-            }
             let error = KMatrixError.from(error)
             if Task.isCancelled || error.code == .interrupted {
                 return errorCell(CellFailure(.interrupted, phase: .scenario, "interrupted while the scenario ran"))
+            }
+            if error.code == .ssh, let stopped = await Self.stoppedReason(of: session) {
+                return errorCell(CellFailure(.guestStopped, phase: .scenario, "the guest stopped while the scenario ran: \(stopped)"))
             }
             return errorCell(CellFailure(error, phase: .scenario))
         }

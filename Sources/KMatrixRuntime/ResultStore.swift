@@ -114,6 +114,8 @@ public actor ResultStore {
 /// The output folder of a run: `--out DIR`, or `results/<UTC timestamp>/` with `results/latest`
 /// pointing at it. Problems are the user's input (exit 2), found before anything boots.
 public enum OutputDirectory {
+    public static let minimumFreeBytes: Int64 = 16 << 20
+
     public static func prepare(_ requested: String?, relativeTo base: URL, startedAt date: Date) throws -> URL {
         let manager = FileManager.default
         let url: URL
@@ -140,6 +142,13 @@ public enum OutputDirectory {
             throw KMatrixError(.invalidInput, "cannot write into \(url.path) (read-only or full)")
         }
         try? manager.removeItem(at: probe)
+        // A full filesystem still takes an empty file, then loses every console log and report:
+        // the guests would wait out their deadlines on consoles libvirt cannot write (scripts/soak).
+        if let free = (try? manager.attributesOfFileSystem(forPath: url.path))?[.systemFreeSize] as? NSNumber,
+           free.int64Value < minimumFreeBytes {
+            throw KMatrixError(.io, "\(url.path) has only \(free.int64Value / 1024) KiB free; a run needs \(minimumFreeBytes >> 20) MiB there "
+                + "for its console logs, results and reports")
+        }
         if requested == nil {
             let latest = url.deletingLastPathComponent().appendingPathComponent("latest")
             try? manager.removeItem(at: latest)

@@ -35,6 +35,20 @@ extension EndToEnd {
             }
         }
 
+        @Test func aFullOutputFilesystemIsRefusedBeforeAnythingBoots() throws {
+            let folder = try Harness.scratchDirectory("full-output")
+            defer { try? FileManager.default.removeItem(at: folder) }
+            #expect(Harness.shell("mount -t tmpfs -o size=64k tmpfs '\(folder.path)' && head -c 60000 /dev/zero > '\(folder.path)/filler'; echo $?")
+                .trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+            defer { _ = Harness.shell("umount '\(folder.path)'") }
+            let out = folder.appendingPathComponent("run")
+            let run = try Harness.run(["run", "--guest", "debian-12-6.1", "--out", out.path], limit: 120)
+            #expect(run.status == 3, "\(run.stderr)")
+            #expect(run.stderr.contains("KiB free; a run needs 16 MiB there"), "\(run.stderr)")
+            #expect(!run.stderr.contains("booting"))
+            #expect(Harness.kmatrixLeftovers().isEmpty)
+        }
+
         @Test func gcRemovesWhatAKilledRunLeftAndNothingElse() throws {
             let bystander = FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-not-a-run-\(UUID().uuidString.prefix(6))")
             try Data("mine".utf8).write(to: bystander)

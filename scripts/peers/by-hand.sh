@@ -47,6 +47,7 @@ for _ in $(seq 1 240); do
     ssh "${ssh_opts[@]}" -l root 127.0.0.1 true 2>/dev/null && break
     sleep 0.5
 done
-scp -q -P "$port" "${ssh_opts[@]:0:2}" "${ssh_opts[@]:4}" "$probe" root@127.0.0.1:/tmp/kmatrix-probe
+# The rootfs's dropbear has no sftp-server, which OpenSSH's scp needs: copy through a pipe.
+ssh "${ssh_opts[@]}" -l root 127.0.0.1 'cat >/tmp/kmatrix-probe && chmod +x /tmp/kmatrix-probe' <"$probe"
 ssh "${ssh_opts[@]}" -l root 127.0.0.1 /tmp/kmatrix-probe --packets 2000 --maxlen 2048 --fail-open 1 \
     --rcvbuf-mode plain --rcvbuf 4096 --consumer paused
