@@ -92,6 +92,9 @@ XT_EXTS=(libxt_standard libxt_NFQUEUE libxt_udp libxt_tcp libipt_icmp libxt_mark
 
 log() { km_log "$@"; }
 die() { km_die "$@"; }
+# Decompressing a kernel's payload for the PVH boot (pvh_kernel): without these it would
+# silently fall back to the slower bzImage boot.
+km_need xz zstd lz4 gzip readelf od
 
 SUITE="" PROBE="" CACHE="" OUT="" FLAVOUR=auto OFFLINE=0 REFRESH=0 FORCE=0
 DEBS=() RPMS=() BZIMAGE="" MODULES_DIR=""
