@@ -156,17 +156,18 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 # payload is decompressed once, here. The bzImage header says where the payload is (boot
 # protocol 2.08+); its last 4 bytes are the decompressed size (gzip's ISIZE, or the size the
 # kernel build appends to the other formats), which bounds and checks the output.
-le() { od -An -tu"$2" -j "$1" -N"$2" "$3" | tr -d ' '; }
+# le OFFSET BYTES FILE: an unsigned little-endian field, 0 past the end of a short file
+le() { local v; v=$(od -An -tu"$2" -j "$1" -N"$2" "$3" 2>/dev/null | tr -d ' \n'); echo "${v:-0}"; }
 pvh_kernel() { # bzImage out: writes out and succeeds only for a kernel QEMU can boot by PVH
 	local bz=$1 out=$2 setup version start length size magic keep dec
-	[ "$(od -An -tx1 -j 514 -N4 "$bz" | tr -d ' ')" = 48647253 ] || return 1   # "HdrS"
+	[ "$(od -An -tx1 -j 514 -N4 "$bz" 2>/dev/null | tr -d ' ')" = 48647253 ] || return 1   # "HdrS"
 	version=$(le 518 2 "$bz"); ((version >= 0x208)) || return 1
 	setup=$(le 497 1 "$bz"); ((setup)) || setup=4
 	start=$(( (setup + 1) * 512 + $(le 584 4 "$bz") )); length=$(le 588 4 "$bz")
 	((length > 4 && start + length <= $(stat -c %s "$bz"))) || return 1
 	size=$(le $((start + length - 4)) 4 "$bz")
 	((size > 0 && size <= 512 << 20)) || return 1
-	magic=$(od -An -tx1 -j "$start" -N6 "$bz" | tr -d ' ')
+	magic=$(od -An -tx1 -j "$start" -N6 "$bz" 2>/dev/null | tr -d ' ')
 	keep=$((length - 4))
 	case $magic in
 		1f8b*) dec=(gzip -dc); keep=$length ;;
