@@ -112,7 +112,8 @@ public actor ResultStore {
 }
 
 /// The output folder of a run: `--out DIR`, or `results/<UTC timestamp>/` with `results/latest`
-/// pointing at it. Problems are the user's input (exit 2), found before anything boots.
+/// pointing at it. Problems are found before anything boots: an unusable folder is the user's
+/// input (exit 2), too little free space there is infrastructure (exit 3).
 public enum OutputDirectory {
     public static let minimumFreeBytes: Int64 = 16 << 20
 
@@ -147,7 +148,7 @@ public enum OutputDirectory {
         if let free = (try? manager.attributesOfFileSystem(forPath: url.path))?[.systemFreeSize] as? NSNumber,
            free.int64Value < minimumFreeBytes {
             throw KMatrixError(.io, "\(url.path) has only \(free.int64Value / 1024) KiB free; a run needs \(minimumFreeBytes >> 20) MiB there "
-                + "for its console logs, results and reports")
+                + "for its console logs, results and reports: free some space there or pass another --out")
         }
         if requested == nil {
             let latest = url.deletingLastPathComponent().appendingPathComponent("latest")

@@ -119,7 +119,7 @@ public struct VirtualMachineLauncher: GuestLauncher {
             let first: CommandResult
             do {
                 first = try await ssh.waitUntilReachable(within: reachableWithin, probe: Self.identityCommand,
-                                                         stopped: { await machine.stoppedReason() }) { log.crashLine() }
+                                                         stopped: log.machineStopped) { log.crashLine() }
             } catch let error as KMatrixError where error.code == .ssh {
                 throw plan.explainUnreachable(error, console: log)
             }

@@ -45,6 +45,7 @@ extension EndToEnd {
             let run = try Harness.run(["run", "--guest", "debian-12-6.1", "--out", out.path], limit: 120)
             #expect(run.status == 3, "\(run.stderr)")
             #expect(run.stderr.contains("KiB free; a run needs 16 MiB there"), "\(run.stderr)")
+            #expect(run.stderr.contains("free some space there or pass another --out"), "\(run.stderr)")
             #expect(!run.stderr.contains("booting"))
             #expect(Harness.kmatrixLeftovers().isEmpty)
         }
