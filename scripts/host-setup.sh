@@ -141,8 +141,15 @@ start_libvirtd() {
     # once. This host's PID 1 reaps orphans only every ~2 s, which made every destroy
     # wait 1.3-2 s. `libvirtd -d` would not work here: tini exits when its child does.
     # setsid -f detaches it from this shell's session so it outlives the script.
-    setsid -f tini -s -- libvirtd </dev/null >>"$LIBVIRTD_LOG" 2>&1 \
-        || die "could not launch tini/libvirtd"
+    # It must not keep the caller's other descriptors either: a Foundation Process (the tests)
+    # learns that its child ended only when every copy of one inherited socket is closed.
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+        done
+        exec setsid -f tini -s -- libvirtd </dev/null >>"$LIBVIRTD_LOG" 2>&1
+    ) || die "could not launch tini/libvirtd"
     local deadline=$((SECONDS + SOCKET_WAIT_S))
     until healthy; do
         if ((SECONDS >= deadline)); then

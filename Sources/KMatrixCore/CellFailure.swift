@@ -15,6 +15,10 @@ public struct CellFailure: Sendable, Hashable, Codable {
         case guestPanic = "guest-panic"
         /// The guest's virtual machine stopped under the run (its QEMU exited or was killed).
         case guestStopped = "guest-stopped"
+        /// libvirtd stopped or restarted under the run and destroyed the guest with the run's
+        /// connection: the host's fault, not the kernel's. The guest is booted once more; this
+        /// kind remains only when that second boot was lost the same way.
+        case hypervisorLost = "hypervisor-lost"
         /// The guest came up without a network interface, so SSH cannot reach it.
         case noNetwork = "no-network"
         case ssh
@@ -66,7 +70,7 @@ public struct CellFailure: Sendable, Hashable, Codable {
     /// has no network or stopped answering SSH would fail them all the same way, slowly).
     public var endsGuest: Bool {
         switch kind {
-        case .guestPanic, .guestStopped, .noNetwork, .interrupted, .hostUnavailable, .ssh: true
+        case .guestPanic, .guestStopped, .hypervisorLost, .noNetwork, .interrupted, .hostUnavailable, .ssh: true
         default: false
         }
     }
@@ -81,6 +85,7 @@ public struct CellFailure: Sendable, Hashable, Codable {
         case .boot: .boot
         case .guestPanic: .guestPanic
         case .guestStopped: .guestStopped
+        case .hypervisorLost: .hypervisorLost
         case .noNetwork: .noNetwork
         case .ssh: .ssh
         case .probe: phase == .scenario ? .probe : .deploy

@@ -19,6 +19,9 @@ public struct KMatrixError: Error, CustomStringConvertible {
         case guestPanic = "guest-panic"
         /// The guest's virtual machine stopped (its QEMU exited or was killed).
         case guestStopped = "guest-stopped"
+        /// The hypervisor ended the guest, not the guest itself: libvirtd stopped or restarted and
+        /// destroyed the run's guests with the connection that started them.
+        case hypervisorLost = "hypervisor-lost"
         /// The guest has no network interface, so nothing can reach it.
         case noNetwork = "no-network"
         /// OpenSSH could not reach the guest (its own failure, exit 255).
@@ -70,7 +73,7 @@ public struct KMatrixError: Error, CustomStringConvertible {
     public static func exitStatus(for code: Code) -> ExitStatus {
         switch code {
         case .invalidInput: .invalidInput
-        case .hostNotReady, .hypervisor, .image, .boot, .guestPanic, .guestStopped, .noNetwork, .ssh, .probe, .command, .timeout, .interrupted, .io:
+        case .hostNotReady, .hypervisor, .image, .boot, .guestPanic, .guestStopped, .hypervisorLost, .noNetwork, .ssh, .probe, .command, .timeout, .interrupted, .io:
             .infrastructure
         }
     }

@@ -8,10 +8,12 @@ import Synchronization
 ///
 /// Guests are transient and started with libvirt's autodestroy: if this process dies
 /// or drops the connection, libvirt kills its guests, so a crash leaves no VM behind.
-/// A libvirtd that restarts mid-run keeps its guests but forgets the autodestroy, and the
-/// old connection is dead: every call then reconnects once, and guests are destroyed by
-/// name through the new connection. `kmatrixDomains`/`destroyDomain` find leftovers of other
-/// connections by their metadata.
+/// A libvirtd that stops or restarts mid-run closes the connection: a graceful stop destroys the
+/// run's guests with it (their cells become `hypervisor-lost`, and the orchestrator boots them
+/// once more); one that crashed keeps them but forgets the autodestroy. Either way every call
+/// then reconnects, waiting out the restart, and guests are found and destroyed by name through
+/// the new connection. `kmatrixDomains`/`destroyDomain` find leftovers of other connections by
+/// their metadata (docs/architecture.md, "Errors").
 public final class LibvirtHypervisor: Hypervisor {
     public let uri: String
     private let live: Mutex<Connection>
@@ -55,17 +57,52 @@ public final class LibvirtHypervisor: Hypervisor {
     /// Runs `body` on a libvirt thread with the current connection; when it fails because the
     /// connection died (libvirtd restarted), opens a new one and runs `body` once more.
     func withConnection<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
-        let connection = live.withLock { $0 }
+        let connection = current
         do {
             return try await LibvirtQueue.run { try body(connection) }
         } catch {
             guard await LibvirtQueue.run({ !connection.isAlive }) else { throw error }
-            let uri = self.uri
-            let fresh = try await LibvirtQueue.run { try Connection(uri: uri) }
-            live.withLock { $0 = fresh }
+            let fresh = try await reconnect(replacing: connection)
             return try await LibvirtQueue.run { try body(fresh) }
         }
     }
+
+    /// The connection calls go through now.
+    var current: Connection { live.withLock { $0 } }
+
+    /// How long a lost connection is retried: a libvirtd restart (a package upgrade, scripts/host-setup.sh)
+    /// takes a few seconds here, and a run that gave up sooner would lose every guest it has left.
+    static let reconnectWindow = Duration.seconds(30)
+
+    /// A new connection in place of `dead`, or the one another task already opened in its place.
+    /// Retried until `reconnectWindow` ends, then the last error. Once a window passed without
+    /// libvirtd, later calls try once: a host that died costs the run one window, not one per call
+    /// (the console and SSH waits ask every second).
+    func reconnect(replacing dead: Connection) async throws -> Connection {
+        let deadline = ContinuousClock.now + (gaveUp.withLock { $0 } ? .zero : Self.reconnectWindow)
+        let uri = self.uri
+        while true {
+            let now = current
+            if now !== dead { return now }
+            do {
+                let fresh = try await LibvirtQueue.run { try Connection(uri: uri) }
+                gaveUp.withLock { $0 = false }
+                return live.withLock { slot in
+                    if slot === dead { slot = fresh }
+                    return slot
+                }
+            } catch {
+                if ContinuousClock.now >= deadline || Task.isCancelled {
+                    if !Task.isCancelled { gaveUp.withLock { $0 = true } }
+                    throw error
+                }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    /// Set when a whole reconnect window passed without libvirtd; cleared by the next connection.
+    private let gaveUp = Mutex(false)
 
     /// Every libvirt failure leaves here as a `KMatrixError(.hypervisor)` with libvirt's error as cause.
     static func mapped<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
@@ -109,10 +146,21 @@ public final class LibvirtHypervisor: Hypervisor {
                 throw KMatrixError.from(error, whileDoing: "creating the console log's folder")
             }
         }
-        let domain = try await onHost("starting domain \(spec.name)") {
-            try await withConnection { connection in try connection.createTransientDomain(xml: xml, autodestroy: true) }
+        let name = spec.name
+        let (domain, connection) = try await onHost("starting domain \(spec.name)") {
+            try await withConnection { connection in
+                do {
+                    return (try connection.createTransientDomain(xml: xml, autodestroy: true), connection)
+                } catch {
+                    // A libvirtd killed while it created the domain leaves the QEMU running; its successor
+                    // adopts it without the autodestroy. The name is this run's own: destroy and start afresh.
+                    guard let stale = try? connection.domain(named: name) else { throw error }
+                    try LibvirtVirtualMachine.destroyIgnoringGone(stale)
+                    return (try connection.createTransientDomain(xml: xml, autodestroy: true), connection)
+                }
+            }
         }
-        return LibvirtVirtualMachine(domain: domain, hypervisor: self)
+        return LibvirtVirtualMachine(domain: domain, startedOn: connection, hypervisor: self)
     }
 
     public func capacity() async -> (cpus: Int?, freeMemoryMiB: Int?) {
@@ -168,6 +216,8 @@ public final class LibvirtHypervisor: Hypervisor {
 /// One guest started by `LibvirtHypervisor`.
 struct LibvirtVirtualMachine: VirtualMachine {
     let domain: Domain
+    /// The connection whose autodestroy owns the guest: once it is dead, libvirtd stopped or restarted.
+    let startedOn: Connection
     let hypervisor: LibvirtHypervisor
 
     var name: String { domain.name }
@@ -177,18 +227,48 @@ struct LibvirtVirtualMachine: VirtualMachine {
         return try? await LibvirtQueue.run { try domain.xmlDescription }
     }
 
-    func stoppedReason() async -> String? {
+    func stopped() async -> MachineStop? {
         let domain = self.domain
         let state: Result<Domain.State, LibvirtError> = await LibvirtQueue.run {
             Result { () throws(LibvirtError) in try domain.state }
         }
         switch state {
-        case .success(.shutOff), .success(.crashed):
-            return "libvirt reports domain \(domain.name) shut off: its QEMU process ended"
+        case .success(let state):
+            return Self.stop(state, name: domain.name, byHypervisor: false)
         case .failure(let error) where error.code == .noDomain:
-            return "domain \(domain.name) no longer exists: its QEMU process ended"
+            return MachineStop("domain \(domain.name) no longer exists: its QEMU process ended")
+        case .failure:
+            break
+        }
+        let connection = startedOn
+        guard await LibvirtQueue.run({ !connection.isAlive }) else { return nil }
+        // The connection that owns the guest is gone: ask libvirtd's successor by name.
+        let name = domain.name
+        let found: Result<Domain.State, any Error>
+        do {
+            // Waits for libvirtd's return like every other call: asked too early, a restarting daemon
+            // would leave the guest's fate unknown and its cells plain SSH errors.
+            found = .success(try await hypervisor.withConnection { try $0.domain(named: name).state })
+        } catch {
+            found = .failure(error)
+        }
+        switch found {
+        case .success(let state):
+            return Self.stop(state, name: name, byHypervisor: true)
+        case .failure(let error as LibvirtError) where error.code == .noDomain:
+            return MachineStop("libvirtd stopped or restarted under the run and destroyed domain \(name) "
+                               + "with the connection that started it", byHypervisor: true)
+        case .failure:
+            return nil  // libvirtd is still away: nothing is known about the guest
+        }
+    }
+
+    static func stop(_ state: Domain.State, name: String, byHypervisor: Bool) -> MachineStop? {
+        switch state {
+        case .shutOff, .crashed:
+            MachineStop("libvirt reports domain \(name) shut off: its QEMU process ended", byHypervisor: byHypervisor)
         default:
-            return nil
+            nil
         }
     }
 

@@ -26,10 +26,10 @@ public struct ConsoleLog: Sendable {
     public let channelFailure: @Sendable () -> KMatrixError?
     /// Why the guest's machine stopped, if it did: a killed QEMU writes nothing more, so the wait
     /// ends with that cause instead of at its deadline. Asked about once a second.
-    public let machineStopped: @Sendable () async -> String?
+    public let machineStopped: @Sendable () async -> MachineStop?
 
     public init(url: URL, channelFailure: @escaping @Sendable () -> KMatrixError? = { nil },
-                machineStopped: @escaping @Sendable () async -> String? = { nil }) {
+                machineStopped: @escaping @Sendable () async -> MachineStop? = { nil }) {
         self.url = url
         self.channelFailure = channelFailure
         self.machineStopped = machineStopped
@@ -94,7 +94,7 @@ public struct ConsoleLog: Sendable {
             if let failure = channelFailure() { throw failure }
             if ContinuousClock.now >= nextStopCheck {
                 nextStopCheck = ContinuousClock.now + .seconds(1)
-                if let stopped = await machineStopped() { throw KMatrixError(.guestStopped, "the guest stopped before \(what) appeared: \(stopped)") }
+                if let stopped = await machineStopped() { throw stopped.error("before \(what) appeared") }
             }
             try? await Task.sleep(for: poll)
         }

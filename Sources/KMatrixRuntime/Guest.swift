@@ -82,7 +82,7 @@ public protocol GuestSession: Sendable {
     /// The first kernel panic or oops line on the console, if any.
     func crashLine() async -> String?
     /// Why the guest's machine stopped, if it did (an SSH failure then has that cause).
-    func stoppedReason() async -> String?
+    func stopped() async -> MachineStop?
     /// What the guest reported its kernel lacks for the scenarios (our rootfs's checks).
     var missingFeatures: [MissingFeature] { get }
     func shutdown() async
@@ -90,7 +90,7 @@ public protocol GuestSession: Sendable {
 
 extension GuestSession {
     public var missingFeatures: [MissingFeature] { [] }
-    public func stoppedReason() async -> String? { nil }
+    public func stopped() async -> MachineStop? { nil }
 }
 
 /// Brings one kind of guest up.

@@ -51,13 +51,32 @@ public protocol VirtualMachine: Sendable {
     /// The domain as the hypervisor runs it (libvirt's live XML), kept with the results.
     func definition() async -> String?
     /// Why the machine no longer runs, when the hypervisor says so; nil while it runs or when
-    /// its state cannot be read (a lost connection proves nothing about the guest).
-    func stoppedReason() async -> String?
+    /// its state cannot be read (a hypervisor that cannot be asked proves nothing about the guest).
+    func stopped() async -> MachineStop?
 }
 
 extension VirtualMachine {
     public func definition() async -> String? { nil }
-    public func stoppedReason() async -> String? { nil }
+    public func stopped() async -> MachineStop? { nil }
+}
+
+/// Why a guest's machine no longer runs.
+public struct MachineStop: Sendable, Equatable {
+    public var reason: String
+    /// The hypervisor ended the machine, not the guest: libvirtd stopped or restarted, and libvirt
+    /// destroys a connection's autodestroy guests with it. The orchestrator boots such a guest
+    /// once more (docs/architecture.md, "Errors").
+    public var byHypervisor: Bool
+
+    public init(_ reason: String, byHypervisor: Bool = false) {
+        self.reason = reason
+        self.byHypervisor = byHypervisor
+    }
+
+    /// The error a wait that this stop ended raises: `what` says which wait.
+    public func error(_ what: String) -> KMatrixError {
+        KMatrixError(byHypervisor ? .hypervisorLost : .guestStopped, "the guest stopped \(what): \(reason)")
+    }
 }
 
 /// Starts and finds guests. The libvirt-backed implementation is `LibvirtHypervisor` in the

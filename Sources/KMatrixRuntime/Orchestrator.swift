@@ -101,64 +101,83 @@ public struct Orchestrator: Sendable {
             return finish(unmeasured(.skipped, unavailable))
         }
 
-        let session: any GuestSession
-        do {
-            session = try await launcher.launch(guest, context: context, progress: report)
-        } catch {
-            let error = KMatrixError.from(error)
-            var failure = CellFailure(error, phase: phase.withLock { $0 }.failurePhase)
-            if Task.isCancelled && error.code != .interrupted {
-                failure = CellFailure(.interrupted, phase: failure.phase, "interrupted while starting the guest")
-            }
-            failure.missingFeatures = ConsoleLog(url: console).missingFeatures()
-                .filter { !failure.message.contains($0.text) }.map(\.text)
-            logger.error("guest did not come up", metadata: ["guest": "\(guest.name)", "error": "\(error.detailedDescription)"])
-            let log = FileManager.default.fileExists(atPath: console.path) ? console : nil
-            return finish(unmeasured(.error, failure, consoleLog: log))
-        }
-
+        // A guest the hypervisor destroyed (libvirtd restarted) is booted once more and its
+        // remaining scenarios run on the new boot: the host's fault must not cost a night's cells.
         var cells: [CellResult] = []
-        var stop: CellFailure?
-        for (index, scenario) in scenarios.enumerated() {
-            report(.running(scenario: scenario.name, index: index + 1, of: scenarios.count))
-            var attempts: [CellResult] = []
-            for _ in 0..<max(1, repeats) {
-                let cell = await measure(scenario, guest: guest, matrix: matrix, session: session, context: context)
-                attempts.append(cell)
-                if cell.outcome == .error { break }
+        var bootsLeft = 2
+        while true {
+            bootsLeft -= 1
+            let session: any GuestSession
+            do {
+                session = try await launcher.launch(guest, context: context, progress: report)
+            } catch {
+                let error = KMatrixError.from(error)
+                var failure = CellFailure(error, phase: phase.withLock { $0 }.failurePhase)
+                if Task.isCancelled && error.code != .interrupted {
+                    failure = CellFailure(.interrupted, phase: failure.phase, "interrupted while starting the guest")
+                }
+                if failure.kind == .hypervisorLost && bootsLeft > 0 {
+                    logger.warning("the hypervisor destroyed the guest while it booted; booting it once more",
+                                   metadata: ["guest": "\(guest.name)", "error": "\(error.message)"])
+                    continue
+                }
+                failure.missingFeatures = ConsoleLog(url: console).missingFeatures()
+                    .filter { !failure.message.contains($0.text) }.map(\.text)
+                logger.error("guest did not come up", metadata: ["guest": "\(guest.name)", "error": "\(error.detailedDescription)"])
+                let log = FileManager.default.fileExists(atPath: console.path) ? console : nil
+                return finish(cells + unmeasured(.error, failure, consoleLog: log).dropFirst(cells.count))
             }
-            let cell = Repetition.combine(attempts)
-            cells.append(cell)
-            if let failure = cell.failure, failure.endsGuest {
-                stop = failure
-                break
+
+            var stop: CellFailure?
+            var bootAgain = false
+            for (index, scenario) in scenarios.enumerated().dropFirst(cells.count) {
+                report(.running(scenario: scenario.name, index: index + 1, of: scenarios.count))
+                var attempts: [CellResult] = []
+                for _ in 0..<max(1, repeats) {
+                    let cell = await measure(scenario, guest: guest, matrix: matrix, session: session, context: context)
+                    attempts.append(cell)
+                    if cell.outcome == .error { break }
+                }
+                let cell = Repetition.combine(attempts)
+                if cell.failure?.kind == .hypervisorLost && bootsLeft > 0 && !Task.isCancelled {
+                    logger.warning("the hypervisor destroyed the guest during a scenario; booting it once more",
+                                   metadata: ["guest": "\(guest.name)", "scenario": "\(scenario.name)", "error": "\(cell.reason)"])
+                    bootAgain = true
+                    break
+                }
+                cells.append(cell)
+                if let failure = cell.failure, failure.endsGuest {
+                    stop = failure
+                    break
+                }
+                if Task.isCancelled {
+                    stop = CellFailure(.interrupted, phase: .scenario, "interrupted")
+                    break
+                }
             }
-            if Task.isCancelled {
-                stop = CellFailure(.interrupted, phase: .scenario, "interrupted")
-                break
+            report(.tearingDown)
+            // Teardown runs in an unstructured task so a cancelled run still releases the guest.
+            await Task { await session.shutdown() }.value
+            if bootAgain { continue }
+            // Whatever stopped the loop early is the reason for the scenarios that never ran.
+            for scenario in scenarios.dropFirst(cells.count) {
+                let failure: CellFailure = stop?.kind == .interrupted
+                    ? CellFailure(.interrupted, phase: .scenario, "interrupted before this scenario ran")
+                    : CellFailure(.notRun, phase: .scenario, "not run: \(stop?.reason ?? "the guest stopped")", consoleLine: stop?.consoleLine)
+                cells.append(CellBuilder.unmeasured(.error, guest: guest, scenario: scenario, matrix: matrix, failure: failure,
+                                                    kernel: session.identity.kernel, distro: session.identity.distro,
+                                                    provenance: session.provenance, consoleLog: session.consoleLog?.path))
             }
+            return finish(cells)
         }
-        // Whatever stopped the loop early is the reason for the scenarios that never ran.
-        for scenario in scenarios.dropFirst(cells.count) {
-            let failure: CellFailure = stop?.kind == .interrupted
-                ? CellFailure(.interrupted, phase: .scenario, "interrupted before this scenario ran")
-                : CellFailure(.notRun, phase: .scenario, "not run: \(stop?.reason ?? "the guest stopped")", consoleLine: stop?.consoleLine)
-            cells.append(CellBuilder.unmeasured(.error, guest: guest, scenario: scenario, matrix: matrix, failure: failure,
-                                                kernel: session.identity.kernel, distro: session.identity.distro,
-                                                provenance: session.provenance, consoleLog: session.consoleLog?.path))
-        }
-        report(.tearingDown)
-        // Teardown runs in an unstructured task so a cancelled run still releases the guest.
-        await Task { await session.shutdown() }.value
-        return finish(cells)
     }
 
     /// A killed QEMU closes its SSH forward at once, while libvirt learns of the death a moment
     /// later (seen in scripts/soak: the scenario's ssh failed first): ask for a few seconds.
-    static func stoppedReason(of session: any GuestSession, within limit: Duration = .seconds(5)) async -> String? {
+    static func stop(of session: any GuestSession, within limit: Duration = .seconds(5)) async -> MachineStop? {
         let deadline = ContinuousClock.now + limit
         while true {
-            if let reason = await session.stoppedReason() { return reason }
+            if let stop = await session.stopped() { return stop }
             if ContinuousClock.now >= deadline || Task.isCancelled { return nil }
             try? await Task.sleep(for: .milliseconds(250))
         }
@@ -189,8 +208,8 @@ public struct Orchestrator: Sendable {
             if Task.isCancelled || error.code == .interrupted {
                 return errorCell(CellFailure(.interrupted, phase: .scenario, "interrupted while the scenario ran"))
             }
-            if error.code == .ssh, let stopped = await Self.stoppedReason(of: session) {
-                return errorCell(CellFailure(.guestStopped, phase: .scenario, "the guest stopped while the scenario ran: \(stopped)"))
+            if error.code == .ssh, let stop = await Self.stop(of: session) {
+                return errorCell(CellFailure(stop.error("while the scenario ran"), phase: .scenario))
             }
             return errorCell(CellFailure(error, phase: .scenario))
         }

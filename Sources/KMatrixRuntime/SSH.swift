@@ -137,7 +137,7 @@ public struct SSHClient: Sendable {
     /// caller's first question doubles as the reachability test, saving a round trip.
     @discardableResult
     public func waitUntilReachable(within limit: Duration, attemptTimeout: Duration = .seconds(15), probe: String = "true",
-                                   stopped: (@Sendable () async -> String?)? = nil,
+                                   stopped: (@Sendable () async -> MachineStop?)? = nil,
                                    crashed: @Sendable () async -> String?) async throws -> CommandResult {
         let deadline = ContinuousClock.now + limit
         var delay = Duration.milliseconds(100)
@@ -145,7 +145,7 @@ public struct SSHClient: Sendable {
         while ContinuousClock.now < deadline {
             if Task.isCancelled { throw KMatrixError(.interrupted, "interrupted while waiting for SSH") }
             if let crash = await crashed() { throw KMatrixError(.guestPanic, "guest crashed: \(crash)", consoleLine: crash) }
-            if let stopped, let reason = await stopped() { throw KMatrixError(.guestStopped, "the guest stopped before SSH answered: \(reason)") }
+            if let stopped, let stop = await stopped() { throw stop.error("before SSH answered") }
             let remaining = deadline - ContinuousClock.now
             // Each ssh attempt against a guest that is not up stalls for seconds: wait for the
             // server's banner first, which costs milliseconds per look.

@@ -97,7 +97,7 @@ public struct VirtualMachineLauncher: GuestLauncher {
             throw error
         }
         localFiles += []
-        let log = ConsoleLog(url: console, channelFailure: { [channel] in channel.failure() }, machineStopped: { await machine.stoppedReason() })
+        let log = ConsoleLog(url: console, channelFailure: { [channel] in channel.failure() }, machineStopped: { await machine.stopped() })
         var target = SSHTarget(port: port, user: plan.user, keys: keys)
         target.jump = hypervisor.jump
         target.awaitBanner = hypervisor.jump == nil ? awaitBanner : nil
@@ -256,7 +256,7 @@ struct VirtualMachineSession: GuestSession {
 
     func crashLine() async -> String? { console.crashLine() }
 
-    func stoppedReason() async -> String? { await machine.stoppedReason() }
+    func stopped() async -> MachineStop? { await machine.stopped() }
 
     func shutdown() async {
         await ssh.close()

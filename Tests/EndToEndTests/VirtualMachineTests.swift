@@ -111,6 +111,28 @@ extension EndToEnd {
             #expect(Harness.kmatrixLeftovers().isEmpty)
         }
 
+        /// libvirtd restarted mid-run (a package upgrade does that) destroys the run's guests with
+        /// its connection: they are booted once more and every cell is still measured.
+        @Test func aLibvirtdRestartMidRunCostsARebootNotTheCells() throws {
+            var restarted = false
+            let setup = Harness.packageRoot.appendingPathComponent("scripts/host-setup.sh").path
+            let run = try Harness.run(["run", "--guest", "debian-12-6.1", "--guest", "debian-11-5.10"], whileRunning: { out in
+                guard !restarted else { return true }
+                let console = (try? String(contentsOf: out.appendingPathComponent("console/debian-12-6.1.log"), encoding: .utf8)) ?? ""
+                guard console.contains("KMATRIX-READY") else { return false }
+                _ = Harness.shell("pkill -x libvirtd; sleep 1; '\(setup)' >/dev/null 2>&1")
+                restarted = true
+                return true
+            })
+            #expect(restarted)
+            #expect(run.stderr.contains("booting it once more"), "\(run.stderr.suffix(3000))")
+            let cells = try run.results().cells
+            #expect(cells.count == 12)
+            #expect(cells.allSatisfy { $0.matches == true }, "\(cells.map(\.reason))")
+            #expect(run.status == 0, "\(run.stderr.suffix(3000))")
+            #expect(Harness.kmatrixLeftovers().isEmpty)
+        }
+
         @Test func vendorImagesWithoutFilesAreSkippedWithInstructions() throws {
             let run = try Harness.run(["run", "--guest", "rhel-7.9", "--guest", "amazonlinux-2"])
             // Nothing was tested: never exit 0, and say why.

@@ -23,11 +23,14 @@ final class Ledger: Sendable {
         var running = 0
         var maxRunning = 0
         var probes = 0
+        var boots = 0
     }
 
     let state = Mutex(State())
     func launched(_ name: String) { state.withLock { $0.launched.append(name); $0.running += 1; $0.maxRunning = max($0.maxRunning, $0.running) } }
     func probeStarted() { state.withLock { $0.probes += 1 } }
+    /// Counts launch attempts; returns this one's number, from 1.
+    func boot() -> Int { state.withLock { $0.boots += 1; return $0.boots } }
     func shutDown(_ name: String) { state.withLock { $0.shutDown.append(name); $0.running -= 1 } }
     var snapshot: State { state.withLock { $0 } }
 }
@@ -43,7 +46,11 @@ struct FakeLauncher: GuestLauncher {
     var probeOutput = reinjectedProbeOutput
     var crashAfterFirstScenario = false
     /// The machine stops under the probe: SSH fails, and the hypervisor says why.
-    var stoppedReason: String?
+    var stop: MachineStop?
+    /// How many boots the hypervisor destroys under the first probe (libvirtd restarted); 0: none.
+    var bootsLost = 0
+    /// Boots whose launch the hypervisor destroys before they are ready.
+    var launchesLost = 0
 
     func unavailability(_ guest: GuestSpec, context: RunContext) async -> CellFailure? {
         unavailable.map { CellFailure(.imageMissing, phase: .prepare, $0) }
@@ -54,8 +61,13 @@ struct FakeLauncher: GuestLauncher {
         try await Task.sleep(for: launchDelay)
         if let launchFailure { throw KMatrixError(.boot, launchFailure) }
         if let launchError { throw launchError }
+        let boot = ledger.boot()
+        if boot <= launchesLost {
+            throw MachineStop("libvirtd stopped or restarted under the run and destroyed domain kmatrix-x", byHypervisor: true)
+                .error("before the rootfs ready marker appeared")
+        }
         ledger.launched(guest.name)
-        return FakeSession(name: guest.name, launcher: self)
+        return FakeSession(name: guest.name, launcher: self, lost: boot - launchesLost <= bootsLost)
     }
 }
 
@@ -63,10 +75,13 @@ final class FakeSession: GuestSession {
     let name: String
     let launcher: FakeLauncher
     let ran = Mutex(0)
+    /// The hypervisor destroys this boot under its first probe.
+    let lost: Bool
 
-    init(name: String, launcher: FakeLauncher) {
+    init(name: String, launcher: FakeLauncher, lost: Bool = false) {
         self.name = name
         self.launcher = launcher
+        self.lost = lost
     }
     var identity: GuestIdentity { GuestIdentity(kernel: "6.1.0-27-cloud-amd64", distro: "fake") }
     var consoleLog: URL? { nil }
@@ -76,6 +91,7 @@ final class FakeSession: GuestSession {
         ran.withLock { $0 += 1 }
         launcher.ledger.probeStarted()
         if let error = launcher.probeError { throw error }
+        if lost { throw KMatrixError(.ssh, "ssh to root@127.0.0.1:2222 failed: Connection closed by remote host") }
         let delay = launcher.probeDelay
         let output = launcher.probeOutput
         return try await withTimeout(timeout, what: "probe") {
@@ -88,7 +104,11 @@ final class FakeSession: GuestSession {
         launcher.crashAfterFirstScenario && ran.withLock({ $0 }) >= 1 ? "Kernel panic - not syncing: Fatal exception in interrupt" : nil
     }
 
-    func stoppedReason() async -> String? { ran.withLock({ $0 }) >= 1 ? launcher.stoppedReason : nil }
+    func stopped() async -> MachineStop? {
+        guard ran.withLock({ $0 }) >= 1 else { return nil }
+        if lost { return MachineStop("libvirtd stopped or restarted under the run and destroyed domain kmatrix-x", byHypervisor: true) }
+        return launcher.stop
+    }
 
     func shutdown() async { launcher.ledger.shutDown(name) }
 }
@@ -175,7 +195,7 @@ final class CellBox: Sendable {
     @Test func aMachineThatStopsUnderAScenarioSaysSoInsteadOfBlamingSSH() async {
         let ledger = Ledger()
         let launcher = FakeLauncher(ledger: ledger, probeError: KMatrixError(.ssh, "ssh to root@127.0.0.1:2222 failed"),
-                                    stoppedReason: "domain kmatrix-x no longer exists: its QEMU process ended")
+                                    stop: MachineStop("domain kmatrix-x no longer exists: its QEMU process ended"))
         let matrix = matrix(["killed"])
         let cells = await orchestrator { _ in launcher }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
         #expect(cells.count == 2)
@@ -184,6 +204,57 @@ final class CellBox: Sendable {
         #expect(cells[1].failure?.kind == .notRun)
         #expect(cells[1].reason.hasPrefix("not run: the guest stopped"))
         #expect(ledger.snapshot.probes == 1)
+    }
+
+    @Test func aGuestTheHypervisorDestroyedIsBootedOnceMoreAndKeepsItsMeasuredCells() async {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, bootsLost: 1)
+        let matrix = matrix(["restarted"])
+        let cells = await orchestrator { _ in launcher }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells.map(\.outcome) == [.reinjected, .reinjected])
+        #expect(cells.allSatisfy { $0.failure == nil })
+        #expect(ledger.snapshot.launched == ["restarted", "restarted"])
+        #expect(ledger.snapshot.shutDown == ["restarted", "restarted"])
+        // The lost probe, then both scenarios on the second boot.
+        #expect(ledger.snapshot.probes == 3)
+    }
+
+    @Test func aSecondBootLostTheSameWaySaysSoInEveryRemainingCell() async {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, bootsLost: 2)
+        let matrix = matrix(["unlucky"])
+        let cells = await orchestrator { _ in launcher }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells.count == 2)
+        #expect(cells[0].failure?.kind == .hypervisorLost)
+        #expect(cells[0].reason == "the guest stopped while the scenario ran: libvirtd stopped or restarted under the run and destroyed domain kmatrix-x")
+        #expect(cells[1].failure?.kind == .notRun)
+        #expect(cells[1].reason.hasPrefix("not run: the guest stopped while the scenario ran: libvirtd"))
+        #expect(ledger.snapshot.boots == 2)
+        #expect(ledger.snapshot.shutDown == ["unlucky", "unlucky"])
+    }
+
+    @Test func aBootTheHypervisorDestroyedBeforeReadyIsTriedOnceMore() async {
+        let ledger = Ledger()
+        let once = FakeLauncher(ledger: ledger, launchesLost: 1)
+        let matrix = matrix(["a"])
+        let cells = await orchestrator { _ in once }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells.map(\.outcome) == [.reinjected, .reinjected])
+        #expect(ledger.snapshot.boots == 2)
+
+        let twice = FakeLauncher(ledger: Ledger(), launchesLost: 2)
+        let lost = await orchestrator { _ in twice }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(lost.map(\.failure?.kind) == [.hypervisorLost, .hypervisorLost])
+        #expect(lost[0].reason.hasPrefix("the guest stopped before the rootfs ready marker appeared: libvirtd stopped or restarted"))
+        #expect(twice.ledger.snapshot.boots == 2)
+    }
+
+    @Test func aGuestThatStopsByItselfIsNotBootedAgain() async {
+        let ledger = Ledger()
+        let launcher = FakeLauncher(ledger: ledger, probeError: KMatrixError(.ssh, "ssh to root@127.0.0.1:2222 failed"),
+                                    stop: MachineStop("libvirt reports domain kmatrix-x shut off: its QEMU process ended"))
+        let matrix = matrix(["stopped"])
+        _ = await orchestrator { _ in launcher }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(ledger.snapshot.boots == 1)
     }
 
     @Test func parallelismIsBoundedByJobs() async {
