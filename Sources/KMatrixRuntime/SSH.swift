@@ -125,10 +125,18 @@ public struct SSHClient: Sendable {
     public func run(shell command: String, input: Data? = nil, timeout: Duration) async throws -> CommandResult {
         let result = try await commands.run("ssh", arguments(["-o", "ControlMaster=no"], command: command), input: input, timeout: timeout)
         if result.status == 255 {
-            let detail = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+            let detail = Self.ownMessage(result.stderr)
             throw KMatrixError(.ssh, "ssh to \(target.user)@\(target.host):\(target.port) failed\(detail.isEmpty ? "" : ": \(detail)")")
         }
         return result
+    }
+
+    /// OpenSSH's own complaint is the last line of its stderr; what the remote command wrote
+    /// before the connection broke (the probe's trace) comes first and is not the cause.
+    static func ownMessage(_ stderr: String) -> String {
+        let last = stderr.split(whereSeparator: \.isNewline)
+            .map { $0.trimmingCharacters(in: .whitespaces) }.last { !$0.isEmpty } ?? ""
+        return last.hasSuffix(".") ? String(last.dropLast()) : last
     }
 
     /// Tries until the guest answers or the deadline passes. SSH failures and timeouts are

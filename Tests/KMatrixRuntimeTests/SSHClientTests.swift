@@ -43,6 +43,16 @@ struct SSHClientTests {
         #expect(error?.code == .ssh)
     }
 
+    @Test func aConnectionBrokenUnderTheProbeNamesSSHsMessageNotTheProbesTrace() async throws {
+        let commands = FakeCommands()
+        commands.on("ssh") { _ in
+            .failed(255, "kmatrix-probe: + iptables-legacy -w -I OUTPUT -o lo -p udp --dport 4243 -j NFQUEUE --queue-num 4242\n"
+                    + "Connection to 127.0.0.1 closed by remote host.\n")
+        }
+        let error = await #expect(throws: KMatrixError.self) { try await client(commands).run(["true"], timeout: .seconds(5)) }
+        #expect(error?.message.hasSuffix("failed: Connection to 127.0.0.1 closed by remote host") == true, "\(error?.message ?? "")")
+    }
+
     @Test func waitingRetriesRefusalsAndTimeoutsThenSucceeds() async throws {
         let commands = FakeCommands()
         let attempts = Mutex(0)
