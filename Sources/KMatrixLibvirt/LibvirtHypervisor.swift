@@ -146,19 +146,8 @@ public final class LibvirtHypervisor: Hypervisor {
                 throw KMatrixError.from(error, whileDoing: "creating the console log's folder")
             }
         }
-        let name = spec.name
         let (domain, connection) = try await onHost("starting domain \(spec.name)") {
-            try await withConnection { connection in
-                do {
-                    return (try connection.createTransientDomain(xml: xml, autodestroy: true), connection)
-                } catch {
-                    // A libvirtd killed while it created the domain leaves the QEMU running; its successor
-                    // adopts it without the autodestroy. The name is this run's own: destroy and start afresh.
-                    guard let stale = try? connection.domain(named: name) else { throw error }
-                    try LibvirtVirtualMachine.destroyIgnoringGone(stale)
-                    return (try connection.createTransientDomain(xml: xml, autodestroy: true), connection)
-                }
-            }
+            try await withConnection { connection in (try connection.createTransientDomain(xml: xml, autodestroy: true), connection) }
         }
         return LibvirtVirtualMachine(domain: domain, startedOn: connection, hypervisor: self)
     }
@@ -244,21 +233,15 @@ struct LibvirtVirtualMachine: VirtualMachine {
         guard await LibvirtQueue.run({ !connection.isAlive }) else { return nil }
         // The connection that owns the guest is gone: ask libvirtd's successor by name.
         let name = domain.name
-        let found: Result<Domain.State, any Error>
         do {
             // Waits for libvirtd's return like every other call: asked too early, a restarting daemon
             // would leave the guest's fate unknown and its cells plain SSH errors.
-            found = .success(try await hypervisor.withConnection { try $0.domain(named: name).state })
-        } catch {
-            found = .failure(error)
-        }
-        switch found {
-        case .success(let state):
+            let state = try await hypervisor.withConnection { try $0.domain(named: name).state }
             return Self.stop(state, name: name, byHypervisor: true)
-        case .failure(let error as LibvirtError) where error.code == .noDomain:
+        } catch let error as LibvirtError where error.code == .noDomain {
             return MachineStop("libvirtd stopped or restarted under the run and destroyed domain \(name) "
                                + "with the connection that started it", byHypervisor: true)
-        case .failure:
+        } catch {
             return nil  // libvirtd is still away: nothing is known about the guest
         }
     }
