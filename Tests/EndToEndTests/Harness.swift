@@ -119,6 +119,28 @@ enum Harness {
                        killedBySignal: process.terminationReason == .uncaughtSignal)
     }
 
+    /// An action on the world taken once, as soon as `guest`'s console shows the rootfs ready
+    /// marker: pass `check` as `run(whileRunning:)`.
+    final class OnceReady {
+        let guest: String
+        let action: () -> Void
+        private(set) var done = false
+
+        init(guest: String, _ action: @escaping () -> Void) {
+            self.guest = guest
+            self.action = action
+        }
+
+        func check(_ out: URL) -> Bool {
+            guard !done else { return true }
+            let console = (try? String(contentsOf: out.appendingPathComponent("console/\(guest).log"), encoding: .utf8)) ?? ""
+            guard console.contains("KMATRIX-READY") else { return false }
+            action()
+            done = true
+            return true
+        }
+    }
+
     final class Deadline: @unchecked Sendable {
         // Guarded by `lock`: set by a GCD timer, read by the test.
         private let lock = NSLock()

@@ -89,16 +89,11 @@ extension EndToEnd {
         }
 
         @Test func aGuestWhoseQEMUIsKilledSaysSoAndLeavesNothing() throws {
-            var killed = false
-            let run = try Harness.run(["run", "--guest", "debian-12-6.1"], whileRunning: { out in
-                guard !killed else { return true }
-                let console = (try? String(contentsOf: out.appendingPathComponent("console/debian-12-6.1.log"), encoding: .utf8)) ?? ""
-                guard console.contains("KMATRIX-READY") else { return false }
+            let kill = Harness.OnceReady(guest: "debian-12-6.1") {
                 _ = Harness.shell("pkill -KILL -f 'qemu-system[-]x86_64 -name guest=kmatrix-[0-9a-f]*-debian-12-6.1,'")
-                killed = true
-                return true
-            })
-            #expect(killed)
+            }
+            let run = try Harness.run(["run", "--guest", "debian-12-6.1"], whileRunning: kill.check)
+            #expect(kill.done)
             let cells = try run.results().cells
             #expect(cells.count == 6)
             #expect(cells.allSatisfy { $0.outcome == .error })
@@ -114,17 +109,12 @@ extension EndToEnd {
         /// libvirtd restarted mid-run (a package upgrade does that) destroys the run's guests with
         /// its connection: they are booted once more and every cell is still measured.
         @Test func aLibvirtdRestartMidRunCostsARebootNotTheCells() throws {
-            var restarted = false
             let setup = Harness.packageRoot.appendingPathComponent("scripts/host-setup.sh").path
-            let run = try Harness.run(["run", "--guest", "debian-12-6.1", "--guest", "debian-11-5.10"], whileRunning: { out in
-                guard !restarted else { return true }
-                let console = (try? String(contentsOf: out.appendingPathComponent("console/debian-12-6.1.log"), encoding: .utf8)) ?? ""
-                guard console.contains("KMATRIX-READY") else { return false }
+            let restart = Harness.OnceReady(guest: "debian-12-6.1") {
                 _ = Harness.shell("pkill -x libvirtd; sleep 1; '\(setup)' >/dev/null 2>&1")
-                restarted = true
-                return true
-            })
-            #expect(restarted)
+            }
+            let run = try Harness.run(["run", "--guest", "debian-12-6.1", "--guest", "debian-11-5.10"], whileRunning: restart.check)
+            #expect(restart.done)
             #expect(run.stderr.contains("booting it once more"), "\(run.stderr.suffix(3000))")
             let cells = try run.results().cells
             #expect(cells.count == 12)
