@@ -125,14 +125,18 @@ public struct SSHClient: Sendable {
     public func run(shell command: String, input: Data? = nil, timeout: Duration) async throws -> CommandResult {
         let result = try await commands.run("ssh", arguments(["-o", "ControlMaster=no"], command: command), input: input, timeout: timeout)
         if result.status == 255 {
-            let detail = Self.ownMessage(result.stderr)
-            throw KMatrixError(.ssh, "ssh to \(target.user)@\(target.host):\(target.port) failed\(detail.isEmpty ? "" : ": \(detail)")")
+            throw KMatrixError(.ssh, "ssh to \(target.user)@\(target.host):\(target.port) failed" + Self.detail(result.stderr))
         }
         return result
     }
 
     /// OpenSSH's own complaint is the last line of its stderr; what the remote command wrote
     /// before the connection broke (the probe's trace) comes first and is not the cause.
+    static func detail(_ stderr: String) -> String {
+        let message = ownMessage(stderr)
+        return message.isEmpty ? "" : ": " + message
+    }
+
     static func ownMessage(_ stderr: String) -> String {
         let last = stderr.split(whereSeparator: \.isNewline)
             .map { $0.trimmingCharacters(in: .whitespaces) }.last { !$0.isEmpty } ?? ""
@@ -165,11 +169,9 @@ public struct SSHClient: Sendable {
                 }
             }
             do {
-                let result = try await run(shell: probe, timeout: min(attemptTimeout, max(remaining, .seconds(1))))
-                if result.succeeded {
-                    startMaster()
-                    return result
-                }
+                let result = try await attempt(probe, timeout: min(attemptTimeout, max(remaining, .seconds(1))))
+                if result.succeeded { return result }
+                await master.stop()
                 lastError = "exit \(result.status): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
             } catch let error as KMatrixError where SSHClient.isRetryable(error) {
                 lastError = error.message
@@ -185,11 +187,47 @@ public struct SSHClient: Sendable {
         error.code == .ssh || error.code == .timeout
     }
 
-    func startMaster() {
-        guard target.keys.controlPath(port: target.port) != nil else { return }
+    /// One try at logging in. With connection reuse the try is the master itself: it
+    /// authenticates once, and `probe`, like every later command, rides on it. A second
+    /// handshake costs 0.6–1 s in a distro guest under TCG, a multiplexed session 0.07 s
+    /// (docs/architecture.md, "Boot"). OpenSSH creates the control socket only once the login
+    /// succeeded, so its appearance is the answer.
+    func attempt(_ probe: String, timeout: Duration) async throws -> CommandResult {
+        guard let socket = target.keys.controlPath(port: target.port) else { return try await run(shell: probe, timeout: timeout) }
+        // A socket left by a master that died would be taken for a login.
+        try? FileManager.default.removeItem(atPath: socket)
         let commands = self.commands
         let arguments = arguments(["-M", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no"], command: nil)
-        master.start { _ = try? await commands.run("ssh", arguments, timeout: nil) }
+        master.start {
+            do {
+                return try await commands.run("ssh", arguments, timeout: nil)
+            } catch {
+                return CommandResult(status: 255, stdout: Data(), stderr: (error as? KMatrixError)?.message ?? "\(error)")
+            }
+        }
+        let deadline = ContinuousClock.now + timeout
+        while !FileManager.default.fileExists(atPath: socket) {
+            let failure: KMatrixError? = if let ended = master.ended() {
+                KMatrixError(.ssh, "ssh to \(target.user)@\(target.host):\(target.port) failed" + Self.detail(ended.stderr))
+            } else if Task.isCancelled {
+                KMatrixError(.interrupted, "interrupted while waiting for SSH")
+            } else if ContinuousClock.now >= deadline {
+                KMatrixError(.timeout, "ssh to \(target.user)@\(target.host):\(target.port) did not log in within \(timeout.formattedSeconds)")
+            } else {
+                nil
+            }
+            if let failure {
+                await master.stop()
+                throw failure
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        do {
+            return try await run(shell: probe, timeout: max(deadline - ContinuousClock.now, .seconds(1)))
+        } catch {
+            await master.stop()
+            throw error
+        }
     }
 
     /// Stops the connection master (its process group with it).
@@ -198,21 +236,39 @@ public struct SSHClient: Sendable {
     }
 }
 
-/// The task running a guest's SSH master, shared by the copies of one `SSHClient`.
+/// The task running a guest's SSH master, shared by the copies of one `SSHClient`, and how the
+/// master ended, if it did.
 final class MasterSlot: Sendable {
-    private let task = Mutex<Task<Void, Never>?>(nil)
+    private struct State {
+        var task: Task<Void, Never>?
+        var generation = 0
+        var ended: CommandResult?
+    }
 
-    func start(_ body: @escaping @Sendable () async -> Void) {
-        task.withLock { slot in
-            guard slot == nil else { return }
-            slot = Task { await body() }
+    private let state = Mutex(State())
+
+    func start(_ body: @escaping @Sendable () async -> CommandResult) {
+        state.withLock { state in
+            guard state.task == nil else { return }
+            state.generation += 1
+            state.ended = nil
+            let generation = state.generation
+            state.task = Task {
+                let result = await body()
+                self.state.withLock { if $0.generation == generation { $0.ended = result } }
+            }
         }
     }
 
+    /// The master's exit, once it exited.
+    func ended() -> CommandResult? {
+        state.withLock { $0.ended }
+    }
+
     func stop() async {
-        let running = task.withLock { slot -> Task<Void, Never>? in
-            defer { slot = nil }
-            return slot
+        let running = state.withLock { state -> Task<Void, Never>? in
+            defer { state.task = nil }
+            return state.task
         }
         running?.cancel()
         await running?.value

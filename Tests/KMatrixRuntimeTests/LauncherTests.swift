@@ -33,6 +33,7 @@ struct LauncherWorld {
                 .write(to: out.appendingPathComponent("manifest.json"))
             return .ok()
         }
+        commands.playSSHMasters()
         commands.on("qemu-img", containing: "info") { _ in .ok(#"{"format": "raw", "virtual-size": 1048576}"#) }
         commands.on("ssh", containing: "uname -r; (. /etc/os-release 2>/dev/null && echo \"$PRETTY_NAME\") || echo 'kmatrix initramfs'") { _ in
             .ok("6.1.0-57-cloud-amd64\nDebian GNU/Linux 11 (bullseye)\n")
@@ -165,5 +166,49 @@ extension LauncherTests {
         #expect(error?.code == .probe)
         #expect(error?.message == "passwordless sudo does not work for the default user (sudo: a password is required); cloud-init must grant it")
         #expect(hypervisor.destroyed == ["kmatrix-run1-vendor"])
+    }
+}
+
+/// The deploy round trip's shell text, run by a real shell with a stand-in `sudo` first on PATH.
+struct DeployScriptTests {
+    func deploy(sudo: String) async throws -> (Result<Void, KMatrixError>, URL) {
+        let root = try TemporaryDirectory("deploy")
+        let probe = try root.file("probe", "#!/bin/sh\necho probe\n")
+        let bin = root.url.appendingPathComponent("bin")
+        let sudoFile = try root.file("bin/sudo", sudo)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: sudoFile.path)
+        let commands = FakeCommands()
+        commands.on("ssh") { call in
+            try await SystemCommandRunner().run("env", ["PATH=\(bin.path):/usr/bin:/bin", "sh", "-c", call.arguments.last ?? ""],
+                                                input: call.input, timeout: .seconds(10))
+        }
+        var target = SSHTarget(port: 40222, user: "cloud-user", keys: RunKeys(directory: root.url.appendingPathComponent(String(repeating: "k", count: 120))))
+        target.awaitBanner = nil
+        let installed = root.url.appendingPathComponent("kmatrix-probe")
+        do {
+            try await VirtualMachineLauncher.deploy(probe: probe, to: installed.path, sudo: true, over: SSHClient(target: target, commands: commands),
+                                                    timeout: .seconds(10))
+            return (.success(()), installed)
+        } catch let error as KMatrixError {
+            return (.failure(error), installed)
+        }
+    }
+
+    @Test func withSudoTheProbeIsInstalledExecutable() async throws {
+        let (result, installed) = try await deploy(sudo: "#!/bin/sh\n[ \"$1\" = -n ] && shift\nexec \"$@\"\n")
+        defer { try? FileManager.default.removeItem(at: installed.deletingLastPathComponent()) }
+        if case .failure(let error) = result { Issue.record("deploy failed: \(error.message)") }
+        #expect(FileManager.default.isExecutableFile(atPath: installed.path))
+        #expect(!FileManager.default.fileExists(atPath: installed.path + ".part"))
+    }
+
+    @Test func aSudoThatAsksForAPasswordIsNamedAsSuch() async throws {
+        let (result, installed) = try await deploy(sudo: "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n")
+        defer { try? FileManager.default.removeItem(at: installed.deletingLastPathComponent()) }
+        guard case .failure(let error) = result else {
+            Issue.record("a guest without passwordless sudo must not deploy")
+            return
+        }
+        #expect(error.message == "passwordless sudo does not work for the default user (sudo: a password is required); cloud-init must grant it")
     }
 }

@@ -6,17 +6,34 @@ import KMatrixCore
 import KMatrixTestSupport
 @testable import KMatrixRuntime
 
-struct SSHClientTests {
-    func client(_ commands: FakeCommands, user: String = "cloud-user") -> SSHClient {
-        var target = SSHTarget(port: 40222, user: user, keys: RunKeys(directory: URL(fileURLWithPath: "/tmp/k")))
+final class SSHClientTests {
+    let root: TemporaryDirectory
+
+    init() throws {
+        root = try TemporaryDirectory("ssh")
+    }
+
+    deinit {
+        root.remove()
+    }
+
+    /// Keys whose control socket path fits `sun_path` (connection reuse on), or not.
+    func keys(reuse: Bool = true) -> RunKeys {
+        RunKeys(directory: root.url.appendingPathComponent(reuse ? "keys" : String(repeating: "k", count: 120)))
+    }
+
+    func client(_ commands: FakeCommands, user: String = "cloud-user", reuse: Bool = true) -> SSHClient {
+        commands.playSSHMasters()
+        var target = SSHTarget(port: 40222, user: user, keys: keys(reuse: reuse))
         target.awaitBanner = nil
         return SSHClient(target: target, commands: commands)
     }
 
     @Test func noAttemptIsMadeBeforeTheServerSendsItsBanner() async throws {
         let commands = FakeCommands()
+        commands.playSSHMasters()
         let looks = Mutex(0)
-        var target = SSHTarget(port: 40222, user: "root", keys: RunKeys(directory: URL(fileURLWithPath: "/tmp/k")))
+        var target = SSHTarget(port: 40222, user: "root", keys: keys())
         target.awaitBanner = { _, _ in looks.withLock { $0 += 1; return $0 } >= 3 }
         try await SSHClient(target: target, commands: commands).waitUntilReachable(within: .seconds(10)) { nil }
         #expect(looks.withLock { $0 } == 3)
@@ -88,6 +105,75 @@ struct SSHClientTests {
         }
         #expect(error?.code == .guestPanic)
         #expect(error?.consoleLine == "Kernel panic - not syncing")
+    }
+
+    /// The login happens once: the master's, and the first command rides on it.
+    @Test func theMasterIsTheAttemptAndTheProbeRidesOnIt() async throws {
+        let commands = FakeCommands()
+        let client = client(commands)
+        let result = try await client.waitUntilReachable(within: .seconds(10), probe: "uname -r") { nil }
+        #expect(result.succeeded)
+        let calls = commands.calls(of: "ssh")
+        #expect(calls.count == 2)
+        #expect(calls.first?.arguments.contains("-M") == true && calls.first?.arguments.last == "127.0.0.1")
+        #expect(calls.last?.arguments.last == "uname -r")
+        #expect(calls.last?.arguments.contains("ControlMaster=no") == true)
+        let socket = try #require(client.target.keys.controlPath(port: 40222))
+        #expect(calls.last?.arguments.contains("ControlPath=\(socket)") == true)
+        await client.close()
+    }
+
+    @Test func aMasterThatExitsIsRetriedAndNamedBySSHsOwnMessage() async throws {
+        let commands = FakeCommands()
+        let masters = Mutex(0)
+        commands.on("ssh", containing: "-M") { _ in
+            masters.withLock { $0 += 1 }
+            return .failed(255, "kex_exchange_identification: read: Connection reset by peer\r\n")
+        }
+        let error = await #expect(throws: KMatrixError.self) {
+            try await self.client(commands).waitUntilReachable(within: .seconds(2)) { nil }
+        }
+        #expect(error?.code == .ssh)
+        #expect(error?.message == "SSH not reachable within 2 s: ssh to cloud-user@127.0.0.1:40222 failed: kex_exchange_identification: read: Connection reset by peer")
+        #expect(masters.withLock { $0 } >= 2)
+        #expect(commands.calls(of: "ssh").allSatisfy { $0.arguments.contains("-M") }, "no command runs before a login")
+    }
+
+    @Test func aMasterThatNeverLogsInIsStoppedWhenTheAttemptTimesOut() async throws {
+        let commands = FakeCommands()
+        let running = Mutex(0)
+        commands.on("ssh", containing: "-M") { _ in
+            running.withLock { $0 += 1 }
+            defer { running.withLock { $0 -= 1 } }
+            while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(10)) }
+            return .failed(255, "killed")
+        }
+        let error = await #expect(throws: KMatrixError.self) {
+            try await self.client(commands).waitUntilReachable(within: .seconds(2.5), attemptTimeout: .seconds(1)) { nil }
+        }
+        #expect(error?.message == "SSH not reachable within 2.5 s: ssh to cloud-user@127.0.0.1:40222 did not log in within 1 s")
+        #expect(running.withLock { $0 } == 0, "a master that timed out is stopped, not left running")
+        #expect(commands.calls(of: "ssh").count >= 2)
+    }
+
+    /// A socket a dead master left behind is not taken for a login.
+    @Test func aStaleSocketIsNoLogin() async throws {
+        let commands = FakeCommands()
+        commands.on("ssh", containing: "-M") { _ in .failed(255, "Connection refused") }
+        let client = client(commands)
+        let socket = try #require(client.target.keys.controlPath(port: 40222))
+        _ = try root.file("keys/cm-40222", "")
+        #expect(FileManager.default.fileExists(atPath: socket))
+        await #expect(throws: KMatrixError.self) { try await client.waitUntilReachable(within: .seconds(1)) { nil } }
+        #expect(commands.calls(of: "ssh").allSatisfy { $0.arguments.contains("-M") })
+    }
+
+    /// Without a control socket (its path too long for `sun_path`), each try is a plain ssh.
+    @Test func withoutReuseEachAttemptIsTheCommandItself() async throws {
+        let commands = FakeCommands()
+        let result = try await client(commands, reuse: false).waitUntilReachable(within: .seconds(10), probe: "uname -r") { nil }
+        #expect(result.succeeded)
+        #expect(commands.calls(of: "ssh").map { $0.arguments.last } == ["uname -r"])
     }
 
     @Test func retryRulesAreByCode() {

@@ -36,6 +36,18 @@ public final class FakeCommands: CommandRunner {
         state.withLock { $0.handlers.append(matcher) }
     }
 
+    /// Plays OpenSSH's connection master (`ssh -M`) logging in: it creates its control socket
+    /// (a plain file stands in) and returns.
+    public func playSSHMasters() {
+        on("ssh", containing: "-M") { call in
+            guard let option = call.arguments.first(where: { $0.hasPrefix("ControlPath=") }) else { return .failed(255, "no ControlPath") }
+            let socket = URL(fileURLWithPath: String(option.dropFirst("ControlPath=".count)))
+            try FileManager.default.createDirectory(at: socket.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try Data().write(to: socket)
+            return .ok()
+        }
+    }
+
     public var calls: [Call] { state.withLock { $0.calls } }
 
     public func calls(of executable: String) -> [Call] { calls.filter { $0.executable == executable } }
