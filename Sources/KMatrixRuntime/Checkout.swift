@@ -69,6 +69,9 @@ public struct CacheLayout: Sendable {
     public var builds: URL { root.appendingPathComponent("builds") }
     /// Downloaded packages by sha256.
     public var debs: URL { root.appendingPathComponent("debs") }
+    /// The kernel-rootfs recipe's digests of the files it checks every run, by their stat identity:
+    /// one entry each, `<identity> <sha256> <path>`.
+    public var recipeDigests: URL { root.appendingPathComponent("digests") }
     /// Recipe output of runs, one log per image.
     public var logs: URL { root.appendingPathComponent("logs") }
     /// Per-run folders (keys, overlays, ledgers).

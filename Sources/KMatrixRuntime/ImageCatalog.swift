@@ -364,7 +364,8 @@ public actor ImageCatalog {
     // MARK: pruning
 
     /// Removes what no run will ask for again: images built for `--kernel` files and unused for
-    /// `unusedDays`, and rootfs builds no image refers to any more. Returns what went.
+    /// `unusedDays`, rootfs builds no image refers to any more, and the recipe's digests of files
+    /// that are gone. Returns what went.
     public nonisolated func prune(unusedDays: Int) -> [String] {
         let manager = FileManager.default
         let cutoff = Date().addingTimeInterval(-Double(unusedDays) * 86400)
@@ -375,12 +376,31 @@ public actor ImageCatalog {
             let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
             if modified < cutoff, (try? manager.removeItem(at: url)) != nil { removed.append("image \(name)") }
         }
-        let referenced = Set(((try? manager.contentsOfDirectory(atPath: cache.images.path)) ?? []).compactMap { name -> String? in
-            let manifest: KernelImageManifest? = Self.manifest(in: cache.images.appendingPathComponent(name))
-            return manifest?.buildId
-        })
-        for id in (try? manager.contentsOfDirectory(atPath: cache.builds.path)) ?? [] where !referenced.contains(id) && !id.starts(with: ".") {
+        var referenced: Set<String> = []
+        var unreadable = false
+        for name in (try? manager.contentsOfDirectory(atPath: cache.images.path)) ?? [] where name.starts(with: "kernel-") {
+            let folder = cache.images.appendingPathComponent(name)
+            if let manifest: KernelImageManifest = Self.manifest(in: folder) {
+                referenced.insert(manifest.buildId)
+            } else if manager.fileExists(atPath: folder.appendingPathComponent("manifest.json").path) {
+                unreadable = true
+            }
+        }
+        // A manifest this version cannot read may refer to any build: then none is an orphan.
+        for id in (try? manager.contentsOfDirectory(atPath: cache.builds.path)) ?? [] where !unreadable && !referenced.contains(id) && !id.starts(with: ".") {
             if (try? manager.removeItem(at: cache.builds.appendingPathComponent(id))) != nil { removed.append("rootfs build \(id.prefix(12))") }
+        }
+        for entry in (try? manager.contentsOfDirectory(atPath: cache.recipeDigests.path)) ?? [] {
+            let url = cache.recipeDigests.appendingPathComponent(entry)
+            let line = (try? String(contentsOf: url, encoding: .utf8)) ?? ""
+            let fields = line.trimmingCharacters(in: .newlines).split(separator: " ", maxSplits: 2)
+            // An entry is named by 32 hex digits; anything else (`<name>.<pid>`) is a write that
+            // was interrupted, and an entry without its path is worthless either way.
+            let named = entry.utf8.count == 32 && entry.allSatisfy(\.isHexDigit)
+            let path = named && fields.count == 3 ? String(fields[2]) : nil
+            if path.map({ !manager.fileExists(atPath: $0) }) ?? true, (try? manager.removeItem(at: url)) != nil {
+                removed.append("digest of \(path ?? entry)")
+            }
         }
         return removed
     }

@@ -46,6 +46,34 @@ extension EndToEnd {
             #expect(Harness.kmatrixLeftovers().isEmpty)
         }
 
+        /// Every run asks the kernel-rootfs recipe whether its image is up to date: it remembers
+        /// the digests of the package and the outputs by what stat says of them, and a changed
+        /// output (same size and mtime, another byte: only ctime tells) is noticed and replaced.
+        @Test func theRecipeRemembersDigestsAndNoticesAChangedOutput() throws {
+            let deb = try #require(try Harness.cachedKernelDebs()["bookworm"])
+            let cache = try Harness.privateCache("digests")
+            defer { try? FileManager.default.removeItem(at: cache) }
+            let out = cache.appendingPathComponent("out")
+            let build = "'\(Harness.packageRoot.path)/images/kernel-rootfs/build.sh' --probe '\(Harness.packageRoot.path)/probe/kmatrix-probe'"
+                + " --cache '\(cache.path)' --deb '\(deb.path)' --out '\(out.path)' 2>&1"
+            #expect(Harness.shell(build).contains("kernel-rootfs: done: "))
+            let second = Harness.shell(build)
+            #expect(second.contains("kernel-rootfs: up to date: "), "\(second)")
+            let remembered = Harness.shell("cat '\(cache.path)'/digests/*")
+            let debSha = Harness.shell("sha256sum '\(deb.path)' | cut -d' ' -f1").trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(remembered.split(separator: "\n").count == 3, "the package, the initramfs and the boot kernel: \(remembered)")
+            #expect(remembered.contains(" \(debSha) \(deb.resolvingSymlinksInPath().path)\n"))
+
+            let initramfs = out.appendingPathComponent("initramfs.gz").path
+            _ = Harness.shell("cp -p '\(initramfs)' '\(cache.path)/mtime' && printf x | dd of='\(initramfs)' bs=1 seek=100 conv=notrunc 2>/dev/null"
+                              + " && touch -r '\(cache.path)/mtime' '\(initramfs)'")
+            let third = Harness.shell(build)
+            #expect(third.contains("kernel-rootfs: reusing "), "\(third)")
+            let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("manifest.json"))) as? [String: Any]
+            let published = Harness.shell("sha256sum '\(initramfs)' | cut -d' ' -f1").trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(manifest?["initramfs_sha256"] as? String == published)
+        }
+
         @Test func bareKernelWithoutItsModulesSaysWhatItLacks() throws {
             let debs = try Harness.cachedKernelDebs()
             let work = try Harness.scratchDirectory("bare")

@@ -108,6 +108,43 @@ struct ImageCatalogTests {
         #expect(folders.filter { $0.hasPrefix("kernel-file-") }.isEmpty)
     }
 
+    /// gc's share of the image cache: old `--kernel` images, rootfs builds nothing refers to,
+    /// and digests of files that are gone; what is in use stays.
+    @Test func pruneRemovesOnlyWhatNoRunWillAskFor() throws {
+        let world = try LauncherWorld()
+        defer { world.root.remove() }
+        let images = "cache/images/"
+        _ = try world.root.file(images + "kernel-file-0ld/manifest.json", #"{"build_id": "b-old", "kernel_release": "6.1.0"}"#)
+        _ = try world.root.file(images + "kernel-file-fresh/manifest.json", #"{"build_id": "b-fresh", "kernel_release": "6.1.0"}"#)
+        _ = try world.root.file(images + "kernel-bookworm/manifest.json", #"{"build_id": "b-suite", "kernel_release": "6.1.0"}"#)
+        let old = Date().addingTimeInterval(-31 * 86400)
+        try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: world.cache.images.appendingPathComponent("kernel-file-0ld").path)
+        try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: world.cache.images.appendingPathComponent("kernel-bookworm").path)
+        for id in ["b-old", "b-fresh", "b-suite", "b-orphan"] { _ = try world.root.file("cache/builds/\(id)/manifest.json", "{}") }
+        let kept = try world.root.file("kernel.deb", "deb")
+        let live = String(repeating: "a", count: 32), dead = String(repeating: "b", count: 32)
+        _ = try world.root.file("cache/digests/\(live)", "1:2:3:4:5 \(String(repeating: "c", count: 64)) \(kept.path)\n")
+        _ = try world.root.file("cache/digests/\(dead)", "1:2:3:4:5 \(String(repeating: "c", count: 64)) \(world.root.url.path)/gone dir/k.deb\n")
+        _ = try world.root.file("cache/digests/\(live).4242", "1:2:3:4:5 \(String(repeating: "c", count: 64)) \(kept.path)\n")
+
+        let removed = world.catalog.prune(unusedDays: 30)
+        #expect(Set(removed) == ["image kernel-file-0ld", "rootfs build b-old", "rootfs build b-orphan",
+                                 "digest of \(world.root.url.path)/gone dir/k.deb", "digest of \(live).4242"])
+        let left = { (folder: URL) in Set((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []) }
+        #expect(left(world.cache.images) == ["kernel-file-fresh", "kernel-bookworm"])
+        #expect(left(world.cache.builds) == ["b-fresh", "b-suite"])
+        #expect(left(world.cache.recipeDigests) == [live])
+    }
+
+    @Test func aManifestPruneCannotReadKeepsEveryBuild() throws {
+        let world = try LauncherWorld()
+        defer { world.root.remove() }
+        _ = try world.root.file("cache/images/kernel-file-new/manifest.json", #"{"build_id": "b-new", "format": 2}"#)
+        _ = try world.root.file("cache/builds/b-new/manifest.json", "{}")
+        #expect(world.catalog.prune(unusedDays: 30).isEmpty)
+        #expect(FileManager.default.fileExists(atPath: world.cache.builds.appendingPathComponent("b-new").path))
+    }
+
     @Test func theRecipeNamesTheMatrixAcceptsAllHaveARecipe() {
         #expect(Set(MatrixParser.kernelRecipes) == Set(ImageCatalog.kernelRecipes.keys))
         #expect(Set(MatrixParser.cloudRecipes) == Set(ImageCatalog.cloudRecipes.keys))
