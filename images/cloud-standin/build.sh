@@ -91,9 +91,13 @@ fi
 
 mapfile -t PACKAGES < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$FILES/packages.list" | grep -v '^$')
 candidate() { km_apt apt-cache policy "$1" | awk '/Candidate:/ {print $2; exit}'; }
-KERNEL_META_VER=$(candidate linux-image-amd64)
-KERNEL_PKG=$(km_apt apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-[ -n "$KERNEL_PKG" ] || die "cannot resolve the kernel behind linux-image-amd64"
+# Debian's own cloud images (genericcloud) run the cloud flavour: fewer drivers, and an lz4
+# payload that decompresses in 0.25 s under TCG where the generic flavour's xz takes 4.5 s.
+# The kernel package itself is installed, pinned; its metapackage is not needed.
+KERNEL_META=linux-image-cloud-amd64
+KERNEL_META_VER=$(candidate "$KERNEL_META")
+KERNEL_PKG=$(km_apt apt-cache depends "$KERNEL_META" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+[ -n "$KERNEL_PKG" ] || die "cannot resolve the kernel behind $KERNEL_META"
 KERNEL_RELEASE=${KERNEL_PKG#linux-image-}
 KERNEL_VER=$(candidate "$KERNEL_PKG")
 GRUB_VER=$(candidate grub-pc)
