@@ -26,9 +26,10 @@ qemu-system-x86_64 -accel tcg "$@" -m $mem -smp $cpus -display none -monitor non
   -drive file=$w/overlay.qcow2,if=virtio -drive file=$w/seed.iso,media=cdrom \
   -netdev user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22 -device virtio-net-pci,netdev=n,romfile= &
 q=$!
-for i in $(seq 1 1200); do
-  ssh -i $w/key -p $port -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 -o LogLevel=ERROR -l cloud-user 127.0.0.1 true 2>/dev/null && break
-  ((i < 1200)) || { kill $q; echo "plain-qemu: no SSH within 10 minutes" >&2; exit 1; }
+# ConnectTimeout does not bound a login that stalls after the banner (seen once: an hour); timeout does.
+deadline=$((SECONDS + 600))
+until timeout 15 ssh -i $w/key -p $port -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 -o LogLevel=ERROR -l cloud-user 127.0.0.1 true 2>/dev/null; do
+  ((SECONDS < deadline)) || { kill $q; echo "plain-qemu: no SSH within 10 minutes" >&2; exit 1; }
   sleep 0.5
 done
 t1=$(date +%s.%N)
