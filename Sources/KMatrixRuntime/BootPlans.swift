@@ -88,8 +88,9 @@ struct CloudBootPlan: BootPlan {
 
     /// A distro boot runs systemd, udev and cloud-init's Python: 32 MiB thrashes (a Debian 11
     /// disk took ~70 s to SSH against ~45 s with QEMU's default). 256 MiB is as fast as the
-    /// default (median 49.3 s against 51.2 s over 4 interleaved boots) at half the host RSS
-    /// (570 MiB against 1.1 GiB for a 512 MiB guest); README, "Benchmarks".
+    /// default (median 49.3 s against 51.2 s over 4 interleaved boots) at 60 % of the host RSS
+    /// (542 against 926 MiB peak for a 512 MiB guest, and SSH at 0.99× plain QEMU's time);
+    /// README, "Benchmarks".
     static let translationCacheMiB: Int? = 256
 
     var user: String { image.user }
