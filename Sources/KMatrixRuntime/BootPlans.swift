@@ -130,7 +130,7 @@ struct CloudBootPlan: BootPlan {
         }
         if text.contains("login:") && !text.contains("Cloud-init v. ") {
             return KMatrixError(.boot, "the guest reached its login prompt but cloud-init never ran: the image has no cloud-init, "
-                + "or it does not read the NoCloud seed (a CD labelled cidata), so the run's SSH key was never installed", cause: error)
+                + "or it does not read the NoCloud seed (a disk labelled cidata), so the run's SSH key was never installed", cause: error)
         }
         let tail = console.tail(lines: 6).replacingOccurrences(of: "\n", with: " ⏎ ")
         return KMatrixError(error.code, "\(error.message); console tail: \(tail)", cause: error)

@@ -4,6 +4,8 @@
 # and prints the seconds until `ssh true` works with the seed's key, and QEMU's peak RSS.
 #
 #   plain-qemu.sh BASE MEM VCPUS [extra qemu args...]
+#   PLAIN_QEMU_ACCEL=tcg,tb-size=256   the -accel value (default: tcg, QEMU's own cache size)
+#   PLAIN_QEMU_SEED=virtio             the seed as a virtio disk instead of the default IDE cdrom
 set -euo pipefail
 base=$1 mem=$2 cpus=$3; shift 3
 w=$(mktemp -d /tmp/kmatrix-peer-qemu.XXXXXX)
@@ -21,9 +23,11 @@ printf 'instance-id: plain-%s\nlocal-hostname: plain\n' $RANDOM > $w/seed/meta-d
 genisoimage -quiet -output $w/seed.iso -volid cidata -joliet -rock $w/seed/user-data $w/seed/meta-data
 qemu-img create -q -f qcow2 -F qcow2 -b "$base" $w/overlay.qcow2
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+seed=(-drive file=$w/seed.iso,media=cdrom)   # QEMU's default; kmatrix uses virtio
+[ "${PLAIN_QEMU_SEED:-cdrom}" = virtio ] && seed=(-drive file=$w/seed.iso,if=virtio,format=raw,readonly=on)
 t0=$(date +%s.%N)
-qemu-system-x86_64 -accel tcg "$@" -m $mem -smp $cpus -display none -monitor none -serial file:$w/console.log \
-  -drive file=$w/overlay.qcow2,if=virtio -drive file=$w/seed.iso,media=cdrom \
+qemu-system-x86_64 -accel "${PLAIN_QEMU_ACCEL:-tcg}" "$@" -m $mem -smp $cpus -display none -monitor none -serial file:$w/console.log \
+  -drive file=$w/overlay.qcow2,if=virtio "${seed[@]}" \
   -netdev user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22 -device virtio-net-pci,netdev=n,romfile= &
 q=$!
 # ConnectTimeout does not bound a login that stalls after the banner (seen once: an hour); timeout does.
