@@ -55,6 +55,17 @@ else
     step "packages: installed ${#missing[@]}"
 fi
 
+# --- the build user -------------------------------------------------------------
+# `kmatrix bisect --git` runs git and make on someone else's kernel tree as this user, never as
+# root (images/kernel-tree/sandbox.sh): no login, no home, no groups beyond its own.
+if getent passwd kmatrix-build >/dev/null; then
+    step "build user: kmatrix-build present"
+else
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin kmatrix-build \
+        || die "could not create the user kmatrix-build"
+    step "build user: created kmatrix-build"
+fi
+
 # --- qemu.conf ----------------------------------------------------------------
 # user/group +0: with libvirt-qemu as the QEMU user, root-only /dev/kvm makes libvirt
 # re-probe QEMU's capabilities on every domain start (+3.6 s each).

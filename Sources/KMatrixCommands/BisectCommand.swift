@@ -61,7 +61,7 @@ struct BisectCommand: AsyncParsableCommand {
         if let git, let good, let bad {
             steps = try await GitSteps.make(path: context.path(git), good: good, bad: bad, config: config.map { context.path($0) },
                                             makeJobs: makeJobs ?? ProcessInfo.processInfo.activeProcessorCount, cache: context.cache,
-                                            commands: probeCommands, verifyRevert: verifyRevert)
+                                            checkout: try context.checkout(), commands: probeCommands, verifyRevert: verifyRevert)
         } else {
             let candidates = try await KernelCandidates.collect(kernels: kernels, directory: kernelFolder, modules: modules, context: context,
                                                                 commands: probeCommands)
@@ -75,7 +75,7 @@ struct BisectCommand: AsyncParsableCommand {
         for candidate in candidates { context.print("  \(candidate.index). \(candidate.label)  \(candidate.detail)\n") }
 
         let outDirectory = try OutputDirectory.prepare(out, relativeTo: context.workingDirectory, startedAt: started)
-        let engine = try await RunEngine.start(context: context, hosts: global.hosts(loaded.matrix), needsVirtualMachines: true, defaults: loaded.matrix.defaults,
+        let engine = try await RunEngine.start(context: context, hosts: try global.hosts(loaded.matrix), needsVirtualMachines: true, defaults: loaded.matrix.defaults,
                                                outDirectory: outDirectory, started: started, logger: logger)
         let search = BisectSearch(steps: steps, engine: engine, matrix: loaded.matrix, scenario: scenario, repeats: `repeat`,
                                   reuse: !remeasure, out: outDirectory, context: context)
@@ -89,18 +89,19 @@ struct BisectCommand: AsyncParsableCommand {
         interrupts.disarm()
         await engine.close()
         if interrupted.isSet {
-            context.printError("kmatrix: the bisect was interrupted; finished steps are cached, run it again to go on\n")
-            throw ExitCode(ExitStatus.infrastructure.rawValue)
+            throw KMatrixExit(.infrastructure, "the bisect was interrupted; finished steps are cached, run it again to go on")
         }
         let report = try outcome.get()
-        context.print("\n\(report.answer)\n")
-        if let verification = report.verification { context.print("verification: \(verification)\n") }
+        context.print("\n\(SafeText.terminal(report.answer))\n")
+        if let verification = report.verification { context.print("verification: \(SafeText.terminal(verification.text))\n") }
         context.printError("bisect: \(outDirectory.path)/bisect.json, bisect.md\n")
         switch report.result {
-        case .found?: throw ExitCode(report.verification.map { $0.starts(with: "confirmed") } == false ? 1 : 0)
-        case .inconclusive?: throw ExitCode(1)
+        case .found?:
+            if report.verification?.verdict == .disagrees { throw KMatrixExit(.differs, "the culprit did not verify") }
+            throw KMatrixExit(.allMatched)
+        case .inconclusive?: throw KMatrixExit(.differs, "the bisect is inconclusive")
         case .endsDoNotDiffer?: throw KMatrixError(.invalidInput, report.answer)
-        case nil: throw ExitCode(ExitStatus.infrastructure.rawValue)
+        case nil: throw KMatrixExit(.infrastructure, "the bisect ended without an answer")
         }
     }
 }

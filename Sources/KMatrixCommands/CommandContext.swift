@@ -21,7 +21,13 @@ public struct CommandContext: Sendable {
     /// A command runner whose children carry `runMarker` (nil outside a run).
     public var commands: @Sendable (_ runMarker: String?) -> any CommandRunner
     /// Opens a hypervisor connection (libvirt), with a scratch folder for the accelerator probe.
-    public var connect: @Sendable (_ uri: String, _ scratch: URL) async throws -> any Hypervisor
+    public var connect: @Sendable (_ uri: HostURI, _ scratch: URL) async throws -> any Hypervisor
+    /// The machine-wide run registry every kmatrix here shares (docs/architecture.md, "Cleanup").
+    public var registry: RunRegistry
+    /// /proc, for run owners and marked processes.
+    public var processes: ProcessTable
+    /// Where `ip netns` keeps network namespaces (/run/netns).
+    public var namespaces: URL
     /// Installs Ctrl-C/SIGTERM handling for a run; the returned value disarms it.
     public var interrupts: @Sendable (_ onInterrupt: @escaping @Sendable () -> Void) -> any InterruptDisarming
 
@@ -30,7 +36,7 @@ public struct CommandContext: Sendable {
     public init(workingDirectory: URL, environment: [String: String], home: URL, executable: URL?,
                 standardOutput: @escaping @Sendable (String) -> Void, standardError: @escaping @Sendable (String) -> Void,
                 standardErrorIsTerminal: Bool, commands: @escaping @Sendable (String?) -> any CommandRunner,
-                connect: @escaping @Sendable (String, URL) async throws -> any Hypervisor,
+                connect: @escaping @Sendable (HostURI, URL) async throws -> any Hypervisor, registry: RunRegistry, processes: ProcessTable, namespaces: URL,
                 interrupts: @escaping @Sendable (@escaping @Sendable () -> Void) -> any InterruptDisarming) {
         self.workingDirectory = workingDirectory
         self.environment = environment
@@ -41,6 +47,9 @@ public struct CommandContext: Sendable {
         self.standardErrorIsTerminal = standardErrorIsTerminal
         self.commands = commands
         self.connect = connect
+        self.registry = registry
+        self.processes = processes
+        self.namespaces = namespaces
         self.interrupts = interrupts
     }
 
@@ -51,10 +60,11 @@ public struct CommandContext: Sendable {
         // every other host's results. Ignored, the write fails with EPIPE and only that host's
         // cells become errors. Children get the default back: swift-subprocess resets signals.
         signal(SIGPIPE, SIG_IGN)
+        let home = FileManager.default.homeDirectoryForCurrentUser
         return CommandContext(
             workingDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath),
             environment: ProcessInfo.processInfo.environment,
-            home: FileManager.default.homeDirectoryForCurrentUser,
+            home: home,
             executable: CommandLine.arguments.first.map { URL(fileURLWithPath: $0) },
             // A reader that went away (`kmatrix matrix | head`) must not stop a run: the results
             // folder, not the terminal, is what a run exists to fill.
@@ -62,7 +72,10 @@ public struct CommandContext: Sendable {
             standardError: { try? FileHandle.standardError.write(contentsOf: Data($0.utf8)) },
             standardErrorIsTerminal: KMatrixRuntime.standardErrorIsTerminal(),
             commands: { SystemCommandRunner(runMarker: $0) },
-            connect: { uri, scratch in try await LibvirtHypervisor(uri: uri, scratch: scratch) },
+            connect: { uri, scratch in try await LibvirtHypervisor(uri: uri, scratch: scratch, commands: SystemCommandRunner()) },
+            registry: RunRegistry.machineWide(home: home),
+            processes: ProcessTable(proc: URL(fileURLWithPath: "/proc")),
+            namespaces: URL(fileURLWithPath: "/run/netns"),
             interrupts: { SignalInterrupts(onInterrupt: $0) })
     }
 
@@ -77,8 +90,15 @@ public struct CommandContext: Sendable {
         FilePaths.resolve(text, against: workingDirectory)
     }
 
-    public func print(_ text: String) { standardOutput(text) }
-    public func printError(_ text: String) { standardError(text) }
+    /// What removes dead runs' leftovers, over this context's registry, processes and namespaces.
+    public func collector(commands: any CommandRunner, logger: Logger) -> Collector {
+        Collector(cache: cache.root, registry: registry, commands: commands, processes: processes, logger: logger, namespaces: namespaces)
+    }
+
+    /// Everything kmatrix prints passes here: a value that slipped past its own escaping still
+    /// cannot drive the terminal (`SafeText`; line breaks and tabs are kmatrix's own layout).
+    public func print(_ text: String) { standardOutput(SafeText.terminal(text, keepLines: true)) }
+    public func printError(_ text: String) { standardError(SafeText.terminal(text, keepLines: true)) }
 }
 
 /// Turns interrupt handling off again once a run is over.

@@ -19,42 +19,32 @@ struct CompareCommand: AsyncParsableCommand {
 
     func run() async throws {
         let context = CommandContext.current
-        let comparison = Comparison.compare(base: try Self.load(base, context: context), new: try Self.load(new, context: context), tolerance: tolerance)
+        let baseRun = try Self.load(base, context: context)
+        let newRun = try Self.load(new, context: context)
+        if baseRun.cells.isEmpty {
+            throw KMatrixError(.invalidInput, "\(SafeText.terminal(base)) holds no cells: there is nothing to compare against")
+        }
+        let comparison = Comparison.compare(base: baseRun, new: newRun, tolerance: tolerance)
         context.print(comparison.text)
-        throw ExitCode(comparison.hasRegression ? ExitStatus.differs.rawValue : ExitStatus.allMatched.rawValue)
+        if let nothing = newRun.nothingTestedReason {
+            // A night that measured nothing is not "no regression".
+            throw KMatrixExit(.infrastructure, "\(SafeText.terminal(new)): \(nothing)")
+        }
+        throw KMatrixExit(comparison.hasRegression ? .differs : .allMatched)
     }
 
     /// A results.json, or exit 2 with why it cannot be one.
     static func load(_ path: String, context: CommandContext) throws -> RunResult {
         let url = context.path(path)
+        let shown = SafeText.terminal(path)
         let identity = try FileIdentity.regularFile(url, what: "results file")
-        guard identity.size <= 256 << 20 else { throw KMatrixError(.invalidInput, "\(path) is \(identity.size) bytes, too large for a results.json") }
+        guard identity.size <= 256 << 20 else { throw KMatrixError(.invalidInput, "\(shown) is \(identity.size) bytes, too large for a results.json") }
         let data: Data
         do {
             data = try Data(contentsOf: url)
         } catch {
-            throw KMatrixError(.invalidInput, "cannot read \(path): \(KMatrixError.from(error).message)", cause: error)
+            throw KMatrixError(.invalidInput, "cannot read \(shown): \(KMatrixError.from(error).message)", cause: error)
         }
-        do {
-            return try RunResult.decode(data)
-        } catch {
-            throw KMatrixError(.invalidInput, "\(path) is not a kmatrix results.json (\(ResultDecoding.describe(error)))", cause: error)
-        }
-    }
-}
-
-/// One phrase for a JSON decoding failure, without Foundation's dump.
-enum ResultDecoding {
-    static func describe(_ error: any Error) -> String {
-        guard let error = error as? DecodingError else { return "unreadable JSON" }
-        func path(_ context: DecodingError.Context) -> String {
-            context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-        }
-        switch error {
-        case .keyNotFound(let key, let context): return "missing \(path(context).isEmpty ? "" : path(context) + ".")\(key.stringValue)"
-        case .typeMismatch(_, let context), .valueNotFound(_, let context): return "unexpected value at \(path(context))"
-        case .dataCorrupted(let context): return context.codingPath.isEmpty ? "not JSON" : "bad value at \(path(context))"
-        @unknown default: return "unreadable JSON"
-        }
+        return try ResultReader.read(data, name: shown)
     }
 }

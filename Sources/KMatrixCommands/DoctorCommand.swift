@@ -13,11 +13,12 @@ struct DoctorCommand: AsyncParsableCommand {
 
     func run() async throws {
         let context = CommandContext.current
-        let hosts = global.hosts((try? MatrixLoading.load(matrix, context: context))?.matrix)
+        let hosts = try global.hosts(try MatrixLoading.load(matrix, context: context).matrix)
         let cache = context.cache
         let doctor = Doctor(checkout: try? context.checkout(), cache: cache) {
             var checks: [DoctorCheck] = []
             for host in hosts { checks += await Self.hypervisorChecks(uri: host.uri, context: context, scratch: cache.root, label: hosts.count > 1) }
+            checks.append(Self.registryCheck(context.registry))
             return checks
         }
         let checks = await doctor.run()
@@ -34,17 +35,28 @@ struct DoctorCommand: AsyncParsableCommand {
         }
         let failed = checks.filter { $0.status == .missing }.count
         context.print(failed == 0 ? "\nthis host is ready\n" : "\n\(failed) problem(s); scripts/host-setup.sh fixes most of them\n")
-        if failed > 0 { throw ExitCode(ExitStatus.infrastructure.rawValue) }
+        if failed > 0 { throw KMatrixExit(.infrastructure) }
     }
 
-    static func hypervisorChecks(uri: String, context: CommandContext, scratch: URL, label: Bool) async -> [DoctorCheck] {
+    /// The machine-wide run registry must be a private folder of this user, or no run can start.
+    static func registryCheck(_ registry: RunRegistry) -> DoctorCheck {
+        guard FileManager.default.fileExists(atPath: registry.root.path) else {
+            return DoctorCheck("run registry", .ok, "\(registry.root.path) (created by the first run)")
+        }
+        if let problem = registry.problem() {
+            return DoctorCheck("run registry", .missing, "\(registry.root.path) \(problem)", fix: "remove it; the next run recreates it (0700, owned by you)")
+        }
+        return DoctorCheck("run registry", .ok, registry.root.path)
+    }
+
+    static func hypervisorChecks(uri: HostURI, context: CommandContext, scratch: URL, label: Bool) async -> [DoctorCheck] {
         try? FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         let hypervisor: any Hypervisor
         do {
             hypervisor = try await context.connect(uri, scratch)
         } catch {
             return [DoctorCheck("libvirt", .missing, KMatrixError.from(error).message,
-                                fix: uri.contains("+ssh")
+                                fix: !uri.isLocal
                                     ? "the host needs libvirt and QEMU, and an SSH login (key, no password) that can reach libvirt's socket"
                                     : "run scripts/host-setup.sh (installs libvirt, starts virtlogd and libvirtd under tini)")]
         }
@@ -57,10 +69,10 @@ struct DoctorCommand: AsyncParsableCommand {
         }
     }
 
-    static func checks(of hypervisor: any Hypervisor, uri: String) async -> [DoctorCheck] {
+    static func checks(of hypervisor: any Hypervisor, uri: HostURI) async -> [DoctorCheck] {
         var checks: [DoctorCheck] = []
         if let versions = try? await hypervisor.versions() {
-            checks.append(DoctorCheck("libvirt", .ok, "\(uri): libvirt \(versions.libvirt), QEMU \(versions.qemu)"))
+            checks.append(DoctorCheck("libvirt", .ok, "\(uri.text): libvirt \(versions.libvirt), QEMU \(versions.qemu)"))
         }
         let accelerator = await hypervisor.detectAccelerator()
         checks.append(accelerator == .kvm
@@ -68,18 +80,19 @@ struct DoctorCommand: AsyncParsableCommand {
             : DoctorCheck("accelerator", .warning, "KVM unusable here, guests run under TCG (slower, still correct)",
                           fix: "enable nested virtualisation or hardware KVM for faster runs"))
         if let leftovers = try? await hypervisor.kmatrixDomains(), !leftovers.isEmpty {
-            checks.append(DoctorCheck("leftovers", .warning, "\(leftovers.count) kmatrix domain(s) running: \(leftovers.map(\.name).joined(separator: ", "))",
-                                      fix: "kmatrix gc (once no run is in progress)"))
+            checks.append(DoctorCheck("kmatrix domains", .ok, "\(leftovers.count) running: \(leftovers.map(\.name).joined(separator: ", ")) "
+                                      + "(live runs' guests; `kmatrix gc` removes those whose run is proven dead)"))
         }
         return checks
     }
 }
 
-/// `kmatrix gc`: what killed runs left, and stale cached images; never while a run lives.
+/// `kmatrix gc`: what dead runs left, and stale cached images. Safe while other runs live:
+/// only what is proven dead goes (docs/architecture.md, "Cleanup").
 struct GCCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gc",
-        abstract: "Remove what killed runs left (domains, namespaces, processes, keys, overlays) and stale cached images.")
+        abstract: "Remove what dead runs left (domains, namespaces, processes, keys, overlays, remote volumes) and stale cached images.")
 
     @Option(parsing: .unconditional, help: "Also remove images built for --kernel files that no run used for this many days (0-3650).")
     var unusedDays = 30
@@ -95,25 +108,28 @@ struct GCCommand: AsyncParsableCommand {
         let context = CommandContext.current
         let logger = Logs.logger(verbose: global.verbose)
         let commands = context.commands(nil)
-        let collector = Collector(cache: context.cache.root, commands: commands, logger: logger)
-        let live = collector.liveRuns()
-        if let first = live.first {
-            throw KMatrixError(.hostNotReady, "a kmatrix run is in progress (run \(first.runID)\(first.pid.map { ", pid \($0)" } ?? "")"
-                + (live.count > 1 ? ", and \(live.count - 1) more" : "") + "); gc would race it, so it does nothing: run it again once the run ends")
-        }
+        let hosts = try global.hosts(try MatrixLoading.load(matrix, context: context).matrix)
+        let collector = context.collector(commands: commands, logger: logger)
         var hypervisors: [any Hypervisor] = []
-        for host in global.hosts((try? MatrixLoading.load(matrix, context: context))?.matrix) {
+        for host in hosts {
             do {
                 hypervisors.append(try await context.connect(host.uri, context.cache.root))
             } catch {
                 context.printError("kmatrix: \(KMatrixError.from(error).message); skipping its domains\n")
             }
         }
-        var removed = await collector.collectDeadRuns(hypervisors: hypervisors).map(\.description)
-        if let checkout = try? context.checkout() {
+        let report = await collector.collectDeadRuns(hypervisors: hypervisors)
+        var removed = report.removed.map(\.description)
+        // A live run of this cache may be building or booting an image right now.
+        let cacheRoot = context.cache.root.standardizedFileURL.path
+        let sharing = collector.liveRuns().filter { $0.cache?.standardizedFileURL.path == cacheRoot }
+        if let first = sharing.first {
+            context.printError("kmatrix: run \(first.runID) uses this cache, so cached images are not pruned now; run gc again once it ends\n")
+        } else if let checkout = try? context.checkout() {
             removed += ImageCatalog(checkout: checkout, cache: context.cache, commands: commands).prune(unusedDays: unusedDays)
         }
         for entry in removed { context.print("removed \(entry)\n") }
+        for note in report.notes { context.print("left \(note)\n") }
         context.print(removed.isEmpty ? "nothing to remove\n" : "removed \(removed.count) leftover(s)\n")
     }
 }

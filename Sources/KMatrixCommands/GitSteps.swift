@@ -8,12 +8,13 @@ import KMatrixRuntime
 struct GitSteps: BisectSteps {
     let tree: GitTree
     let commits: [Commit]
-    let worktree: URL
+    /// Root's folder of finished steps (bzImage, manifest, logs, cached results), by tree hash +
+    /// config hash; nothing the sandbox can write.
     let builds: URL
-    let config: URL?
+    /// The base config as the sandbox sees it, when --config was given.
+    let config: String?
     let configHash: String
     let makeJobs: Int
-    let cache: CacheLayout
     let recipe: URL
     let commands: any CommandRunner
     let verifyRevert: Bool
@@ -24,9 +25,10 @@ struct GitSteps: BisectSteps {
         commits.enumerated().map { BisectReport.Candidate(index: $0, label: $1.shortSHA, detail: $1.subject) }
     }
 
-    static func make(path: URL, good: String, bad: String, config: URL?, makeJobs: Int, cache: CacheLayout, commands: any CommandRunner,
-                     verifyRevert: Bool) async throws -> GitSteps {
-        let tree = try await GitTree.open(path, commands: commands)
+    static func make(path: URL, good: String, bad: String, config: URL?, makeJobs: Int, cache: CacheLayout, checkout: Checkout,
+                     commands: any CommandRunner, verifyRevert: Bool) async throws -> GitSteps {
+        let bisect = cache.root.appendingPathComponent("bisect")
+        let tree = try await GitTree.open(path, workFolder: bisect.appendingPathComponent("sandbox"), images: checkout.images, commands: commands)
         if try await tree.isDirty() {
             throw KMatrixError(.invalidInput, "\(tree.repository.path) has uncommitted changes; bisect tests commits only: commit or stash them first")
         }
@@ -34,24 +36,27 @@ struct GitSteps: BisectSteps {
         let badSHA = try await tree.resolve(bad, flag: "--bad")
         guard goodSHA != badSHA else { throw KMatrixError(.invalidInput, "--good and --bad name the same commit \(goodSHA.prefix(12))") }
         let commits = try await tree.commits(from: goodSHA, to: badSHA)
-        let checkout = try CommandContext.current.checkout()
         let recipe = checkout.images.appendingPathComponent("kernel-tree/build.sh")
         // The config's identity: the base config and every input that shapes the build.
         var material = Data()
+        var sandboxConfig: String?
         if let config {
             _ = try FileIdentity.regularFile(config, what: "--config")
             do { material += try Data(contentsOf: config) } catch { throw KMatrixError.from(error, whileDoing: "reading --config") }
+            // The sandbox sees only its work folder: the config goes there, as a copy.
+            let name = "config-\(FileDigests.sha256(of: material).prefix(16))"
+            try material.write(to: tree.workFolder.appendingPathComponent(name), options: .atomic)
+            sandboxConfig = "\(BuildSandbox.work)/\(name)"
         } else {
             material += Data("tinyconfig".utf8)
         }
-        for input in ["kernel-config/rootfs.fragment", "kernel-tree/identity.fragment", "kernel-tree/build.sh", "lib.sh"] {
+        for input in ["kernel-config/rootfs.fragment", "kernel-tree/identity.fragment", "kernel-tree/build.sh", "kernel-tree/sandbox.sh", "lib.sh"] {
             material += (try? Data(contentsOf: checkout.images.appendingPathComponent(input))) ?? Data()
         }
-        let repositoryKey = String(FileDigests.sha256(of: Data(tree.repository.path.utf8)).prefix(16))
-        let bisect = cache.root.appendingPathComponent("bisect")
-        return GitSteps(tree: tree, commits: commits, worktree: bisect.appendingPathComponent("trees/\(repositoryKey)"),
-                        builds: bisect.appendingPathComponent("builds"), config: config,
-                        configHash: String(FileDigests.sha256(of: material).prefix(16)), makeJobs: makeJobs, cache: cache, recipe: recipe,
+        // The compiler and tools the recipe needs are installed as root, before anything runs as the build user.
+        try await commands.checked("bash", [recipe.path, "--prepare-host"], timeout: .seconds(1800))
+        return GitSteps(tree: tree, commits: commits, builds: bisect.appendingPathComponent("builds"), config: sandboxConfig,
+                        configHash: String(FileDigests.sha256(of: material).prefix(16)), makeJobs: makeJobs, recipe: recipe,
                         commands: commands, verifyRevert: verifyRevert)
     }
 
@@ -68,8 +73,8 @@ struct GitSteps: BisectSteps {
     func kernel(at index: Int, progress: @escaping @Sendable (String) -> Void) async throws -> (source: KernelSource?, measurement: StepMeasurement) {
         let directory = try await buildDirectory(index)
         return try await build(directory, progress: progress) {
-            try await tree.worktree(at: worktree, startingAt: commits[0].sha)
-            try await tree.checkout(commits[index].sha, in: worktree)
+            try await tree.prepareClone()
+            try await tree.checkout(commits[index].sha)
         }
     }
 
@@ -77,6 +82,13 @@ struct GitSteps: BisectSteps {
     struct Failure: Codable {
         var reason: String
         var logTail: String?
+    }
+
+    /// What a build's exit status means (images/kernel-tree/build.sh).
+    enum BuildStatus: Int32 {
+        case built = 0
+        case configLostOptions = 3
+        case buildFailed = 4
     }
 
     func build(_ directory: URL, progress: @escaping @Sendable (String) -> Void, prepare: () async throws -> Void) async throws -> (source: KernelSource?, measurement: StepMeasurement) {
@@ -97,23 +109,28 @@ struct GitSteps: BisectSteps {
         progress("build (make -j\(makeJobs))")
         let started = ContinuousClock.now
         let log = directory.appendingPathComponent("recipe.log")
-        var arguments = [recipe.path, "--tree", worktree.path, "--out", directory.path, "--jobs", String(makeJobs), "--cache", cache.root.path]
-        if let config { arguments += ["--config", config.path] }
-        let result = try await commands.run("bash", arguments, timeout: .seconds(7200), errors: .file(log))
+        let out = "out-\(directory.lastPathComponent)"
+        var arguments = ["--tree", tree.clonePath, "--out", "\(BuildSandbox.work)/\(out)", "--jobs", String(makeJobs), "--cache", BuildSandbox.work]
+        if let config { arguments += ["--config", config] }
+        let result = try await tree.build(arguments, log: log, timeout: .seconds(7200))
         let seconds = (ContinuousClock.now - started).seconds
-        let text = String(decoding: FileManager.default.contents(atPath: log.path) ?? Data(), as: UTF8.self)
+        let text = String(decoding: (FileManager.default.contents(atPath: log.path) ?? Data()).suffix(1 << 20), as: UTF8.self)
         let tail = text.split(whereSeparator: \.isNewline).suffix(12).joined(separator: "\n")
         let reason: String
-        switch result.status {
-        case 0:
+        switch BuildStatus(rawValue: result.status) {
+        case .built?:
+            // What the build user wrote is copied out, never linked to or followed.
+            let output = tree.workFolder.appendingPathComponent(out)
+            try BuildSandbox.copyOut(output.appendingPathComponent("bzImage"), to: bzImage, limit: 256 << 20)
+            try BuildSandbox.copyOut(output.appendingPathComponent("manifest.json"), to: manifest, limit: 64 << 10)
             return (.bzImage(path: bzImage.path, modules: nil), StepMeasurement(buildS: seconds))
-        case 3:
+        case .configLostOptions?:
             let missing = text.split(separator: "\n").compactMap { $0.starts(with: "missing: ") ? String($0.dropFirst("missing: ".count)) : nil }
             reason = "the config lost options kmatrix's rootfs needs: \(missing.joined(separator: ", "))"
-        case 4:
+        case .buildFailed?:
             reason = "the build failed"
-        default:
-            throw KMatrixError(.image, "building a kernel from \(worktree.path) failed (exit \(result.status)): \(tail.split(separator: "\n").suffix(3).joined(separator: " / "))")
+        case nil:
+            throw KMatrixError(.image, "building a kernel from \(tree.repository.path) failed (exit \(result.status)): \(tail.split(separator: "\n").suffix(3).joined(separator: " / "))")
         }
         try? JSONEncoder().encode(Failure(reason: reason, logTail: tail)).write(to: failed, options: .atomic)
         return (nil, StepMeasurement(skip: reason, buildS: seconds, logTail: tail))
@@ -137,13 +154,13 @@ struct GitSteps: BisectSteps {
         var problems: [String] = []
         if parentCell.outcome != old { problems.append("the parent \(commits[lastOld].shortSHA) gave \(parentCell.outcome.rawValue), not \(old.rawValue)") }
         if culpritCell.outcome != new { problems.append("the culprit \(culprit.shortSHA) gave \(culpritCell.outcome.rawValue), not \(new.rawValue)") }
-        var confirmed = "confirmed: \(commits[lastOld].shortSHA) \(parentCell.outcome.rawValue) and \(culprit.shortSHA) \(culpritCell.outcome.rawValue) again (\(report.repeats) runs each)"
+        var confirmed = "\(commits[lastOld].shortSHA) \(parentCell.outcome.rawValue) and \(culprit.shortSHA) \(culpritCell.outcome.rawValue) again (\(report.repeats) runs each)"
         if verifyRevert, let last = commits.last {
             let directory = builds.appendingPathComponent("revert-\(culprit.sha.prefix(12))-on-\(last.sha.prefix(12))-\(configHash)")
             let (source, measurement) = try await build(directory, progress: { _ in }) {
-                try await tree.worktree(at: worktree, startingAt: commits[0].sha)
-                try await tree.checkout(last.sha, in: worktree)
-                try await tree.revertWithoutCommit(culprit.sha, in: worktree)
+                try await tree.prepareClone()
+                try await tree.checkout(last.sha)
+                try await tree.revertWithoutCommit(culprit.sha)
             }
             if let source {
                 let reverted = try await measure(source, "\(last.shortSHA)-revert")
@@ -155,8 +172,10 @@ struct GitSteps: BisectSteps {
             } else {
                 problems.append("the revert of \(culprit.shortSHA) on \(last.shortSHA) could not be measured: \(measurement.skip ?? "no kernel")")
             }
-            try? await tree.checkout(last.sha, in: worktree)
+            try? await tree.checkout(last.sha)
         }
-        report.verification = problems.isEmpty ? confirmed : "disagrees: " + problems.joined(separator: "; ")
+        report.verification = problems.isEmpty
+            ? BisectReport.Verification(.confirmed, confirmed)
+            : BisectReport.Verification(.disagrees, problems.joined(separator: "; "))
     }
 }

@@ -47,7 +47,7 @@ struct ImagesCommand: AsyncParsableCommand {
                     context.printError("\(guest.name): \(KMatrixError.from(error).message)\n")
                 }
             }
-            if failed > 0 { throw ExitCode(ExitStatus.infrastructure.rawValue) }
+            if failed > 0 { throw KMatrixExit(.infrastructure, "\(failed) image(s) could not be built") }
         }
     }
 

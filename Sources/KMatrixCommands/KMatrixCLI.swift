@@ -22,30 +22,32 @@ public enum KMatrixCLI {
         }
     }
 
+    /// Every way a command ends, to one exit status from the one table (`ExitStatus`).
     static func report(_ error: any Error, context: CommandContext) -> Int32 {
-        if let exit = error as? ExitCode { return exit.rawValue }
-        if let error = error as? KMatrixError {
+        switch error {
+        case let exit as KMatrixExit:
+            if let sentence = exit.sentence { context.printError("kmatrix: \(sentence)\n") }
+            return exit.status.rawValue
+        case is KMatrixError, is MatrixError, is CancellationError:
+            let error = KMatrixError.from(error)
             context.printError("kmatrix: \(error.message)\n")
             return error.exitStatus.rawValue
+        default:
+            // ArgumentParser's own: --help and --version are what was asked for, on stdout;
+            // its usage errors are invalid input.
+            let code = KMatrix.exitCode(for: error)
+            let message = KMatrix.fullMessage(for: error)
+            if code == .success {
+                context.print(message + "\n")
+                return ExitStatus.allMatched.rawValue
+            }
+            if code == .validationFailure {
+                context.printError(message + "\n")
+                return ExitStatus.invalidInput.rawValue
+            }
+            context.printError("kmatrix: \(KMatrixError.from(error).message)\n")
+            return ExitStatus.infrastructure.rawValue
         }
-        if let error = error as? MatrixError {
-            context.printError("kmatrix: \(error)\n")
-            return ExitStatus.invalidInput.rawValue
-        }
-        let code = KMatrix.exitCode(for: error)
-        let message = KMatrix.fullMessage(for: error)
-        if code == .success {
-            // --help, --version: what was asked for, on stdout.
-            context.print(message + "\n")
-            return 0
-        }
-        if code == .validationFailure || code.rawValue == 64 {
-            // ArgumentParser's usage errors exit 64; the contract says 2.
-            context.printError(message + "\n")
-            return ExitStatus.invalidInput.rawValue
-        }
-        context.printError("kmatrix: \(KMatrixError.from(error).message)\n")
-        return ExitStatus.infrastructure.rawValue
     }
 }
 
@@ -69,14 +71,14 @@ struct GlobalOptions: ParsableArguments {
 
     func validate() throws {
         for uri in connects {
-            if let problem = InputRules.textProblem(uri, limit: 1000) { throw ValidationError("--connect \(problem)") }
+            if case .failure(let problem) = HostURI.parse(uri) { throw ValidationError("--connect \(InputRules.quoted(uri, limit: 200)) \(problem.message)") }
         }
     }
 
     /// The hosts of this command: --connect, else the matrix's `hosts:`, else this machine.
-    func hosts(_ matrix: Matrix?) -> [HostEntry] {
-        if !connects.isEmpty { return connects.map { HostEntry(uri: $0) } }
+    func hosts(_ matrix: Matrix?) throws -> [HostEntry] {
+        if !connects.isEmpty { return try connects.map { HostEntry(uri: try HostURI.checked($0)) } }
         if let matrix, !matrix.hosts.isEmpty { return matrix.hosts }
-        return [HostEntry(uri: "qemu:///system")]
+        return [HostEntry(uri: try HostURI.checked(HostURI.localSystem))]
     }
 }

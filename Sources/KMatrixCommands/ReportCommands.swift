@@ -16,7 +16,7 @@ struct HistoryCommand: AsyncParsableCommand {
         let context = CommandContext.current
         let files = try ResultFiles.find(paths, context: context)
         guard !files.isEmpty else { throw KMatrixError(.invalidInput, "no results.json under \(paths.joined(separator: ", "))") }
-        let runs = try files.map { try CompareCommand.load($0.path, context: context) }
+        let runs = try Merge.distinctRuns(try files.map { try CompareCommand.load($0.path, context: context) })
         let history = HistoryBuilder.build(runs)
         let directory = out.map(context.path) ?? context.workingDirectory
         do {
@@ -28,7 +28,10 @@ struct HistoryCommand: AsyncParsableCommand {
             throw KMatrixError.from(error, whileDoing: "writing the history to \(directory.path)")
         }
         context.print(history.markdown())
-        context.printError("history of \(runs.count) runs: \(directory.path)/history.html, history.md, history.json\n")
+        context.printError("history of \(runs.count) run\(runs.count == 1 ? "" : "s"): \(directory.path)/history.html, history.md, history.json\n")
+        if runs.allSatisfy({ $0.nothingTestedReason != nil }) {
+            throw KMatrixExit(.infrastructure, "none of the \(runs.count) run\(runs.count == 1 ? "" : "s") tested anything: there is no history to show")
+        }
     }
 }
 
@@ -45,13 +48,8 @@ struct MergeCommand: AsyncParsableCommand {
         let context = CommandContext.current
         let files = try ResultFiles.find(paths, context: context)
         guard files.count >= 1 else { throw KMatrixError(.invalidInput, "no results.json under \(paths.joined(separator: ", "))") }
-        let runs = try files.map { try CompareCommand.load($0.path, context: context) }
-        let merged: RunResult
-        do {
-            merged = try Merge.merge(runs)
-        } catch {
-            throw KMatrixError(.invalidInput, error.message, cause: error)
-        }
+        let runs = try Merge.distinctRuns(try files.map { try CompareCommand.load($0.path, context: context) })
+        let merged = try Merge.merge(runs)
         let directory = context.path(out)
         do {
             try FilePaths.createDirectory(directory)
@@ -61,8 +59,8 @@ struct MergeCommand: AsyncParsableCommand {
             throw KMatrixError.from(error, whileDoing: "writing the merged results to \(directory.path)")
         }
         context.print(Report.table(merged))
-        context.printError("merged \(runs.count) runs: \(directory.path)/results.json, matrix.md, report.html, results.xml\n")
-        throw ExitCode(merged.exitStatus.rawValue)
+        context.printError("merged \(runs.count) run\(runs.count == 1 ? "" : "s"): \(directory.path)/results.json, matrix.md, report.html, results.xml\n")
+        throw KMatrixExit(merged.exitStatus, merged.statusSentence)
     }
 }
 

@@ -43,7 +43,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Output directory (default: results/<UTC timestamp>/, with results/latest pointing at it).")
     var out: String?
 
-    @Option(help: ArgumentHelp("Run only shard K of N: a deterministic share of the guests, balanced by boot cost (CI engines).", valueName: "K/N"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Run only shard K of N: a deterministic share of the guests, balanced by boot cost (CI engines).", valueName: "K/N"))
     var shard: String?
 
     @OptionGroup var global: GlobalOptions
@@ -61,7 +61,7 @@ struct RunCommand: AsyncParsableCommand {
         let plan = try RunPlan.make(self, context: context)
         let started = Date()
         let outDirectory = try OutputDirectory.prepare(out, relativeTo: context.workingDirectory, startedAt: started)
-        let engine = try await RunEngine.start(context: context, hosts: global.hosts(plan.matrix), needsVirtualMachines: plan.guests.contains { $0.image != .host },
+        let engine = try await RunEngine.start(context: context, hosts: try global.hosts(plan.matrix), needsVirtualMachines: plan.guests.contains { $0.image != .host },
                                                defaults: plan.matrix.defaults, outDirectory: outDirectory, started: started, logger: logger)
         logger.notice("run \(engine.runID): \(plan.guests.count) guests × \(plan.scenarios.count) scenarios → \(outDirectory.path)")
         let store = ResultStore(directory: outDirectory, scenarios: plan.scenarios.map(\.name), metadata: engine.metadata(matrix: plan.matrixName),
@@ -90,25 +90,22 @@ struct RunCommand: AsyncParsableCommand {
             result = await store.current(cells)
         }
         context.print(Report.table(result))
-        if let writeFailure {
-            context.printError("kmatrix: \(writeFailure.message)\n")
-            throw ExitCode(ExitStatus.infrastructure.rawValue)
-        }
+        if let writeFailure { throw writeFailure }
         context.printError("results: \(outDirectory.path)/results.json, matrix.md, results.xml, report.html\n")
+        if interrupted.isSet {
+            throw KMatrixExit(.infrastructure, "the run was interrupted; results.json holds what was measured")
+        }
         var status = result.exitStatus
+        var sentence = result.statusSentence
         if let baseline = plan.baseline {
             let comparison = Comparison.compare(base: baseline, new: result)
             context.printError(comparison.text)
-            if comparison.hasRegression && status == .allMatched { status = .differs }
+            if comparison.hasRegression && status == .allMatched {
+                status = .differs
+                sentence = "a cell regressed against the baseline \(SafeText.terminal(plan.baselineName ?? ""))"
+            }
         }
-        if let nothing = result.nothingTestedReason {
-            context.printError("kmatrix: \(nothing)\n")
-        }
-        if interrupted.isSet {
-            context.printError("kmatrix: the run was interrupted; results.json holds what was measured\n")
-            status = .infrastructure
-        }
-        throw ExitCode(status.rawValue)
+        throw KMatrixExit(status, sentence)
     }
 }
 
@@ -119,6 +116,7 @@ struct RunPlan {
     var guests: [GuestSpec]
     var scenarios: [Scenario]
     var baseline: RunResult?
+    var baselineName: String?
 
     static func make(_ command: RunCommand, context: CommandContext) throws -> RunPlan {
         let loaded = try MatrixLoading.load(command.matrix, context: context)
@@ -143,7 +141,10 @@ struct RunPlan {
             : try Selection.pick(command.scenarios, from: Scenario.catalogue.map(\.name), what: "scenario").compactMap(Scenario.named)
         try KernelInputs.check(guests)
         let baseline = try command.baseline.map { try CompareCommand.load($0, context: context) }
-        return RunPlan(matrix: matrix, matrixName: loaded.name, guests: guests, scenarios: scenarios, baseline: baseline)
+        if let baseline, baseline.cells.isEmpty, let name = command.baseline {
+            throw KMatrixError(.invalidInput, "--baseline \(SafeText.terminal(name)) holds no cells: there is nothing to compare against")
+        }
+        return RunPlan(matrix: matrix, matrixName: loaded.name, guests: guests, scenarios: scenarios, baseline: baseline, baselineName: command.baseline)
     }
 }
 
@@ -154,7 +155,8 @@ enum RunIdentifier {
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")
         formatter.dateFormat = "HHmmss"
-        let suffix = String(UInt32.random(in: 0x1000..<0x10000), radix: 16)
+        // 32 random bits: run ids name volumes in pools that several machines share.
+        let suffix = String(UInt64(UInt32.random(in: 0...UInt32.max)) | 0x1_0000_0000, radix: 16).dropFirst()
         return formatter.string(from: date) + suffix
     }
 }

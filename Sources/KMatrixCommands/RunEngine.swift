@@ -9,6 +9,7 @@ import Logging
 final class RunEngine: Sendable {
     let runID: String
     let started: Date
+    let registration: RunRegistration
     let run: RunDirectory
     let commands: any CommandRunner
     let checkout: Checkout
@@ -23,27 +24,39 @@ final class RunEngine: Sendable {
         let runID = RunIdentifier.make(at: started)
         let checkout = try context.checkout()
         let commands = context.commands(runID)
-        let run = try RunDirectory(cache: context.cache.root, runID: runID)
+        let owner = try context.processes.currentOwner()
+        // Registered before anything is created, so a run killed at any later point is known
+        // to every kmatrix on this machine as dead (docs/architecture.md, "Cleanup").
+        let registration = try context.registry.register(runID: runID, owner: owner, cache: context.cache.root)
+        let run: RunDirectory
+        do {
+            run = try RunDirectory(cache: context.cache.root, runID: runID)
+        } catch {
+            registration.remove()
+            throw error
+        }
         do {
             // A killed run's keys, namespaces and processes go before this one adds its own.
-            _ = await Collector(cache: context.cache.root, commands: commands, logger: logger).collectDeadRuns(keeping: runID, hypervisor: nil)
+            _ = await context.collector(commands: commands, logger: logger).collectDeadRuns(keeping: runID, hypervisors: [])
             let probe = try await checkout.ensureProbe(commands: commands)
-            let runContext = RunContext(runID: runID, outputDirectory: outDirectory, probe: probe, defaults: defaults, ledger: run)
+            let runContext = RunContext(runID: runID, owner: owner, outputDirectory: outDirectory, probe: probe, defaults: defaults, ledger: registration)
             let images = ImageCatalog(checkout: checkout, cache: context.cache, commands: commands)
             let wiring = try await RunWiring.make(needsVirtualMachines: needsVirtualMachines, uris: hosts, run: run, images: images,
                                                   context: runContext, commands: commands, environment: context, logger: logger)
-            return RunEngine(runID: runID, started: started, run: run, commands: commands, checkout: checkout, images: images,
-                             runContext: runContext, wiring: wiring, logger: logger, isTerminal: context.standardErrorIsTerminal)
+            return RunEngine(runID: runID, started: started, registration: registration, run: run, commands: commands, checkout: checkout,
+                             images: images, runContext: runContext, wiring: wiring, logger: logger, isTerminal: context.standardErrorIsTerminal)
         } catch {
             run.remove()
+            registration.remove()
             throw error
         }
     }
 
-    private init(runID: String, started: Date, run: RunDirectory, commands: any CommandRunner, checkout: Checkout, images: ImageCatalog,
-                 runContext: RunContext, wiring: RunWiring, logger: Logger, isTerminal: Bool) {
+    private init(runID: String, started: Date, registration: RunRegistration, run: RunDirectory, commands: any CommandRunner, checkout: Checkout,
+                 images: ImageCatalog, runContext: RunContext, wiring: RunWiring, logger: Logger, isTerminal: Bool) {
         self.runID = runID
         self.started = started
+        self.registration = registration
         self.run = run
         self.commands = commands
         self.checkout = checkout
@@ -104,7 +117,8 @@ final class RunEngine: Sendable {
     }
 
     func close() async {
-        await wiring.cleanup(runID: runID)
+        await wiring.cleanup(runID: runID, owner: runContext.owner)
         run.remove()
+        registration.remove()
     }
 }

@@ -7,7 +7,7 @@ import Logging
 /// boots at once and how much memory it has free.
 struct HostWiring: Sendable {
     let name: String
-    let uri: String
+    let uri: HostURI
     let launcher: any GuestLauncher
     let jobs: Int
     let freeMemoryMiB: Int?
@@ -34,6 +34,8 @@ struct RunWiring: Sendable {
         let keys = try await RunKeys.create(in: run.keysDirectory, runID: context.runID, commands: commands)
         var hosts: [HostWiring] = []
         for entry in uris {
+            // Recorded before the first volume can exist there, so a gc after a crash knows where to look.
+            try context.ledger.recordHost(entry.uri)
             hosts.append(await wire(entry, run: run, images: images, keys: keys, commands: commands, environment: environment, logger: logger))
         }
         return RunWiring(host: host, hosts: hosts, logger: logger)
@@ -50,11 +52,11 @@ struct RunWiring: Sendable {
             // The host guest and the other hosts still run; this host's guests carry the reason.
             let failure = KMatrixError.from(error)
             logger.error("\(failure.message)")
-            return HostWiring(name: entry.uri, uri: entry.uri, launcher: UnreachableHypervisor(error: failure, images: images), jobs: entry.jobs ?? 1,
+            return HostWiring(name: entry.uri.hostName, uri: entry.uri, launcher: UnreachableHypervisor(error: failure, images: images), jobs: entry.jobs ?? 1,
                               freeMemoryMiB: nil, versions: nil, accelerator: nil, hypervisor: nil)
         }
         let accelerator = await AcceleratorCache(file: images.cache.accelerator)
-            .verdict(key: AcceleratorCache.key(uri: entry.uri, qemu: versions.qemu)) { await hypervisor.detectAccelerator() }
+            .verdict(key: AcceleratorCache.key(uri: entry.uri.text, qemu: versions.qemu)) { await hypervisor.detectAccelerator() }
         let capacity = await hypervisor.capacity()
         logger.notice("\(hypervisor.hostName): libvirt \(versions.libvirt), QEMU \(versions.qemu), accelerator \(accelerator.rawValue)")
         let machines = VirtualMachineLauncher(hypervisor: hypervisor, images: images, keys: keys, accelerator: accelerator, commands: commands,
@@ -71,11 +73,12 @@ struct RunWiring: Sendable {
         max(1, min(cores + 1, (freeMiB ?? 4096) / 1024 - 2))
     }
 
-    /// Destroys what a crash of this run's sessions could have left on every host.
-    func cleanup(runID: String) async {
+    /// Destroys what a crash of this run's sessions could have left on every host: domains of
+    /// this run and this owner (another machine's run on a shared host may carry the same id).
+    func cleanup(runID: String, owner: RunOwner) async {
         for host in reachable {
             guard let hypervisor = host.hypervisor else { continue }
-            for domain in (try? await hypervisor.kmatrixDomains()) ?? [] where domain.runID == runID {
+            for domain in (try? await hypervisor.kmatrixDomains()) ?? [] where domain.runID == runID && domain.owner == owner {
                 logger.warning("destroying leftover domain \(domain.name) on \(host.name)")
                 try? await hypervisor.destroyDomain(named: domain.name)
             }

@@ -3,7 +3,27 @@ import Foundation
 /// What `kmatrix bisect` found and how: `bisect.json` (every step with its evidence) and
 /// `bisect.md` (the answer in one sentence, then the steps).
 public struct BisectReport: Sendable, Codable, Equatable {
-    public static let currentSchema = 1
+    /// 2: `verification` is an object (verdict and detail), no longer a sentence.
+    public static let currentSchema = 2
+
+    /// Whether booting the culprit and its parent afresh (and, asked, reverting the culprit)
+    /// gave the same outcomes again. Code decides on `verdict`; `detail` is for people.
+    public struct Verification: Sendable, Codable, Equatable {
+        public enum Verdict: String, Sendable, Codable {
+            case confirmed
+            case disagrees
+        }
+
+        public var verdict: Verdict
+        public var detail: String
+
+        public init(_ verdict: Verdict, _ detail: String) {
+            self.verdict = verdict
+            self.detail = detail
+        }
+
+        public var text: String { "\(verdict.rawValue): \(detail)" }
+    }
 
     public enum Mode: String, Sendable, Codable {
         /// Packaged kernels (.deb, .rpm, bzImage), ordered by release.
@@ -102,8 +122,8 @@ public struct BisectReport: Sendable, Codable, Equatable {
     public var lastOld: Int?
     public var firstNew: Int?
     public var culprit: Culprit?
-    /// "confirmed" or why the verification disagreed, when the culprit was verified.
-    public var verification: String?
+    /// Set when the culprit was verified.
+    public var verification: Verification?
     public var answer: String = ""
     public var durationS: Double = 0
 
@@ -168,22 +188,22 @@ public struct BisectReport: Sendable, Codable, Equatable {
     }
 
     public func markdown() -> String {
-        var text = "# kmatrix bisect: \(scenario)\n\n\(answer)\n\n"
-        if let verification { text += "Verification: \(verification)\n\n" }
+        var text = "# kmatrix bisect: \(SafeText.markdown(scenario))\n\n\(SafeText.markdown(answer))\n\n"
+        if let verification { text += "Verification: \(SafeText.markdown(verification.text))\n\n" }
         if let culprit, !culprit.files.isEmpty {
-            text += "Files the culprit touched: " + culprit.files.map { "`\($0)`" }.joined(separator: ", ") + "\n\n"
+            text += "Files the culprit touched: " + culprit.files.map(SafeText.markdown).joined(separator: ", ") + "\n\n"
         }
         text += "\(candidates.count) \(mode == .git ? "commits" : "kernels"), oldest first; each step ran the scenario \(repeats) time\(repeats == 1 ? "" : "s").\n\n"
         text += "| step | phase | \(mode == .git ? "commit" : "kernel") | outcome | verdict | build | total | reason |\n"
         text += "| ---: | --- | --- | --- | --- | ---: | ---: | --- |\n"
         for step in steps {
             let build = step.buildS.map { Report.formatSeconds($0) } ?? ""
-            let reason = step.reason.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "\n", with: " ")
-            text += "| \(step.number) | \(step.phase.rawValue) | \(step.label) | \(step.outcome?.rawValue ?? "—") | \(step.verdict)\(step.cached ? " (cached)" : "") | \(build) | \(Report.formatSeconds(step.durationS)) | \(reason) |\n"
+            text += "| \(step.number) | \(step.phase.rawValue) | \(SafeText.markdown(step.label)) | \(step.outcome?.rawValue ?? "—") | "
+                + "\(SafeText.markdown(step.verdict))\(step.cached ? " (cached)" : "") | \(build) | \(Report.formatSeconds(step.durationS)) | \(SafeText.markdown(step.reason)) |\n"
         }
         text += "\n## Candidates\n\n| # | \(mode == .git ? "commit" : "kernel") | \(mode == .git ? "subject" : "files") |\n| ---: | --- | --- |\n"
         for candidate in candidates {
-            text += "| \(candidate.index) | \(candidate.label) | \(candidate.detail.replacingOccurrences(of: "|", with: "\\|")) |\n"
+            text += "| \(candidate.index) | \(SafeText.markdown(candidate.label)) | \(SafeText.markdown(candidate.detail)) |\n"
         }
         return text
     }

@@ -32,20 +32,20 @@ public struct Comparison: Sendable, Equatable {
 
     public static func compare(base: RunResult, new: RunResult, tolerance: Double = defaultTolerance) -> Comparison {
         var changes: [Change] = []
-        for guest in new.guests where !base.guests.contains(guest) { changes.append(.guestAdded(guest)) }
-        for guest in base.guests where !new.guests.contains(guest) { changes.append(.guestRemoved(guest)) }
-        for scenario in new.scenarios where !base.scenarios.contains(scenario) { changes.append(.scenarioAdded(scenario)) }
-        for scenario in base.scenarios where !new.scenarios.contains(scenario) { changes.append(.scenarioRemoved(scenario)) }
-        for guest in new.guests where base.guests.contains(guest) {
+        let baseGuests = Set(base.guests), newGuests = Set(new.guests)
+        let baseScenarios = Set(base.scenarios), newScenarios = Set(new.scenarios)
+        for guest in new.guests where !baseGuests.contains(guest) { changes.append(.guestAdded(guest)) }
+        for guest in base.guests where !newGuests.contains(guest) { changes.append(.guestRemoved(guest)) }
+        for scenario in new.scenarios where !baseScenarios.contains(scenario) { changes.append(.scenarioAdded(scenario)) }
+        for scenario in base.scenarios where !newScenarios.contains(scenario) { changes.append(.scenarioRemoved(scenario)) }
+        for guest in new.guests where baseGuests.contains(guest) {
             // Rows are paired by name, so a row whose kernel moved on (a distribution update, a
             // new --kernel build) is still the same row; the move is reported as its own event.
             // The first cell that knows its kernel: a skipped first scenario may not.
-            let oldKernel = base.cells.first { $0.guest == guest && $0.kernel != nil }?.kernel
-            let newKernel = new.cells.first { $0.guest == guest && $0.kernel != nil }?.kernel
-            if let oldKernel, let newKernel, oldKernel != newKernel {
+            if let oldKernel = base.kernel(of: guest), let newKernel = new.kernel(of: guest), oldKernel != newKernel {
                 changes.append(.kernelChanged(guest: guest, from: oldKernel, to: newKernel))
             }
-            for scenario in new.scenarios where base.scenarios.contains(scenario) {
+            for scenario in new.scenarios where baseScenarios.contains(scenario) {
                 guard let old = base.cell(guest: guest, scenario: scenario), let cell = new.cell(guest: guest, scenario: scenario) else { continue }
                 if old.outcome != cell.outcome {
                     changes.append(.outcomeChanged(guest: guest, scenario: scenario, from: old.outcome, to: cell.outcome, expected: cell.expected))
@@ -61,9 +61,11 @@ public struct Comparison: Sendable, Equatable {
         return Comparison(changes: changes)
     }
 
+    /// In floating point: counts read from another machine's file are bounded (`ResultReader`),
+    /// but this arithmetic must not trap on any Int either.
     static func moved(_ from: Int, _ to: Int, tolerance: Double) -> Bool {
-        let scale = Double(max(abs(from), abs(to), 1))
-        return Double(abs(to - from)) / scale > tolerance
+        let scale = max(Double(from).magnitude, Double(to).magnitude, 1)
+        return (Double(to) - Double(from)).magnitude / scale > tolerance
     }
 
     public var text: String {
@@ -84,6 +86,6 @@ public struct Comparison: Sendable, Equatable {
             case .scenarioRemoved(let scenario): lines.append("removed scenario \(scenario)")
             }
         }
-        return lines.joined(separator: "\n") + "\n"
+        return lines.map { SafeText.terminal($0) }.joined(separator: "\n") + "\n"
     }
 }

@@ -8,7 +8,7 @@ import Plot
 /// Test hooks that stay stable: `td.cell.outcome-<outcome>[.mismatch]` with `data-guest`,
 /// `data-scenario`, `data-outcome`; `td.verdict` with `data-guest`.
 public enum HTMLReport {
-    public static func render(_ result: RunResult, consoleTail: (String) -> String? = { _ in nil }) -> String {
+    public static func render(_ result: RunResult) -> String {
         let verdicts = Report.verdictsByRow(result)
         var cells: [String: [String: CellResult]] = [:]
         for cell in result.cells where cells[cell.guest]?[cell.scenario] == nil {
@@ -26,7 +26,7 @@ public enum HTMLReport {
                     .td(.classes("kernel", "mono"), .escapedText(row.kernel ?? "?")),
                     verdictCell(verdicts[row.guest], guest: row.guest),
                     .group(result.scenarios.map { scenario in
-                        matrixCell(rowCells[scenario], guest: row.guest, scenario: scenario, consoleTail: consoleTail)
+                        matrixCell(rowCells[scenario], guest: row.guest, scenario: scenario)
                     })))
             }
         }
@@ -113,10 +113,12 @@ public enum HTMLReport {
     }
 
     static func metadata(_ run: RunMetadata) -> Node<HTML.BodyContext> {
+        func all(_ values: [String]) -> String { values.isEmpty ? "not recorded" : values.joined(separator: ", ") }
         var entries: [(String, String)] = [
-            ("run", run.id), ("host", run.host), ("host kernel", run.hostKernel), ("accelerator", run.accelerator ?? "not recorded"),
-            ("QEMU", run.qemu ?? "not recorded"), ("libvirt", run.libvirt ?? "not recorded"), ("started", HTMLPage.date(run.started)),
-            ("duration", Report.formatSeconds(run.durationS)), ("matrix", run.matrix), ("kmatrix", run.kmatrixVersion),
+            ("run", run.id), ("host", all(run.distinct(\.host))), ("host kernel", all(run.distinct(\.hostKernel))),
+            ("accelerator", all(run.distinct(\.accelerator))), ("QEMU", all(run.distinct(\.qemu))), ("libvirt", all(run.distinct(\.libvirt))),
+            ("started", HTMLPage.date(run.started)), ("duration", Report.formatSeconds(run.durationS)), ("matrix", all(run.distinct(\.matrix))),
+            ("kmatrix", all(run.distinct(\.kmatrixVersion))),
         ]
         for source in run.sources ?? [] {
             var text = "\(source.id) on \(source.host), started \(HTMLPage.date(source.started)), \(Report.formatSeconds(source.durationS))"
@@ -147,7 +149,7 @@ public enum HTMLReport {
                 }))))
     }
 
-    static func matrixCell(_ cell: CellResult?, guest: String, scenario: String, consoleTail: (String) -> String?) -> Node<HTML.TableRowContext> {
+    static func matrixCell(_ cell: CellResult?, guest: String, scenario: String) -> Node<HTML.TableRowContext> {
         guard let cell else {
             return .td(.classes("cell", "absent"), .escapedAttribute("data-guest", guest), .escapedAttribute("data-scenario", scenario),
                        .escapedText("—"))
@@ -161,8 +163,8 @@ public enum HTMLReport {
             summary.append(.span(.classes("expected"), .escapedText("⚠ expected \(cell.expected?.rawValue ?? "a measurement")")))
         }
         var extra: [Node<HTML.DetailsContext>] = []
-        if let log = cell.evidence?.consoleLog, let tail = consoleTail(log) {
-            extra.append(.p(.classes("console-title"), .escapedText("console (\(log)), last lines:")))
+        if let tail = cell.evidence?.consoleTail {
+            extra.append(.p(.classes("console-title"), .escapedText("console (\(cell.evidence?.consoleLog ?? "guest console")), last lines:")))
             extra.append(.pre(.classes("console"), .escapedText(tail)))
         }
         return .td(

@@ -17,6 +17,17 @@ public enum InputRules {
         return nil
     }
 
+    /// A run id read back from a results.json: it appears in code spans, file names and
+    /// messages, so it is a plain name (merged ids add `+`).
+    public static func runIDProblem(_ id: String) -> String? {
+        guard !id.isEmpty, id.utf8.count <= 100 else { return "must be 1 to 100 characters" }
+        guard let first = id.unicodeScalars.first, isAlphanumeric(first),
+              id.unicodeScalars.allSatisfy({ isAlphanumeric($0) || "-._+".unicodeScalars.contains($0) }) else {
+            return "may hold only letters, digits and '-._+', starting with a letter or digit"
+        }
+        return nil
+    }
+
     /// A POSIX (portable) user name as useradd accepts it: it goes to ssh (`-l`) and cloud-init.
     public static func userProblem(_ user: String) -> String? {
         guard !user.isEmpty, user.unicodeScalars.count <= 32 else { return "must be 1 to 32 characters" }
@@ -74,8 +85,8 @@ public enum InputRules {
         scalar.value < 0x20 || scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value)
     }
 
-    /// A value quoted for a message: control and non-printable characters escaped, long values
-    /// cut, so a binary or hostile input never reaches the terminal raw.
+    /// A value quoted for a message: unsafe characters as visible escapes (`SafeText`), long
+    /// values cut, so a binary or hostile input never reaches the terminal raw.
     public static func quoted(_ value: some StringProtocol, limit: Int = 80) -> String {
         var text = ""
         var count = 0
@@ -84,11 +95,8 @@ public enum InputRules {
             switch scalar {
             case "\"": text += "\\\""
             case "\\": text += "\\\\"
-            case "\n": text += "\\n"
-            case "\t": text += "\\t"
-            case "\r": text += "\\r"
             case "\u{FFFD}": text += "\\ufffd"
-            case _ where isControl(scalar): text += "\\u{\(String(scalar.value, radix: 16))}"
+            case _ where SafeText.isUnsafe(scalar): text += SafeText.escaped(scalar)
             default: text.unicodeScalars.append(scalar)
             }
             count += 1

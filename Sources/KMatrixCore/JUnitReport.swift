@@ -4,7 +4,7 @@ import Foundation
 /// GitLab and GitHub reporters read. Cells that differ from their expectation are failures;
 /// skipped cells are skipped.
 public enum JUnitReport {
-    public static func xml(_ result: RunResult, consoleTail: (String) -> String? = { _ in nil }) -> String {
+    public static func xml(_ result: RunResult) -> String {
         let judged = result.cells.filter { $0.matches != nil }
         let failures = judged.filter { $0.matches == false }.count
         let skipped = result.cells.count - judged.count
@@ -12,7 +12,7 @@ public enum JUnitReport {
         var xml = #"<?xml version="1.0" encoding="UTF-8"?>"# + "\n"
         xml += #"<testsuites name="kmatrix" tests="\#(result.cells.count)" failures="\#(failures)" skipped="\#(skipped)" time="\#(seconds(total))">"# + "\n"
         for guest in result.guests {
-            let cells = result.cells.filter { $0.guest == guest }
+            let cells = result.cells(of: guest)
             let guestFailures = cells.filter { $0.matches == false }.count
             let guestSkipped = cells.filter { $0.matches == nil }.count
             let kernel = cells.compactMap(\.kernel).first ?? "unknown"
@@ -30,8 +30,8 @@ public enum JUnitReport {
                     if let counters = cell.counters {
                         body += "\nqueue_dropped +\(counters.queueDropped), queue_user_dropped +\(counters.queueUserDropped), id_sequence +\(counters.idSequence), netlink drops +\(counters.netlinkDrops)"
                     }
-                    if let log = cell.evidence?.consoleLog, let tail = consoleTail(log) {
-                        body += "\n--- console (\(log)), last lines ---\n" + tail
+                    if let tail = cell.evidence?.consoleTail {
+                        body += "\n--- console (\(cell.evidence?.consoleLog ?? "guest console")), last lines ---\n" + tail
                     }
                     xml += #"      <failure message="\#(XMLText.escape(message))" type="\#(cell.outcome.rawValue)">\#(XMLText.escape(body))</failure>"# + "\n"
                 case true?:
@@ -46,6 +46,7 @@ public enum JUnitReport {
     }
 
     static func seconds(_ value: Double) -> String {
-        String(Double(Int((value * 1000).rounded())) / 1000)
+        guard value.isFinite, value >= 0, value < 1e12 else { return "0" }
+        return String(Double(Int((value * 1000).rounded())) / 1000)
     }
 }

@@ -92,6 +92,32 @@ public struct KMatrixError: Error, CustomStringConvertible {
     }
 }
 
+/// The contract's exit statuses (docs/architecture.md, "Exit status"): the one table every
+/// command's end goes through, by `KMatrixError.exitStatus(for:)` or `KMatrixExit`.
+public enum ExitStatus: Int32, Sendable {
+    /// Every judged cell matched its expectation (or a command that judges nothing succeeded).
+    case allMatched = 0
+    /// At least one cell differs from its expectation, or a comparison found a regression.
+    case differs = 1
+    /// Invalid input or usage, found before the first boot.
+    case invalidInput = 2
+    /// Nothing could be measured, the run was interrupted, or results could not be written.
+    case infrastructure = 3
+}
+
+/// A command that ends with a status other than by an error of its own — a run whose cells
+/// differ, a bisect that is inconclusive — with the sentence that says why, printed once by the
+/// CLI. Commands throw this instead of building exit codes themselves.
+public struct KMatrixExit: Error, Sendable, Equatable {
+    public var status: ExitStatus
+    public var sentence: String?
+
+    public init(_ status: ExitStatus, _ sentence: String? = nil) {
+        self.status = status
+        self.sentence = sentence
+    }
+}
+
 /// One sentence for Foundation's file errors, instead of an NSCocoaErrorDomain dump.
 public enum FileProblem {
     public static func describe(_ error: CocoaError) -> String {
@@ -105,7 +131,10 @@ public enum FileProblem {
         case .fileWriteOutOfSpace: return "\(path): no space left on the device"
         case .fileWriteFileExists: return "\(path): a file is in the way"
         case .fileReadCorruptFile: return "\(path): unreadable"
-        default: return "\(path): cannot be read or written (Foundation error \(error.code.rawValue))"
+        case .fileWriteVolumeReadOnly: return "\(path): the file system is read-only"
+        case .fileWriteInvalidFileName, .fileReadInvalidFileName: return "\(path): not a valid file name"
+        case .fileReadTooLarge: return "\(path): too large to read"
+        default: return "\(path): cannot be read or written"
         }
     }
 }

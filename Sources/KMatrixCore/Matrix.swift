@@ -159,10 +159,11 @@ public struct CloudImage: Sendable, Hashable {
 
 /// One libvirt host of `hosts:` in matrix.yaml.
 public struct HostEntry: Sendable, Hashable {
-    public var uri: String
+    /// Checked against kmatrix's whitelist when read (`HostURI`).
+    public var uri: HostURI
     /// Guests it boots at once (default: from its CPUs and memory).
     public var jobs: Int?
-    public init(uri: String, jobs: Int? = nil) {
+    public init(uri: HostURI, jobs: Int? = nil) {
         self.uri = uri
         self.jobs = jobs
     }

@@ -177,16 +177,19 @@ public enum MatrixParser {
             }
             var hosts: [HostEntry] = []
             for item in sequence {
-                var host = HostEntry(uri: "")
+                var uri: HostURI?
+                var jobs: Int?
                 for field in try mapping(item, "a host", allowed: ["uri", "jobs"]) {
                     if field.key == "uri" {
-                        host.uri = try checked(field.value, "uri", { InputRules.textProblem($0, limit: 1000) }, fix: "write the libvirt URI on one line")
+                        let text = try checked(field.value, "uri", { InputRules.textProblem($0, limit: 1000) ?? HostURI.problem($0) },
+                                               fix: "write \(HostURI.localSystem) or qemu+ssh://[user@]host[:port]/system[?keyfile=/path&no_verify=1]")
+                        uri = try? HostURI.parse(text).get()
                     } else {
-                        host.jobs = try int(field.value, "jobs", range: 1...256)
+                        jobs = try int(field.value, "jobs", range: 1...256)
                     }
                 }
-                guard !host.uri.isEmpty else { throw error(at: item, "this host has no uri", fix: "add uri: qemu+ssh://root@lab/system") }
-                hosts.append(host)
+                guard let uri else { throw error(at: item, "this host has no uri", fix: "add uri: qemu+ssh://root@lab/system") }
+                hosts.append(HostEntry(uri: uri, jobs: jobs))
             }
             return hosts
         }

@@ -1,15 +1,5 @@
 import Foundation
 
-public struct MergeError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var message: String
-
-    public init(_ message: String) {
-        self.message = message
-    }
-
-    public var description: String { message }
-}
-
 /// Runs from several machines or shards as one result. A cell is one guest × kernel × scenario:
 /// runs that agree keep the first cell as it is; runs that disagree make it `flaky`, with every
 /// run's outcome, run id and host in the reason.
@@ -21,17 +11,36 @@ public struct MergeError: Error, Sendable, Equatable, CustomStringConvertible {
 /// - one row name seen with several kernels becomes one row per kernel: the first keeps the
 ///   name, the others are named "row (kernel)", so no two cells share a row and scenario.
 public enum Merge {
-    public static func merge(_ runs: [RunResult]) throws(MergeError) -> RunResult {
+    /// The same run given twice (two paths to one file, or copies of it) counts once; two
+    /// different files claiming one run id are refused, since one of them is not what it says.
+    public static func distinctRuns(_ runs: [RunResult]) throws -> [RunResult] {
+        var seen: [String: RunResult] = [:]
+        var distinct: [RunResult] = []
+        for run in runs {
+            if let earlier = seen[run.run.id] {
+                guard earlier == run else {
+                    throw KMatrixError(.invalidInput, "two files claim run \(InputRules.quoted(run.run.id)) but differ; merge each run once")
+                }
+                continue
+            }
+            seen[run.run.id] = run
+            distinct.append(run)
+        }
+        return distinct
+    }
+
+    public static func merge(_ given: [RunResult]) throws -> RunResult {
+        let runs = try distinctRuns(given)
         guard let first = runs.first else {
-            throw MergeError("nothing to merge: give at least one results.json")
+            throw KMatrixError(.invalidInput, "nothing to merge: give at least one results.json")
         }
         for run in runs {
             if run.schema > RunResult.currentSchema {
-                throw MergeError("run \(run.run.id) (host \(run.run.host)) was written by a newer kmatrix (schema \(run.schema)); "
+                throw KMatrixError(.invalidInput, "run \(run.run.id) (host \(run.run.host)) was written by a newer kmatrix (schema \(run.schema)); "
                     + "this kmatrix reads schema ≤ \(RunResult.currentSchema)")
             }
             if run.schema < 1 {
-                throw MergeError("run \(run.run.id) (host \(run.run.host)) says schema \(run.schema), which no kmatrix writes; "
+                throw KMatrixError(.invalidInput, "run \(run.run.id) (host \(run.run.host)) says schema \(run.schema), which no kmatrix writes; "
                     + "this kmatrix reads schema 1 to \(RunResult.currentSchema)")
             }
         }
@@ -82,22 +91,15 @@ public enum Merge {
             }
         }
 
-        let sources = runs.flatMap { run in
-            run.run.sources ?? [RunSource(id: run.run.id, host: run.run.host, accelerator: run.run.accelerator, qemu: run.run.qemu,
-                                          libvirt: run.run.libvirt, started: run.run.started, durationS: run.run.durationS, schema: run.schema)]
-        }
+        let sources = runs.flatMap { $0.run.sources(schema: $0.schema) }
         let firstID = sources.first?.id ?? first.run.id
-        let metadata = RunMetadata(
-            id: sources.count > 1 ? "merged-\(firstID)+\(sources.count - 1)" : "merged-\(firstID)",
-            started: runs.map(\.run.started).min() ?? first.run.started,
-            durationS: runs.map(\.run.durationS).max() ?? first.run.durationS,
-            host: combined(sources.map(\.host)) ?? first.run.host,
-            hostKernel: combined(runs.map(\.run.hostKernel)) ?? first.run.hostKernel,
-            libvirt: combined(runs.compactMap(\.run.libvirt)), qemu: combined(runs.compactMap(\.run.qemu)),
-            accelerator: combined(runs.compactMap(\.run.accelerator)),
-            matrix: combined(runs.map(\.run.matrix)) ?? first.run.matrix,
-            kmatrixVersion: combined(runs.map(\.run.kmatrixVersion)) ?? first.run.kmatrixVersion,
-            sources: sources)
+        // The scalar fields are the first source's; every source's own values are in `sources`
+        // (`RunMetadata.distinct` lists them), never folded into one string.
+        var metadata = first.run
+        metadata.id = sources.count > 1 ? "merged-\(firstID)+\(sources.count - 1)" : "merged-\(firstID)"
+        metadata.started = runs.map(\.run.started).min() ?? first.run.started
+        metadata.durationS = runs.map(\.run.durationS).max() ?? first.run.durationS
+        metadata.sources = sources
         return RunResult(run: metadata, guests: rows, scenarios: scenarios, cells: cells)
     }
 
@@ -110,7 +112,9 @@ public enum Merge {
         var tally: [String: Int] = [:]
         for vote in voting { tally[vote.cell.outcome.rawValue, default: 0] += 1 }
         cell.runs = RunAgreement(total: voting.count, agreeing: tally[first.cell.outcome.rawValue] ?? 0, outcomes: tally)
-        cell.reason = "runs disagree: " + voting.map { "\($0.cell.outcome.rawValue) on run \($0.run.id) (host \($0.run.host))" }.joined(separator: ", ")
+        cell.finding = "runs disagree: " + voting.map { vote in
+            "\(vote.cell.outcome.rawValue) on run \(vote.run.id) (host \(vote.run.distinct(\.host).joined(separator: ", ")))"
+        }.joined(separator: ", ")
         // The disagreement is the finding; a failure kept from one run would describe only that run.
         cell.failure = nil
         cell.outcome = .flaky
@@ -120,25 +124,12 @@ public enum Merge {
     /// Every run's scenarios, catalogue ones in catalogue order, unknown ones after in first-seen
     /// order (a newer matrix may carry a scenario this kmatrix does not know).
     static func scenarios(_ runs: [RunResult]) -> [String] {
-        var seen: [String] = []
-        for name in runs.flatMap({ $0.scenarios + $0.cells.map(\.scenario) }) where !seen.contains(name) { seen.append(name) }
-        return Scenario.catalogue.map(\.name).filter(seen.contains) + seen.filter { Scenario.named($0) == nil }
-    }
-
-    static let several = "several: "
-
-    /// One value when the runs agree, "several: a, b" when they do not; a value that is already
-    /// a "several" list (a merged run merged again) is opened up rather than nested.
-    static func combined(_ values: [String]) -> String? {
-        var distinct: [String] = []
-        for value in values {
-            let parts = value.hasPrefix(several) ? value.dropFirst(several.count).components(separatedBy: ", ") : [value]
-            for part in parts where !distinct.contains(part) { distinct.append(part) }
+        var seen: Set<String> = []
+        var order: [String] = []
+        for run in runs {
+            for name in run.scenarios where seen.insert(name).inserted { order.append(name) }
+            for cell in run.cells where seen.insert(cell.scenario).inserted { order.append(cell.scenario) }
         }
-        switch distinct.count {
-        case 0: return nil
-        case 1: return distinct[0]
-        default: return several + distinct.joined(separator: ", ")
-        }
+        return Scenario.catalogue.map(\.name).filter(seen.contains) + order.filter { Scenario.named($0) == nil }
     }
 }

@@ -1,6 +1,6 @@
 /// Folds repeated runs of one cell into one: agreeing runs keep their outcome, disagreeing
-/// runs make the cell `flaky` with the tally in the reason. An interrupted run is never a
-/// disagreement: the cell says it was interrupted, and what the finished runs showed.
+/// runs make the cell `flaky` with the tally in its finding. An interrupted run is never a
+/// disagreement: the cell's failure says it was interrupted, and what the finished runs showed.
 public enum Repetition {
     public static func combine(_ attempts: [CellResult]) -> CellResult {
         guard var first = attempts.first else {
@@ -10,9 +10,7 @@ public enum Repetition {
             let finished = attempts.filter { $0.failure?.kind != .interrupted }
             guard !finished.isEmpty else { return interrupted }
             var cell = interrupted
-            let tally = Self.tally(finished)
-            cell.reason = "interrupted after \(finished.count) finished run\(finished.count == 1 ? "" : "s") (\(tally))"
-            cell.failure?.message = cell.reason
+            cell.failure?.message = "interrupted after \(finished.count) finished run\(finished.count == 1 ? "" : "s") (\(tally(finished)))"
             cell.durationS = attempts.reduce(0) { $0 + $1.durationS }
             return cell
         }
@@ -23,7 +21,8 @@ public enum Repetition {
         first.runs = RunAgreement(total: attempts.count, agreeing: agreeing, outcomes: counts)
         first.durationS = attempts.reduce(0) { $0 + $1.durationS }
         if counts.count > 1 {
-            first.reason = "runs disagree (\(tally(attempts))); first run: \(first.reason)"
+            first.finding = "runs disagree (\(tally(attempts))); first run: \(first.reason)"
+            first.failure = nil
             first.outcome = .flaky
         }
         return first

@@ -4,7 +4,8 @@ import Foundation
 public enum Report {
     /// Guests as rows, scenarios as columns; a cell that differs shows what was expected.
     public static func table(_ result: RunResult) -> String {
-        let header = ["guest", "kernel", "verdict"] + result.scenarios
+        // Every value may come from another machine's file: shown, never obeyed, by the terminal.
+        let header = (["guest", "kernel", "verdict"] + result.scenarios).map { SafeText.terminal($0) }
         let verdicts = verdictsByRow(result)
         var rows: [[String]] = []
         for guest in result.guests {
@@ -12,7 +13,7 @@ public enum Report {
             for scenario in result.scenarios {
                 row.append(result.cell(guest: guest, scenario: scenario).map(cellLabel) ?? "—")
             }
-            rows.append(row)
+            rows.append(row.map { SafeText.terminal($0) })
         }
         var widths = header.map(\.count)
         for row in rows {
@@ -32,21 +33,23 @@ public enum Report {
     public static func markdown(_ result: RunResult) -> String {
         var text = "# kmatrix results\n\n"
         let run = result.run
-        text += "Run `\(run.id)` on \(run.host) (kernel \(run.hostKernel))"
-        if let libvirt = run.libvirt, let qemu = run.qemu { text += ", libvirt \(libvirt), QEMU \(qemu)" }
-        if let accelerator = run.accelerator { text += ", \(accelerator)" }
-        text += ", \(formatSeconds(run.durationS)). Matrix: `\(run.matrix)`.\n\n"
-        text += "| guest | kernel | verdict | " + result.scenarios.joined(separator: " | ") + " |\n"
+        func all(_ values: [String]) -> String { escape(values.joined(separator: ", ")) }
+        text += "Run `\(run.id)` on \(all(run.distinct(\.host))) (kernel \(all(run.distinct(\.hostKernel))))"
+        let libvirt = run.distinct(\.libvirt), qemu = run.distinct(\.qemu), accelerators = run.distinct(\.accelerator)
+        if !libvirt.isEmpty, !qemu.isEmpty { text += ", libvirt \(all(libvirt)), QEMU \(all(qemu))" }
+        if !accelerators.isEmpty { text += ", \(all(accelerators))" }
+        text += ", \(formatSeconds(run.durationS)). Matrix: \(all(run.distinct(\.matrix))).\n\n"
+        text += "| guest | kernel | verdict | " + result.scenarios.map(escape).joined(separator: " | ") + " |\n"
         text += "| --- | --- | --- |" + String(repeating: " --- |", count: result.scenarios.count) + "\n"
         let verdicts = verdictsByRow(result)
         for guest in result.guests {
             let cells = result.scenarios.map { scenario in
                 result.cell(guest: guest, scenario: scenario).map { cell in
-                    cell.matches == false ? "**\(cellLabel(cell))**" : cellLabel(cell)
+                    cell.matches == false ? "**\(escape(cellLabel(cell)))**" : escape(cellLabel(cell))
                 } ?? "—"
             }
             let verdict = escape(verdicts[guest]?.summary ?? "unknown")
-            text += "| \(guest) | \(escape(kernelLabel(result, guest: guest))) | \(verdict) | " + cells.joined(separator: " | ") + " |\n"
+            text += "| \(escape(guest)) | \(escape(kernelLabel(result, guest: guest))) | \(verdict) | " + cells.joined(separator: " | ") + " |\n"
         }
         text += "\n" + summary(result) + "\n\n## Verdicts\n\n"
         for guest in result.guests {
@@ -54,9 +57,9 @@ public enum Report {
             let words = [("affected", verdict.affected), ("rmem fix", verdict.mitigation), ("probes", verdict.symptom)].map { topic, word in
                 word.state == .unknown
                     ? "\(topic): unknown (\(escape(word.why ?? "no reason given")))"
-                    : "\(escape(word.text)) (\(word.cells.joined(separator: ", ")))"
+                    : "\(escape(word.text)) (\(escape(word.cells.joined(separator: ", "))))"
             }
-            text += "- **\(guest)**: " + words.joined(separator: "; ") + "\n"
+            text += "- **\(escape(guest))**: " + words.joined(separator: "; ") + "\n"
         }
         text += "\n## Evidence\n\n"
         text += "| guest | scenario | outcome | sent | received | lost | ENOBUFS | queue_dropped | queue_user_dropped | id_sequence | netlink drops | time | reason |\n"
@@ -67,7 +70,7 @@ public enum Report {
                 let counters = cell.counters.map { [String($0.queueDropped), String($0.queueUserDropped), String($0.idSequence), String($0.netlinkDrops)] }
                     ?? ["", "", "", ""]
                 let numbers = cell.outcome.isMeasurement ? [String(cell.sent), String(cell.received), String(cell.lost), String(cell.enobufs)] : ["", "", "", ""]
-                let columns = [guest, scenario, cellLabel(cell)] + numbers + counters + [formatSeconds(cell.durationS), escape(cell.reason)]
+                let columns = [escape(guest), escape(scenario), escape(cellLabel(cell))] + numbers + counters + [formatSeconds(cell.durationS), escape(cell.reason)]
                 text += "| " + columns.joined(separator: " | ") + " |\n"
             }
         }
@@ -100,15 +103,18 @@ public enum Report {
     }
 
     static func kernelLabel(_ result: RunResult, guest: String) -> String {
-        let kernels = result.cells.filter { $0.guest == guest }.compactMap(\.kernel)
-        return kernels.first ?? "?"
+        result.kernel(of: guest) ?? "?"
     }
 
+    /// A value in a Markdown table or list (`SafeText.markdown`).
     static func escape(_ text: String) -> String {
-        text.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "\n", with: " ")
+        SafeText.markdown(text)
     }
 
+    /// Tenths of a second; a value no measurement has (negative, not finite, beyond a year) is
+    /// shown as such rather than trusted into integer arithmetic.
     static func formatSeconds(_ seconds: Double) -> String {
+        guard seconds.isFinite, (0...(366 * 86400)).contains(seconds) else { return "? s" }
         let tenths = Int((seconds * 10).rounded())
         return "\(tenths / 10).\(tenths % 10) s"
     }

@@ -1,107 +1,100 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import KMatrixCore
 import KMatrixRuntime
 
-/// Libvirt domain XML for kmatrix guests: a pure function of `MachineSpec`.
+/// Libvirt domain XML for kmatrix guests: a pure function of `MachineSpec`, built as an element
+/// tree (`LibvirtXML`), so every value is escaped by the library.
 public enum LibvirtDomainXML {
-    /// Namespace of the `<kmatrix:run id=…/>` metadata element that marks our domains,
-    /// so leftovers of a crashed run can be found and destroyed by run id.
+    /// Namespace of the `<kmatrix:run id=… boot=… pid=… start=…/>` metadata element that marks
+    /// our domains with their run and its owning process, so leftovers of a dead run can be found
+    /// and proven dead (docs/architecture.md, "Cleanup").
     public static let metadataNamespace = "https://kmatrix.dev/xmlns/run/1"
     /// Prefix for `<qemu:commandline>`.
     public static let qemuNamespace = "http://libvirt.org/schemas/domain/qemu/1.0"
     /// id of the user-mode netdev we add by hand.
     public static let netdevID = "kmnet0"
 
-    /// The domain XML for `spec`. Every interpolated value is XML-escaped.
+    /// The domain XML for `spec`.
     public static func make(for spec: MachineSpec) -> String {
-        let type = spec.accelerator == .kvm ? "kvm" : "qemu"
-        let console = XMLText.escape(spec.consoleLog.path)
-        var lines: [String] = []
-        lines.append("<domain type='\(type)' xmlns:qemu='\(qemuNamespace)'>")
-        lines.append("  <name>\(XMLText.escape(spec.name))</name>")
-        lines.append("  <metadata>")
-        lines.append("    <kmatrix:run xmlns:kmatrix='\(metadataNamespace)' id='\(XMLText.escape(spec.runID))'/>")
-        lines.append("  </metadata>")
-        lines.append("  <memory unit='MiB'>\(spec.memoryMiB)</memory>")
-        lines.append("  <vcpu placement='static'>\(spec.vcpus)</vcpu>")
-        lines.append("  <os>")
-        // i440fx: q35 was no faster beyond boot-to-boot noise under TCG (a distro disk to SSH
-        // 31.8 s against 30.4 s, a kernel guest to its ready marker 2.1 s against 2.2 s;
-        // `scripts/bench --tcg`), and i440fx is what every guest kind was validated on.
-        lines.append("    <type arch='x86_64' machine='pc'>hvm</type>")
+        typealias E = LibvirtXML
+        let console = spec.consoleLog.path
+        var os: [XMLElement] = [
+            // i440fx: q35 was no faster beyond boot-to-boot noise under TCG (a distro disk to SSH
+            // 31.8 s against 30.4 s, a kernel guest to its ready marker 2.1 s against 2.2 s;
+            // `scripts/bench --tcg`), and i440fx is what every guest kind was validated on.
+            E.element("type", ["arch": "x86_64", "machine": "pc"], text: "hvm"),
+        ]
         switch spec.boot {
         case let .kernel(kernel, initrd, cmdline):
-            lines.append("    <kernel>\(XMLText.escape(kernel.path))</kernel>")
-            lines.append("    <initrd>\(XMLText.escape(initrd.path))</initrd>")
-            lines.append("    <cmdline>\(XMLText.escape(cmdline))</cmdline>")
+            os += [E.element("kernel", text: kernel.path), E.element("initrd", text: initrd.path), E.element("cmdline", text: cmdline)]
         case .disk:
-            lines.append("    <boot dev='hd'/>")
+            os.append(E.element("boot", ["dev": "hd"]))
         }
-        lines.append("  </os>")
-        lines.append("  <features>")
-        lines.append("    <acpi/>")
-        lines.append("    <apic/>")
+        var features = [E.element("acpi"), E.element("apic")]
         if spec.accelerator == .tcg, let cache = spec.translationCacheMiB {
-            lines.append("    <tcg>")
-            lines.append("      <tb-cache unit='MiB'>\(cache)</tb-cache>")
-            lines.append("    </tcg>")
+            features.append(E.element("tcg", children: [E.element("tb-cache", ["unit": "MiB"], text: String(cache))]))
         }
-        lines.append("  </features>")
-        if spec.accelerator == .kvm {
-            // The host CPU as is: no CPUID filtering cost, and guests see real features.
-            lines.append("  <cpu mode='host-passthrough'/>")
-        }
-        lines.append("  <clock offset='utc'/>")
-        // Any exit ends the domain (it is transient, so it disappears): a panicking or
-        // rebooting guest must not loop, and `panic=-1` turns a panic into a reboot.
-        lines.append("  <on_poweroff>destroy</on_poweroff>")
-        lines.append("  <on_reboot>destroy</on_reboot>")
-        lines.append("  <on_crash>destroy</on_crash>")
-        lines.append("  <devices>")
+        var devices: [XMLElement] = []
         if case let .disk(overlay, seed) = spec.boot {
-            lines.append("    <disk type='file' device='disk'>")
-            lines.append("      <driver name='qemu' type='qcow2' discard='unmap'/>")
-            lines.append("      <source file='\(XMLText.escape(overlay.path))'/>")
-            lines.append("      <target dev='vda' bus='virtio'/>")
-            lines.append("    </disk>")
+            devices.append(E.element("disk", ["type": "file", "device": "disk"], children: [
+                E.element("driver", ["name": "qemu", "type": "qcow2", "discard": "unmap"]),
+                E.element("source", ["file": overlay.path]),
+                E.element("target", ["dev": "vda", "bus": "virtio"]),
+            ]))
             if let seed {
                 // The seed on virtio-blk, not an IDE cdrom: cloud-init finds it by its cidata
                 // label on any block device, and the emulated ATA probe under TCG cost the boot
                 // 2-5 s to SSH (`scripts/bench --tcg`; q35's AHCI cdrom is invisible to Debian's
                 // cloud kernel altogether).
-                lines.append("    <disk type='file' device='disk'>")
-                lines.append("      <driver name='qemu' type='raw'/>")
-                lines.append("      <source file='\(XMLText.escape(seed.path))'/>")
-                lines.append("      <target dev='vdb' bus='virtio'/>")
-                lines.append("      <readonly/>")
-                lines.append("    </disk>")
+                devices.append(E.element("disk", ["type": "file", "device": "disk"], children: [
+                    E.element("driver", ["name": "qemu", "type": "raw"]),
+                    E.element("source", ["file": seed.path]),
+                    E.element("target", ["dev": "vdb", "bus": "virtio"]),
+                    E.element("readonly"),
+                ]))
             }
         }
-        lines.append("    <controller type='usb' model='none'/>")
-        lines.append("    <serial type='file'>")
-        lines.append("      <source path='\(console)'/>")
-        lines.append("      <target port='0'/>")
-        lines.append("    </serial>")
-        lines.append("    <console type='file'>")
-        lines.append("      <source path='\(console)'/>")
-        lines.append("      <target type='serial' port='0'/>")
-        lines.append("    </console>")
-        lines.append("    <rng model='virtio'>")
-        lines.append("      <backend model='random'>/dev/urandom</backend>")
-        lines.append("    </rng>")
-        lines.append("    <memballoon model='none'/>")
-        lines.append("  </devices>")
-        // No <interface>: libvirt 9.0 cannot express slirp's restrict=on, and without it
-        // QEMU forwards the guest's DNS and outbound packets to this host's network.
-        // restrict=on keeps only the SSH port forward on 127.0.0.1. romfile= disables
-        // the NIC's iPXE option ROM, which only slows boot.
-        lines.append("  <qemu:commandline>")
-        for argument in qemuNetworkArguments(sshPort: spec.sshPort) {
-            lines.append("    <qemu:arg value='\(XMLText.escape(argument))'/>")
+        devices += [
+            E.element("controller", ["type": "usb", "model": "none"]),
+            E.element("serial", ["type": "file"], children: [E.element("source", ["path": console]), E.element("target", ["port": "0"])]),
+            E.element("console", ["type": "file"], children: [E.element("source", ["path": console]), E.element("target", ["type": "serial", "port": "0"])]),
+            E.element("rng", ["model": "virtio"], children: [E.element("backend", ["model": "random"], text: "/dev/urandom")]),
+            E.element("memballoon", ["model": "none"]),
+        ]
+        var domain: [XMLElement] = [
+            E.element("name", text: spec.name),
+            E.element("metadata", children: [E.element("kmatrix:run", [
+                "xmlns:kmatrix": metadataNamespace, "id": spec.runID,
+                "boot": spec.owner.boot, "pid": String(spec.owner.pid), "start": String(spec.owner.start),
+            ])]),
+            E.element("memory", ["unit": "MiB"], text: String(spec.memoryMiB)),
+            E.element("vcpu", ["placement": "static"], text: String(spec.vcpus)),
+            E.element("os", children: os),
+            E.element("features", children: features),
+        ]
+        if spec.accelerator == .kvm {
+            // The host CPU as is: no CPUID filtering cost, and guests see real features.
+            domain.append(E.element("cpu", ["mode": "host-passthrough"]))
         }
-        lines.append("  </qemu:commandline>")
-        lines.append("</domain>")
-        return lines.joined(separator: "\n") + "\n"
+        domain += [
+            E.element("clock", ["offset": "utc"]),
+            // Any exit ends the domain (it is transient, so it disappears): a panicking or
+            // rebooting guest must not loop, and `panic=-1` turns a panic into a reboot.
+            E.element("on_poweroff", text: "destroy"),
+            E.element("on_reboot", text: "destroy"),
+            E.element("on_crash", text: "destroy"),
+            E.element("devices", children: devices),
+            // No <interface>: libvirt 9.0 cannot express slirp's restrict=on, and without it
+            // QEMU forwards the guest's DNS and outbound packets to this host's network.
+            // restrict=on keeps only the SSH port forward on 127.0.0.1. romfile= disables
+            // the NIC's iPXE option ROM, which only slows boot.
+            E.element("qemu:commandline", children: qemuNetworkArguments(sshPort: spec.sshPort).map { E.element("qemu:arg", ["value": $0]) }),
+        ]
+        let root = E.element("domain", ["type": spec.accelerator == .kvm ? "kvm" : "qemu", "xmlns:qemu": qemuNamespace], children: domain)
+        return E.document(root)
     }
 
     /// PCI slot of our hand-added NIC. libvirt does not know about it and hands out slots
@@ -116,22 +109,17 @@ public enum LibvirtDomainXML {
         ]
     }
 
-    /// The run id in a metadata element as libvirt returns it (`<run id="abc"/>`), or nil.
-    public static func runID(fromMetadata element: String) -> String? {
-        // libvirt re-serialises the element itself, always with double quotes.
-        guard let start = element.range(of: " id=\"") else { return nil }
-        guard let end = element[start.upperBound...].firstIndex(of: "\"") else { return nil }
-        return unescape(String(element[start.upperBound..<end]))
-    }
-
-    static func unescape(_ text: String) -> String {
-        guard text.contains("&") else { return text }
-        // &amp; last, so "&amp;lt;" becomes "&lt;" and not "<".
-        return text
-            .replacingOccurrences(of: "&lt;", with: "<")
-            .replacingOccurrences(of: "&gt;", with: ">")
-            .replacingOccurrences(of: "&apos;", with: "'")
-            .replacingOccurrences(of: "&quot;", with: "\"")
-            .replacingOccurrences(of: "&amp;", with: "&")
+    /// The run and its owner in a metadata element as libvirt returns it
+    /// (`<run xmlns="…" id="…" boot="…" pid="…" start="…"/>`); nil when it names no run. An owner
+    /// whose fields do not read back as one is no owner: such a domain is never proven dead.
+    public static func runMark(fromMetadata element: String) -> (runID: String, owner: RunOwner?)? {
+        guard let root = LibvirtXML.parse(element), let runID = LibvirtXML.attribute(root, "id") else { return nil }
+        var owner: RunOwner?
+        if let boot = LibvirtXML.attribute(root, "boot"), RunOwner.bootProblem(boot) == nil,
+           let pid = LibvirtXML.attribute(root, "pid").flatMap({ Int32($0) }), pid > 0,
+           let start = LibvirtXML.attribute(root, "start").flatMap({ UInt64($0) }) {
+            owner = RunOwner(boot: boot, pid: pid, start: start)
+        }
+        return (runID, owner)
     }
 }

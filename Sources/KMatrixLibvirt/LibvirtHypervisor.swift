@@ -15,7 +15,8 @@ import Synchronization
 /// the new connection. `kmatrixDomains`/`destroyDomain` find leftovers of other connections by
 /// their metadata (docs/architecture.md, "Errors").
 public final class LibvirtHypervisor: Hypervisor {
-    public let uri: String
+    /// Checked against kmatrix's whitelist (`HostURI`) before it reaches libvirt.
+    public let uri: HostURI
     private let live: Mutex<Connection>
     /// Where the accelerator probe puts its tiny payload and console (kmatrix's cache).
     private let scratch: URL
@@ -26,18 +27,17 @@ public final class LibvirtHypervisor: Hypervisor {
 
     /// Opens the connection. Blocks a libvirt thread, not the caller's. A libvirt that cannot be
     /// reached is `hostNotReady`, with how to start it.
-    public init(uri: String = "qemu:///system", scratch: URL = FileManager.default.temporaryDirectory,
-                commands: any CommandRunner = SystemCommandRunner()) async throws {
+    public init(uri: HostURI, scratch: URL, commands: any CommandRunner) async throws {
         self.uri = uri
         self.scratch = scratch
         self.commands = commands
-        let location = try RemoteURI.parse(uri)
-        self.jump = location.jump
-        self.hostName = location.hostName
+        if case .ssh(let login) = uri.location { self.jump = login } else { self.jump = nil }
+        self.hostName = uri.hostName
+        let text = uri.text
         do {
-            self.live = Mutex(try await LibvirtQueue.run { try Connection(uri: uri) })
+            self.live = Mutex(try await LibvirtQueue.run { try Connection(uri: text) })
         } catch {
-            throw KMatrixError(.hostNotReady, "cannot connect to libvirt at \(uri): \(Self.sentence(error)); start it with scripts/host-setup.sh (or check `kmatrix doctor`)", cause: error)
+            throw KMatrixError(.hostNotReady, "cannot connect to libvirt at \(SafeText.terminal(text)): \(Self.sentence(error)); start it with scripts/host-setup.sh (or check `kmatrix doctor`)", cause: error)
         }
     }
 
@@ -80,7 +80,7 @@ public final class LibvirtHypervisor: Hypervisor {
     /// (the console and SSH waits ask every second).
     func reconnect(replacing dead: Connection) async throws -> Connection {
         let deadline = ContinuousClock.now + (gaveUp.withLock { $0 } ? .zero : Self.reconnectWindow)
-        let uri = self.uri
+        let uri = self.uri.text
         while true {
             let now = current
             if now !== dead { return now }
@@ -123,12 +123,12 @@ public final class LibvirtHypervisor: Hypervisor {
     /// Probed once per process and URI; see `LibvirtAcceleratorProbe`.
     public func detectAccelerator() async -> Accelerator {
         let task = Self.acceleratorCache.withLock { cache in
-            if let task = cache[uri] { return task }
+            if let task = cache[uri.text] { return task }
             let connection = self.live.withLock { $0 }
             let scratch = self.scratch
             let storage: PoolStorage? = jump == nil ? nil : PoolStorage(hypervisor: self, runID: "probe\(getpid())")
             let task = Task { await LibvirtAcceleratorProbe.run(on: connection, storage: storage, scratch: scratch) }
-            cache[uri] = task
+            cache[uri.text] = task
             return task
         }
         return await task.value
@@ -162,9 +162,9 @@ public final class LibvirtHypervisor: Hypervisor {
         jump == nil ? LocalStorage(commands: commands) : PoolStorage(hypervisor: self, runID: runID)
     }
 
-    public func collectRunFiles(keepingRuns live: Set<String>) async -> [String] {
-        guard jump != nil else { return [] }
-        return (try? await withConnection { connection in PoolStorage.collect(on: connection, keepingRuns: live) }) ?? []
+    public func collectRunFiles(ofRuns dead: Set<String>) async -> [String] {
+        guard jump != nil, !dead.isEmpty else { return [] }
+        return (try? await withConnection { connection in PoolStorage.collect(on: connection, ofRuns: dead) }) ?? []
     }
 
     public func kmatrixDomains() async throws -> [DomainRecord] {
@@ -179,7 +179,8 @@ public final class LibvirtHypervisor: Hypervisor {
                         continue  // stopped between listing and asking: transient ones vanish
                     }
                     guard let element else { continue }
-                    found.append(DomainRecord(name: domain.name, runID: LibvirtDomainXML.runID(fromMetadata: element)))
+                    let mark = LibvirtDomainXML.runMark(fromMetadata: element)
+                    found.append(DomainRecord(name: domain.name, runID: mark?.runID, owner: mark?.owner))
                 }
                 return found.sorted { $0.name < $1.name }
             }

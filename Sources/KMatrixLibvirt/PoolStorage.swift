@@ -142,12 +142,15 @@ final class PoolStorage: GuestStorage {
     }
 
     /// A dead run's volumes (overlays, seeds, consoles): everything named for a run that is not alive.
-    static func collect(on connection: Connection, keepingRuns live: Set<String>) -> [String] {
+    /// Run volumes of these runs only: the pool is shared by every machine that uses the host,
+    /// and a volume's name says which run it is of, not whose; only a run this machine's
+    /// registry knows as dead is this machine's to clean (docs/architecture.md, "Cleanup").
+    static func collect(on connection: Connection, ofRuns dead: Set<String>) -> [String] {
         guard let pool = try? connection.storagePool(named: poolName), pool.isActive, let volumes = try? pool.volumes() else { return [] }
         var removed: [String] = []
         for volume in volumes where volume.name.starts(with: runPrefix) {
             let runID = volume.name.dropFirst(runPrefix.count).prefix { $0 != "-" }
-            guard !live.contains(String(runID)) else { continue }
+            guard dead.contains(String(runID)) else { continue }
             if (try? volume.delete()) != nil { removed.append(volume.name) }
         }
         return removed

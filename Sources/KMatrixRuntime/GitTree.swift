@@ -1,5 +1,8 @@
 import Foundation
 import KMatrixCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One commit of a kernel tree.
 public struct Commit: Sendable, Hashable, Codable {
@@ -8,34 +11,68 @@ public struct Commit: Sendable, Hashable, Codable {
     public var shortSHA: String { String(sha.prefix(12)) }
 }
 
-/// A user's kernel git repository, read-only: kmatrix builds in a worktree of its own under the
-/// cache (reused between steps, so builds are incremental) and never touches the user's checkout.
+/// A user's kernel git repository, read-only, and kmatrix's clone of it: every git command runs
+/// in the build sandbox (`BuildSandbox`), never as root, since a tree's configuration can name
+/// programs (filters, `diff.external`) that git would run. The clone shares the tree's objects
+/// (`--shared`) and lives in the sandbox's work folder, reused between steps so builds are
+/// incremental; the user's checkout is never written.
 public struct GitTree: Sendable {
+    /// The tree's top on this machine (the folder holding `.git`).
     public let repository: URL
-    let commands: any CommandRunner
+    let sandbox: BuildSandbox
+    /// kmatrix's clone, as the sandbox sees it.
+    let clone: String
 
-    /// Opens `path` as a git work tree, or says why it is not one (exit 2).
-    public static func open(_ path: URL, commands: any CommandRunner) async throws -> GitTree {
+    /// Opens `path` (or the tree it lies in) as a git work tree, or says why it is not one (exit 2).
+    public static func open(_ path: URL, workFolder: URL, images: URL, commands: any CommandRunner) async throws -> GitTree {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path.path, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw KMatrixError(.invalidInput, "--git \(path.path) is not a directory")
         }
-        let top = try await commands.run("git", hardening + ["-C", path.path, "rev-parse", "--show-toplevel"], timeout: .seconds(30))
-        guard top.succeeded else { throw KMatrixError(.invalidInput, "--git \(path.path) is not a git tree (\(top.stderr.trimmingCharacters(in: .whitespacesAndNewlines)))") }
-        let root = URL(fileURLWithPath: top.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines))
-        return GitTree(repository: root, commands: commands)
+        let top = try Self.top(of: path.standardizedFileURL.resolvingSymlinksInPath())
+        let key = String(FileDigests.sha256(of: Data(top.path.utf8)).prefix(16))
+        let sandbox = try BuildSandbox.prepare(sourceTree: top, workFolder: workFolder, images: images, commands: commands)
+        let tree = GitTree(repository: top, sandbox: sandbox, clone: "\(BuildSandbox.work)/trees/\(key)")
+        let check = try await tree.git(["rev-parse", "--git-dir"])
+        guard check.succeeded else {
+            throw KMatrixError(.invalidInput, "--git \(top.path) cannot be read as a git tree by the build user \(BuildSandbox.user) "
+                + "(\(check.stderr.trimmingCharacters(in: .whitespacesAndNewlines))); its files must be readable by other users")
+        }
+        return tree
     }
 
-    /// git runs as root on someone else's tree: no hooks and no fsmonitor (both run programs the
-    /// tree's config names). git's own ownership check (safe.directory) stays on: a tree that
-    /// belongs to another user is refused, with git's reason.
-    static let hardening = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "advice.detachedHead=false"]
-
-    func git(_ arguments: [String], in directory: URL? = nil, timeout: Duration = .seconds(600)) async throws -> CommandResult {
-        try await commands.run("git", Self.hardening + ["-C", (directory ?? repository).path] + arguments, timeout: timeout)
+    /// The nearest folder at or above `path` that holds a `.git` directory. A `.git` file (a
+    /// worktree or submodule) points at a repository elsewhere, which the sandbox would not see.
+    static func top(of path: URL) throws -> URL {
+        var folder = path
+        while true {
+            var info = stat()
+            let dotGit = folder.appendingPathComponent(".git").path
+            if lstat(dotGit, &info) == 0 {
+                guard (info.st_mode & S_IFMT) == S_IFDIR else {
+                    throw KMatrixError(.invalidInput, "--git \(folder.path) is a git worktree or submodule (its .git is a file); give the main checkout")
+                }
+                return folder
+            }
+            let parent = folder.deletingLastPathComponent()
+            guard parent.path != folder.path else { throw KMatrixError(.invalidInput, "--git \(path.path) is not inside a git tree") }
+            folder = parent
+        }
     }
 
-    func checkedGit(_ arguments: [String], in directory: URL? = nil, timeout: Duration = .seconds(600)) async throws -> String {
+    /// Options for every git call: the tree belongs to another user than the sandbox's (git
+    /// refuses such a tree unless told, on its command line, that it is safe), no optional
+    /// locks on a read-only tree, and neither hooks nor fsmonitor even for the build user.
+    static func options(in directory: String) -> [String] {
+        ["-c", "safe.directory=\(directory)", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+         "-c", "advice.detachedHead=false", "--no-optional-locks", "-C", directory]
+    }
+
+    func git(_ arguments: [String], in directory: String = BuildSandbox.source, timeout: Duration = .seconds(600)) async throws -> CommandResult {
+        try await sandbox.run("git", Self.options(in: directory) + arguments, timeout: timeout)
+    }
+
+    func checkedGit(_ arguments: [String], in directory: String = BuildSandbox.source, timeout: Duration = .seconds(600)) async throws -> String {
         let result = try await git(arguments, in: directory, timeout: timeout)
         guard result.succeeded else {
             throw KMatrixError(.command, "git \(arguments.prefix(3).joined(separator: " ")) failed: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
@@ -72,14 +109,16 @@ public struct GitTree: Sendable {
         var commits = [Commit(sha: good, subject: try await checkedGit(["log", "-1", "--format=%s", good]))]
         for line in listing.split(separator: "\n") {
             let parts = line.split(separator: " ", maxSplits: 1)
-            guard let sha = parts.first else { continue }
+            guard let sha = parts.first, sha.count == 40, sha.allSatisfy(\.isHexDigit) else { continue }
             commits.append(Commit(sha: String(sha), subject: parts.count > 1 ? String(parts[1]) : ""))
         }
         return commits
     }
 
     public func treeHash(_ commit: String) async throws -> String {
-        try await checkedGit(["rev-parse", "\(commit)^{tree}"])
+        let hash = try await checkedGit(["rev-parse", "\(commit)^{tree}"])
+        guard hash.count == 40, hash.allSatisfy(\.isHexDigit) else { throw KMatrixError(.command, "git named no tree for \(commit.prefix(12))") }
+        return hash
     }
 
     /// Subject, author date and touched files of a commit.
@@ -90,31 +129,41 @@ public struct GitTree: Sendable {
         return (subject, date, files)
     }
 
-    /// kmatrix's worktree of this repository at `directory`: made once, then reused.
-    public func worktree(at directory: URL, startingAt commit: String) async throws {
-        if FileManager.default.fileExists(atPath: directory.appendingPathComponent(".git").path),
-           (try? await git(["rev-parse", "--is-inside-work-tree"], in: directory))?.succeeded == true {
-            return
+    /// kmatrix's clone of the tree, made once in the sandbox's work folder, then reused.
+    public func prepareClone() async throws {
+        if (try? await git(["rev-parse", "--is-inside-work-tree"], in: clone))?.succeeded == true { return }
+        _ = try await sandbox.run("rm", ["-rf", clone], timeout: .seconds(600))
+        _ = try await sandbox.run("mkdir", ["-p", "\(BuildSandbox.work)/trees"], timeout: .seconds(30))
+        let result = try await sandbox.run("git", ["-c", "safe.directory=\(BuildSandbox.source)", "clone", "--quiet", "--shared", "--no-checkout",
+                                                   BuildSandbox.source, clone], timeout: .seconds(1800))
+        guard result.succeeded else {
+            throw KMatrixError(.command, "cloning \(repository.path) into the bisect work folder failed: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
-        try? FileManager.default.removeItem(at: directory)
-        try FilePaths.createDirectory(directory.deletingLastPathComponent())
-        _ = try await checkedGit(["worktree", "prune"])
-        _ = try await checkedGit(["worktree", "add", "--detach", "--force", directory.path, commit], timeout: .seconds(1800))
     }
 
-    /// Puts the worktree at `commit`. Only changed files get new times, so make rebuilds only
+    /// Puts the clone at `commit`. Only changed files get new times, so make rebuilds only
     /// what they affect; build outputs (ignored files) stay.
-    public func checkout(_ commit: String, in worktree: URL) async throws {
-        _ = try await checkedGit(["checkout", "--quiet", "--force", "--detach", commit], in: worktree, timeout: .seconds(1800))
-        _ = try await checkedGit(["clean", "-fdq"], in: worktree)
+    public func checkout(_ commit: String) async throws {
+        _ = try await checkedGit(["checkout", "--quiet", "--force", "--detach", commit], in: clone, timeout: .seconds(1800))
+        _ = try await checkedGit(["clean", "-fdq"], in: clone)
     }
 
     /// Reverts `commit` on top of what is checked out, without committing.
-    public func revertWithoutCommit(_ commit: String, in worktree: URL) async throws {
-        let result = try await git(["revert", "--no-commit", commit], in: worktree)
+    public func revertWithoutCommit(_ commit: String) async throws {
+        let result = try await git(["revert", "--no-commit", commit], in: clone)
         guard result.succeeded else {
-            _ = try? await git(["revert", "--abort"], in: worktree)
+            _ = try? await git(["revert", "--abort"], in: clone)
             throw KMatrixError(.command, "git revert \(commit.prefix(12)) does not apply cleanly: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
     }
+
+    /// The clone as the sandbox sees it, for the build recipe's `--tree`.
+    public var clonePath: String { clone }
+
+    /// Runs the kernel-tree recipe in the sandbox (its stderr to `log`, a file root owns).
+    public func build(_ arguments: [String], log: URL, timeout: Duration) async throws -> CommandResult {
+        try await sandbox.run("bash", ["\(BuildSandbox.images)/kernel-tree/build.sh"] + arguments, timeout: timeout, errors: .file(log))
+    }
+
+    public var workFolder: URL { sandbox.workFolder }
 }

@@ -51,6 +51,8 @@ public enum GuestPhase: Sendable, Equatable, CustomStringConvertible {
 /// Settings shared by every guest of one run.
 public struct RunContext: Sendable {
     public var runID: String
+    /// The run's owning process (docs/architecture.md, "Cleanup").
+    public var owner: RunOwner
     public var outputDirectory: URL
     public var probe: URL
     public var timeouts: PhaseTimeouts
@@ -58,8 +60,9 @@ public struct RunContext: Sendable {
     /// Where the run records what it creates outside its folder (network namespaces).
     public var ledger: any RunLedger
 
-    public init(runID: String, outputDirectory: URL, probe: URL, defaults: Defaults, ledger: any RunLedger = UnrecordedRun()) {
+    public init(runID: String, owner: RunOwner, outputDirectory: URL, probe: URL, defaults: Defaults, ledger: any RunLedger) {
         self.runID = runID
+        self.owner = owner
         self.outputDirectory = outputDirectory
         self.probe = probe
         self.timeouts = defaults.timeouts
@@ -68,8 +71,11 @@ public struct RunContext: Sendable {
     }
 
     public func consoleLog(for guest: String) -> URL {
-        outputDirectory.appendingPathComponent("console").appendingPathComponent("\(guest).log")
+        outputDirectory.appendingPathComponent(consoleLogName(for: guest))
     }
+
+    /// The console log's name inside the results folder, as cells record it.
+    public func consoleLogName(for guest: String) -> String { "console/\(guest).log" }
 }
 
 /// A guest that is up and can run the probe. `shutdown` releases everything it holds.
@@ -101,8 +107,3 @@ public protocol GuestLauncher: Sendable {
     func launch(_ guest: GuestSpec, context: RunContext, progress: @escaping @Sendable (GuestPhase) -> Void) async throws -> any GuestSession
 }
 
-/// A ledger that keeps nothing (unit tests).
-public struct UnrecordedRun: RunLedger {
-    public init() {}
-    public func recordNamespace(_ name: String) throws {}
-}

@@ -18,6 +18,9 @@ public struct MachineSpec: Sendable, Equatable {
 
     public var name: String
     public var runID: String
+    /// The run's owning process, written into the domain's metadata so any kmatrix can tell
+    /// whether the domain's run still lives.
+    public var owner: RunOwner
     public var boot: Boot
     public var memoryMiB: Int
     public var vcpus: Int
@@ -30,10 +33,11 @@ public struct MachineSpec: Sendable, Equatable {
     /// lazily). Chosen per guest kind by its boot plan, from measurements.
     public var translationCacheMiB: Int?
 
-    public init(name: String, runID: String, boot: Boot, memoryMiB: Int, vcpus: Int, sshPort: Int, consoleLog: URL, accelerator: Accelerator,
-                translationCacheMiB: Int? = nil) {
+    public init(name: String, runID: String, owner: RunOwner, boot: Boot, memoryMiB: Int, vcpus: Int, sshPort: Int, consoleLog: URL,
+                accelerator: Accelerator, translationCacheMiB: Int?) {
         self.name = name
         self.runID = runID
+        self.owner = owner
         self.boot = boot
         self.memoryMiB = memoryMiB
         self.vcpus = vcpus
@@ -96,8 +100,8 @@ public protocol Hypervisor: Sendable {
     var jump: SSHJump? { get }
     /// A name for the host, for cells and messages ("local" for this machine).
     var hostName: String { get }
-    /// Removes what dead runs left on the host besides domains (run volumes); returns what went.
-    func collectRunFiles(keepingRuns live: Set<String>) async -> [String]
+    /// Removes the run volumes of these dead runs of this machine's registry; returns what went.
+    func collectRunFiles(ofRuns dead: Set<String>) async -> [String]
     /// What the host has, for spreading guests: its CPUs and free memory (nil: unknown).
     func capacity() async -> (cpus: Int?, freeMemoryMiB: Int?)
 }
@@ -105,7 +109,7 @@ public protocol Hypervisor: Sendable {
 extension Hypervisor {
     public var jump: SSHJump? { nil }
     public var hostName: String { "local" }
-    public func collectRunFiles(keepingRuns live: Set<String>) async -> [String] { [] }
+    public func collectRunFiles(ofRuns dead: Set<String>) async -> [String] { [] }
     public func capacity() async -> (cpus: Int?, freeMemoryMiB: Int?) { (nil, nil) }
 }
 
@@ -122,9 +126,12 @@ public struct HypervisorVersions: Sendable, Codable, Equatable {
 public struct DomainRecord: Sendable, Equatable {
     public var name: String
     public var runID: String?
-    public init(name: String, runID: String?) {
+    /// The run's owning process, when the metadata names one (kmatrix before 0.3 did not).
+    public var owner: RunOwner?
+    public init(name: String, runID: String?, owner: RunOwner?) {
         self.name = name
         self.runID = runID
+        self.owner = owner
     }
 }
 
@@ -161,23 +168,8 @@ extension ConsoleChannel {
 }
 
 /// How SSH reaches a 127.0.0.1 port on the hypervisor's host: directly (local), or through
-/// the host's own SSH server.
-public struct SSHJump: Sendable, Equatable {
-    public var user: String?
-    public var host: String
-    public var port: Int?
-    public var identityFile: String?
-    /// The URI's `no_verify=1`: the host's key is not checked (a lab that says so).
-    public var skipHostKeyCheck: Bool
-
-    public init(user: String?, host: String, port: Int?, identityFile: String?, skipHostKeyCheck: Bool) {
-        self.user = user
-        self.host = host
-        self.port = port
-        self.identityFile = identityFile
-        self.skipHostKeyCheck = skipHostKeyCheck
-    }
-}
+/// the host's own SSH server with the login its libvirt URI names.
+public typealias SSHJump = HostURI.SSHLogin
 
 /// This machine's files, where they are: the fast path of a local `qemu:///system`.
 public struct LocalStorage: GuestStorage {

@@ -278,6 +278,7 @@ public actor ImageCatalog {
             // The recipe wrote the image and its digest together: trust both.
             let disk = out.appendingPathComponent(image.file)
             let identity = try FileIdentity.regularFile(disk, what: "disk image")
+            if let problem = DiskInspector.qcow2HeaderProblem(disk) { throw KMatrixError(.image, "\(disk.path) \(problem)") }
             var verdict = verdicts.verdict(for: identity) ?? .init(identity: identity, sha256: manifest.sha256, diskFormat: "qcow2")
             if verdict.virtualSize == nil {
                 verdict.virtualSize = try await disks.virtualSize(disk)
@@ -295,6 +296,9 @@ public actor ImageCatalog {
     /// Validates a disk (and its sha256 when one is expected), remembering the verdict.
     func verify(_ url: URL, expecting expected: String?, alwaysHash: Bool = false) async throws -> CloudDisk {
         let identity = try FileIdentity.regularFile(url, what: "disk image")
+        if let problem = DiskInspector.qcow2HeaderProblem(url) {
+            throw KMatrixError(.image, "\(url.path) \(problem); register a standalone image (qemu-img convert -O qcow2 it first)")
+        }
         var verdict = verdicts.verdict(for: identity) ?? .init(identity: identity)
         if verdict.diskFormat == nil || verdict.virtualSize == nil {
             let checked = try await disks.inspect(url)
@@ -318,43 +322,45 @@ public actor ImageCatalog {
         return try await verdicts.sha256(of: disk.url, what: "disk image", digests: digests)
     }
 
-    /// `images add`: checks a downloaded vendor image and links (or copies) it into the image
-    /// folder under the name the matrix gives. Nothing outside that folder is written or removed.
+    /// `images add`: copies a downloaded vendor image into the image folder under the name the
+    /// matrix gives (a reflink where the file system can, so a multi-GB image costs no space),
+    /// then checks and hashes the copy. A copy, not a link: the file's owner keeps no handle on
+    /// what kmatrix boots as root. Nothing outside that folder is written or removed.
     public func register(_ image: CloudImage, from file: URL) async throws -> CloudDisk {
         guard InputRules.fileNameProblem(image.file) == nil else {
             throw KMatrixError(.invalidInput, "image file \(InputRules.quoted(image.file)) is not a plain file name")
         }
         let source = file.standardizedFileURL.resolvingSymlinksInPath()
-        let checked: CloudDisk
-        do {
-            checked = try await verify(source, expecting: image.sha256, alwaysHash: true)
-        } catch let error as KMatrixError where error.code == .image {
-            throw KMatrixError(.invalidInput, error.message, cause: error)
-        }
+        _ = try FileIdentity.regularFile(source, what: "disk image")
         let folder = cache.cloudImages
         let destination = folder.appendingPathComponent(image.file)
         guard destination.deletingLastPathComponent().standardizedFileURL.path == folder.standardizedFileURL.path else {
             throw KMatrixError(.invalidInput, "image file \(InputRules.quoted(image.file)) would leave \(folder.path)")
         }
+        let staging = folder.appendingPathComponent(".\(image.file).\(getpid()).new")
         do {
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            let staging = folder.appendingPathComponent(".\(image.file).\(getpid()).new")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             try? FileManager.default.removeItem(at: staging)
-            do {
-                try FileManager.default.linkItem(at: source, to: staging)
-            } catch {
-                try FileManager.default.copyItem(at: source, to: staging)
-            }
-            // rename(2) replaces the old registration in one step, and never follows a link.
-            guard rename(staging.path, destination.path) == 0 else {
-                let problem = String(cString: strerror(errno))
-                try? FileManager.default.removeItem(at: staging)
-                throw KMatrixError(.io, "cannot register \(destination.path): \(problem)")
-            }
-        } catch let error as KMatrixError {
-            throw error
+            try FileCopy.copy(source, to: staging)
         } catch {
-            throw KMatrixError.from(error, whileDoing: "registering \(image.file)")
+            try? FileManager.default.removeItem(at: staging)
+            throw KMatrixError.from(error, whileDoing: "copying \(source.path) into \(folder.path)")
+        }
+        let checked: CloudDisk
+        do {
+            checked = try await verify(staging, expecting: image.sha256, alwaysHash: true)
+        } catch {
+            try? FileManager.default.removeItem(at: staging)
+            if let error = error as? KMatrixError, error.code == .image {
+                throw KMatrixError(.invalidInput, error.message.replacingOccurrences(of: staging.path, with: source.path), cause: error)
+            }
+            throw error
+        }
+        // rename(2) replaces the old registration in one step, and never follows a link.
+        guard rename(staging.path, destination.path) == 0 else {
+            let problem = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(at: staging)
+            throw KMatrixError(.io, "cannot register \(destination.path): \(problem)")
         }
         let registered = try FileIdentity.regularFile(destination, what: "disk image")
         verdicts.remember(.init(identity: registered, sha256: checked.sha256, diskFormat: checked.format, virtualSize: checked.virtualSize))
@@ -368,6 +374,9 @@ public actor ImageCatalog {
     /// that are gone. Returns what went.
     public nonisolated func prune(unusedDays: Int) -> [String] {
         let manager = FileManager.default
+        // Only real folders of this user are pruned: a `builds` that is a link would point the
+        // removal at whatever it names (docs/architecture.md, "Cleanup").
+        guard OwnedFolder.problem(cache.root) == nil, OwnedFolder.problem(cache.images) == nil else { return [] }
         let cutoff = Date().addingTimeInterval(-Double(unusedDays) * 86400)
         var removed: [String] = []
         let images = (try? manager.contentsOfDirectory(atPath: cache.images.path)) ?? []
@@ -387,10 +396,12 @@ public actor ImageCatalog {
             }
         }
         // A manifest this version cannot read may refer to any build: then none is an orphan.
-        for id in (try? manager.contentsOfDirectory(atPath: cache.builds.path)) ?? [] where !unreadable && !referenced.contains(id) && !id.starts(with: ".") {
+        let builds = OwnedFolder.problem(cache.builds) == nil ? ((try? manager.contentsOfDirectory(atPath: cache.builds.path)) ?? []) : []
+        for id in builds where !unreadable && !referenced.contains(id) && !id.starts(with: ".") {
             if (try? manager.removeItem(at: cache.builds.appendingPathComponent(id))) != nil { removed.append("rootfs build \(id.prefix(12))") }
         }
-        for entry in (try? manager.contentsOfDirectory(atPath: cache.recipeDigests.path)) ?? [] {
+        let digests = OwnedFolder.problem(cache.recipeDigests) == nil ? ((try? manager.contentsOfDirectory(atPath: cache.recipeDigests.path)) ?? []) : []
+        for entry in digests {
             let url = cache.recipeDigests.appendingPathComponent(entry)
             let line = (try? String(contentsOf: url, encoding: .utf8)) ?? ""
             let fields = line.trimmingCharacters(in: .newlines).split(separator: " ", maxSplits: 2)

@@ -51,11 +51,7 @@ public struct Orchestrator: Sendable {
                     let guest = pending.remove(at: index)
                     running[guest.name] = vcpus(guest)
                     group.addTask {
-                        var cells = await runGuest(guest, matrix: matrix, scenarios: scenarios, context: context, repeats: repeats)
-                        if guest.labelledByKernel, let kernel = cells.first(where: { $0.kernel != nil })?.kernel {
-                            let label = labels.claim(kernel)
-                            for index in cells.indices { cells[index].guest = label }
-                        }
+                        let cells = await runGuest(guest, matrix: matrix, scenarios: scenarios, context: context, repeats: repeats, labels: labels)
                         await guestFinished(cells)
                         return (guest.name, cells)
                     }
@@ -71,7 +67,7 @@ public struct Orchestrator: Sendable {
         return guests.flatMap { byGuest[$0.name] ?? [] }
     }
 
-    func runGuest(_ guest: GuestSpec, matrix: Matrix, scenarios: [Scenario], context: RunContext, repeats: Int) async -> [CellResult] {
+    func runGuest(_ guest: GuestSpec, matrix: Matrix, scenarios: [Scenario], context: RunContext, repeats: Int, labels: RowLabels) async -> [CellResult] {
         let started = ContinuousClock.now
         let launcher = launcher(guest)
         let phase = Mutex(GuestPhase.queued)
@@ -80,11 +76,10 @@ public struct Orchestrator: Sendable {
             progress.update(guest: guest.name, phase: next)
         }
         let console = context.consoleLog(for: guest.name)
-        func unmeasured(_ outcome: Outcome, _ failure: CellFailure, consoleLog: URL? = nil) -> [CellResult] {
-            scenarios.map {
-                CellBuilder.unmeasured(outcome, guest: guest, scenario: $0, matrix: matrix, failure: failure,
-                                       consoleLog: consoleLog?.path)
-            }
+        let evidence = ConsoleEvidence(file: console, name: context.consoleLogName(for: guest.name))
+        var builder = CellBuilder(matrix: matrix, facts: GuestFacts(guest: guest))
+        func unmeasured(_ outcome: Outcome, _ failure: CellFailure) -> [CellResult] {
+            scenarios.map { evidence.attach(to: builder.unmeasured(outcome, $0, failure: failure)) }
         }
         func finish(_ cells: [CellResult]) -> [CellResult] {
             let counts = Dictionary(grouping: cells, by: \.outcome).map { "\($0.value.count) \($0.key.rawValue)" }.sorted()
@@ -121,11 +116,18 @@ public struct Orchestrator: Sendable {
                                    metadata: ["guest": "\(guest.name)", "error": "\(error.message)"])
                     continue
                 }
-                failure.missingFeatures = ConsoleLog(url: console).missingFeatures()
-                    .filter { !failure.message.contains($0.text) }.map(\.text)
+                builder.facts.missingFeatures = ConsoleLog(url: console).missingFeatures().map(\.text)
+                builder.facts.consoleLog = evidence.exists ? evidence.name : nil
                 logger.error("guest did not come up", metadata: ["guest": "\(guest.name)", "error": "\(error.detailedDescription)"])
-                let log = FileManager.default.fileExists(atPath: console.path) ? console : nil
-                return finish(cells + unmeasured(.error, failure, consoleLog: log).dropFirst(cells.count))
+                return finish(cells + unmeasured(.error, failure).dropFirst(cells.count))
+            }
+            builder.facts = GuestFacts(guest: guest, row: builder.facts.row, kernel: session.identity.kernel, distro: session.identity.distro,
+                                       provenance: session.provenance, missingFeatures: session.missingFeatures.map(\.text),
+                                       consoleLog: session.consoleLog == nil ? nil : evidence.name)
+            // An unnamed --kernel's row is its observed release, claimed once per guest.
+            if guest.labelledByKernel && builder.facts.row == guest.name {
+                builder.facts.row = labels.claim(session.identity.kernel)
+                for index in cells.indices { cells[index].guest = builder.facts.row }
             }
 
             var stop: CellFailure?
@@ -134,11 +136,11 @@ public struct Orchestrator: Sendable {
                 report(.running(scenario: scenario.name, index: index + 1, of: scenarios.count))
                 var attempts: [CellResult] = []
                 for _ in 0..<max(1, repeats) {
-                    let cell = await measure(scenario, guest: guest, matrix: matrix, session: session, context: context)
+                    let cell = await measure(scenario, builder: builder, session: session, context: context)
                     attempts.append(cell)
                     if cell.outcome == .error { break }
                 }
-                let cell = Repetition.combine(attempts)
+                let cell = evidence.attach(to: Repetition.combine(attempts))
                 if cell.failure?.kind == .hypervisorLost && bootsLeft > 0 && !Task.isCancelled {
                     logger.warning("the hypervisor destroyed the guest during a scenario; booting it once more",
                                    metadata: ["guest": "\(guest.name)", "scenario": "\(scenario.name)", "error": "\(cell.reason)"])
@@ -164,9 +166,7 @@ public struct Orchestrator: Sendable {
                 let failure: CellFailure = stop?.kind == .interrupted
                     ? CellFailure(.interrupted, phase: .scenario, "interrupted before this scenario ran")
                     : CellFailure(.notRun, phase: .scenario, "not run: \(stop?.reason ?? "the guest stopped")", consoleLine: stop?.consoleLine)
-                cells.append(CellBuilder.unmeasured(.error, guest: guest, scenario: scenario, matrix: matrix, failure: failure,
-                                                    kernel: session.identity.kernel, distro: session.identity.distro,
-                                                    provenance: session.provenance, consoleLog: session.consoleLog?.path))
+                cells.append(evidence.attach(to: builder.unmeasured(.error, scenario, failure: failure)))
             }
             return finish(cells)
         }
@@ -183,17 +183,10 @@ public struct Orchestrator: Sendable {
         }
     }
 
-    func measure(_ scenario: Scenario, guest: GuestSpec, matrix: Matrix, session: any GuestSession, context: RunContext) async -> CellResult {
+    func measure(_ scenario: Scenario, builder: CellBuilder, session: any GuestSession, context: RunContext) async -> CellResult {
         let started = ContinuousClock.now
-        let identity = session.identity
-        let lacking = session.missingFeatures.map(\.text)
         func errorCell(_ failure: CellFailure) -> CellResult {
-            var failure = failure
-            // A failed measurement on a kernel that lacks what the scenarios need: that is the likely cause.
-            if failure.kind != .interrupted { failure.missingFeatures = lacking }
-            return CellBuilder.unmeasured(.error, guest: guest, scenario: scenario, matrix: matrix, failure: failure,
-                                          kernel: identity.kernel, distro: identity.distro, durationS: (ContinuousClock.now - started).seconds,
-                                          provenance: session.provenance, consoleLog: session.consoleLog?.path)
+            builder.unmeasured(.error, scenario, failure: failure, durationS: (ContinuousClock.now - started).seconds)
         }
         func crashed() async -> CellFailure? {
             guard let crash = await session.crashLine() else { return nil }
@@ -222,15 +215,25 @@ public struct Orchestrator: Sendable {
             return errorCell(CellFailure(.probe, phase: .scenario,
                                          "probe exited with \(output.status) without a readable result\(stderr.isEmpty ? "" : ": \(stderr)")"))
         }
-        logger.debug("probe result", metadata: ["guest": "\(guest.name)", "scenario": "\(scenario.name)", "stdout": "\(output.stdoutText)"])
-        var cell = CellBuilder.measured(guest: guest, scenario: scenario, matrix: matrix, kernel: identity.kernel,
-                                        distro: identity.distro, probe: probe, durationS: (ContinuousClock.now - started).seconds,
-                                        provenance: session.provenance, consoleLog: session.consoleLog?.path)
-        if cell.outcome == .error, var failure = cell.failure, !lacking.isEmpty {
-            failure.missingFeatures = lacking
-            cell.failure = failure
-            cell.reason = failure.reason
-        }
+        logger.debug("probe result", metadata: ["guest": "\(builder.facts.row)", "scenario": "\(scenario.name)", "stdout": "\(output.stdoutText)"])
+        return builder.measured(scenario, probe: probe, durationS: (ContinuousClock.now - started).seconds)
+    }
+}
+
+/// A guest's console as a cell's evidence: the log's name in the results folder on every cell,
+/// and its last lines on the cells that differ from their expectation (the reports show them;
+/// they never open the file themselves).
+struct ConsoleEvidence: Sendable {
+    let file: URL
+    let name: String
+
+    var exists: Bool { FileManager.default.fileExists(atPath: file.path) }
+
+    func attach(to cell: CellResult) -> CellResult {
+        guard cell.matches != true, cell.evidence?.consoleLog != nil,
+              let text = FileManager.default.contents(atPath: file.path).map({ String(decoding: $0.suffix(64 << 10), as: UTF8.self) }) else { return cell }
+        var cell = cell
+        cell.evidence?.consoleTail = ConsoleTail.make(text)
         return cell
     }
 }

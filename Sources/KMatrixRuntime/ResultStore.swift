@@ -83,10 +83,10 @@ public actor ResultStore {
     /// guest whose row was relabelled by its kernel appears under its new name.
     func result(_ cells: [CellResult]) -> RunResult {
         var rows: [String] = []
-        for cell in cells where !rows.contains(cell.guest) { rows.append(cell.guest) }
-        let ordered = rows.flatMap { guest in
-            scenarios.compactMap { scenario in cells.first { $0.guest == guest && $0.scenario == scenario } }
-        }
+        var seen: Set<String> = []
+        for cell in cells where seen.insert(cell.guest).inserted { rows.append(cell.guest) }
+        let unordered = RunResult(run: metadata.metadata(), guests: rows, scenarios: scenarios, cells: cells)
+        let ordered = rows.flatMap { guest in scenarios.compactMap { unordered.cell(guest: guest, scenario: $0) } }
         return RunResult(run: metadata.metadata(), guests: rows, scenarios: scenarios, cells: ordered)
     }
 
@@ -99,15 +99,9 @@ public actor ResultStore {
     /// The reports of a finished (or merged) run beside its results.json.
     public static func writeReports(_ result: RunResult, to directory: URL) throws {
         try Data(Report.markdown(result).utf8).write(to: directory.appendingPathComponent("matrix.md"), options: .atomic)
-        try Data(JUnitReport.xml(result, consoleTail: consoleTail).utf8).write(to: directory.appendingPathComponent("results.xml"), options: .atomic)
-        try Data(HTMLReport.render(result, consoleTail: consoleTail).utf8).write(to: directory.appendingPathComponent("report.html"), options: .atomic)
-    }
-
-    /// The last lines of a guest's console, for failure messages in JUnit.
-    static func consoleTail(_ path: String) -> String? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        let lines = String(decoding: data, as: UTF8.self).split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
-        return lines.suffix(30).joined(separator: "\n")
+        // Rendered from the results alone: no path a cell names is opened (docs/architecture.md, "Input").
+        try Data(JUnitReport.xml(result).utf8).write(to: directory.appendingPathComponent("results.xml"), options: .atomic)
+        try Data(HTMLReport.render(result).utf8).write(to: directory.appendingPathComponent("report.html"), options: .atomic)
     }
 }
 

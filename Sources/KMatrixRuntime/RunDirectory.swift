@@ -4,23 +4,23 @@ import KMatrixCore
 import Glibc
 #endif
 
-/// What a run records about the things it creates outside its folder, so that `gc` and the next
-/// run can remove exactly those after a crash, and nothing else.
+/// What a run records about the things it creates outside its folders, so that `gc` and the
+/// next run — of any cache — can remove exactly those after a crash, and nothing else.
 public protocol RunLedger: Sendable {
     func recordNamespace(_ name: String) throws
+    func recordHost(_ uri: HostURI) throws
 }
 
-/// A run's own folder, `<cache>/runs/<run id>/` (0700): its SSH keys and connection sockets,
-/// its guests' overlays and seeds, the ledger of namespaces it created, and a lock it holds for
-/// as long as it lives. A folder whose lock nobody holds belongs to a finished or killed run
+/// A run's own folder in its cache, `<cache>/runs/<run id>/` (0700): its SSH keys and
+/// connection sockets, its guests' overlays and seeds, and a lock it holds for as long as it
+/// lives. Everything another run needs to know about it is in the machine-wide `RunRegistry`
 /// (docs/architecture.md, "Cleanup").
-public final class RunDirectory: RunLedger {
+public final class RunDirectory: Sendable {
     public let runID: String
     public let url: URL
     private let lock: Int32
 
     static let lockName = "lock"
-    static let namespacesName = "namespaces"
 
     public var keysDirectory: URL { url.appendingPathComponent("ssh") }
 
@@ -30,28 +30,164 @@ public final class RunDirectory: RunLedger {
 
     public static func runsDirectory(cache: URL) -> URL { cache.appendingPathComponent("runs") }
 
-    /// Creates the folder and takes its lock.
+    /// Creates the folder and takes its lock. A `runs` folder that is a link or not this user's
+    /// is refused: everything under it is removed once its run is dead.
     public init(cache: URL, runID: String) throws {
         guard InputRules.nameProblem(runID) == nil else { throw KMatrixError(.invalidInput, "run id \(InputRules.quoted(runID)) is not a plain name") }
         self.runID = runID
-        self.url = Self.runsDirectory(cache: cache).appendingPathComponent(runID)
+        let runs = Self.runsDirectory(cache: cache)
+        self.url = runs.appendingPathComponent(runID)
         do {
-            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(at: runs, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw KMatrixError.from(error, whileDoing: "creating \(runs.path)")
+        }
+        if let problem = OwnedFolder.problem(runs) { throw KMatrixError(.io, "\(runs.path) \(problem); remove it, kmatrix recreates it") }
+        do {
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         } catch {
             throw KMatrixError.from(error, whileDoing: "creating the run's folder under \(cache.path)")
         }
-        let descriptor = open(url.appendingPathComponent(Self.lockName).path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else {
-            throw KMatrixError(.io, "cannot create \(url.path)/\(Self.lockName): \(String(cString: strerror(errno)))")
+        self.lock = try OwnedFolder.takeLock(url.appendingPathComponent(Self.lockName))
+    }
+
+    deinit {
+        close(lock)
+    }
+
+    /// Removes the folder; the lock goes with it when this object is released.
+    public func remove() {
+        try? FileManager.default.removeItem(at: url)
+    }
+
+    /// Run folders of this cache whose run is dead (their lock is free): real folders owned by
+    /// this user, never what a link points at.
+    static func deadFolders(cache: URL, keeping: String?) -> [URL] {
+        let runs = runsDirectory(cache: cache)
+        guard OwnedFolder.problem(runs) == nil else { return [] }
+        return OwnedFolder.subfolders(of: runs).filter { folder in
+            folder.lastPathComponent != keeping && InputRules.nameProblem(folder.lastPathComponent) == nil
+                && !OwnedFolder.isLocked(folder.appendingPathComponent(lockName))
         }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            close(descriptor)
-            throw KMatrixError(.io, "run folder \(url.path) is locked by another process")
+    }
+}
+
+/// Every run on this machine, whatever its cache (docs/architecture.md, "Cleanup"): one folder
+/// per run with a lock the run holds while it lives, who owns it, which cache it uses, and the
+/// ledger of what it created outside its folders (network namespaces, remote hosts it used). It
+/// lives outside any cache — `/var/lib/kmatrix/runs` for root, `~/.local/state/kmatrix/runs`
+/// for others — because liveness must be decided from something every kmatrix here sees.
+public struct RunRegistry: Sendable {
+    public let root: URL
+
+    public init(root: URL) {
+        self.root = root
+    }
+
+    /// Why the registry folder cannot be trusted (a link, another user's), or nil.
+    public func problem() -> String? { OwnedFolder.problem(root) }
+
+    /// The registry of this machine for this user.
+    public static func machineWide(home: URL) -> RunRegistry {
+        if geteuid() == 0 { return RunRegistry(root: URL(fileURLWithPath: "/var/lib/kmatrix/runs")) }
+        return RunRegistry(root: home.appendingPathComponent(".local/state/kmatrix/runs"))
+    }
+
+    /// Registers a run and takes its lock; the run is alive for as long as the result lives.
+    public func register(runID: String, owner: RunOwner, cache: URL) throws -> RunRegistration {
+        try RunRegistration(registry: self, runID: runID, owner: owner, cache: cache)
+    }
+
+    /// Every record in the registry: real folders owned by this user with a run id for a name.
+    public func records() -> [RegistryRecord] {
+        guard OwnedFolder.problem(root) == nil else { return [] }
+        return OwnedFolder.subfolders(of: root).compactMap { folder in
+            let runID = folder.lastPathComponent
+            guard InputRules.nameProblem(runID) == nil else { return nil }
+            return RegistryRecord(runID: runID, url: folder)
         }
-        _ = ftruncate(descriptor, 0)
-        let pid = "\(getpid())\n"
-        _ = pid.withCString { write(descriptor, $0, strlen($0)) }
-        self.lock = descriptor
+    }
+}
+
+/// One run in the registry, read back. Only what a run of kmatrix's own wrote is believed: a
+/// namespace must carry the run's prefix, a host must be a URI kmatrix accepts.
+public struct RegistryRecord: Sendable {
+    public var runID: String
+    public var url: URL
+    public var alive: Bool
+    public var owner: RunOwner?
+    /// The cache the run used (its run folder, keys and overlays are there).
+    public var cache: URL?
+    public var namespaces: [String]
+    public var hosts: [HostURI]
+
+    init(runID: String, url: URL) {
+        self.runID = runID
+        self.url = url
+        self.alive = OwnedFolder.isLocked(url.appendingPathComponent(RunRegistration.lockName))
+        let facts = (FileManager.default.contents(atPath: url.appendingPathComponent(RunRegistration.factsName).path))
+            .flatMap { try? JSONDecoder().decode(RunRegistration.Facts.self, from: $0) }
+        self.owner = facts?.owner
+        self.cache = facts.map { URL(fileURLWithPath: $0.cache) }
+        func lines(_ name: String) -> [String] {
+            ((try? String(contentsOf: url.appendingPathComponent(name), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+        let prefix = RunRegistration.namespacePrefix(runID)
+        self.namespaces = lines(RunRegistration.namespacesName).filter { name in
+            name.hasPrefix(prefix) && InputRules.nameProblem(String(name.dropFirst(prefix.count))) == nil
+        }
+        self.hosts = lines(RunRegistration.hostsName).compactMap { try? HostURI.parse($0).get() }
+    }
+
+    /// Remote hosts the run used, whose run volumes only a `gc` that reaches them can remove.
+    public var remoteHosts: [HostURI] { hosts.filter { !$0.isLocal } }
+}
+
+/// A live run's entry in the registry: its lock, who owns it, and its ledger.
+public final class RunRegistration: RunLedger {
+    public let runID: String
+    public let url: URL
+    private let lock: Int32
+
+    static let lockName = "lock"
+    static let factsName = "run.json"
+    static let namespacesName = "namespaces"
+    static let hostsName = "hosts"
+
+    /// Every namespace a run creates starts with this, so a ledger cannot name anything else.
+    public static func namespacePrefix(_ runID: String) -> String { "kmatrix-\(runID)-" }
+
+    struct Facts: Codable {
+        var runID: String
+        var owner: RunOwner
+        var cache: String
+    }
+
+    init(registry: RunRegistry, runID: String, owner: RunOwner, cache: URL) throws {
+        guard InputRules.nameProblem(runID) == nil else { throw KMatrixError(.invalidInput, "run id \(InputRules.quoted(runID)) is not a plain name") }
+        self.runID = runID
+        self.url = registry.root.appendingPathComponent(runID)
+        do {
+            try FileManager.default.createDirectory(at: registry.root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw KMatrixError.from(error, whileDoing: "creating the run registry \(registry.root.path)")
+        }
+        if let problem = OwnedFolder.problem(registry.root) {
+            throw KMatrixError(.hostNotReady, "the run registry \(registry.root.path) \(problem); remove it, kmatrix recreates it")
+        }
+        do {
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw KMatrixError(.io, "cannot register run \(runID) in \(registry.root.path): \(KMatrixError.from(error).message)", cause: error)
+        }
+        do {
+            self.lock = try OwnedFolder.takeLock(url.appendingPathComponent(Self.lockName))
+            let facts = Facts(runID: runID, owner: owner, cache: cache.standardizedFileURL.path)
+            try JSONEncoder().encode(facts).write(to: url.appendingPathComponent(Self.factsName), options: .atomic)
+        } catch {
+            try? FileManager.default.removeItem(at: url)
+            throw KMatrixError.from(error, whileDoing: "registering run \(runID)")
+        }
     }
 
     deinit {
@@ -59,51 +195,75 @@ public final class RunDirectory: RunLedger {
     }
 
     public func recordNamespace(_ name: String) throws {
-        let file = url.appendingPathComponent(Self.namespacesName)
+        guard name.hasPrefix(Self.namespacePrefix(runID)) else {
+            throw KMatrixError(.invalidInput, "namespace \(InputRules.quoted(name)) does not carry run \(runID)'s prefix")
+        }
+        try append(name, to: Self.namespacesName)
+    }
+
+    public func recordHost(_ uri: HostURI) throws {
+        guard !uri.isLocal else { return }
+        try append(uri.text, to: Self.hostsName)
+    }
+
+    private func append(_ line: String, to name: String) throws {
+        let file = url.appendingPathComponent(name)
         do {
             let handle = try FileHandle(forWritingTo: file.touching())
             defer { try? handle.close() }
             try handle.seekToEnd()
-            try handle.write(contentsOf: Data("\(name)\n".utf8))
+            try handle.write(contentsOf: Data("\(line)\n".utf8))
         } catch {
-            throw KMatrixError.from(error, whileDoing: "recording namespace \(name) in \(file.path)")
+            throw KMatrixError.from(error, whileDoing: "recording \(line) in \(file.path)")
         }
     }
 
-    /// Removes the folder; the lock goes with it when this object is released.
+    /// Ends the registration: the run is over and left nothing.
     public func remove() {
         try? FileManager.default.removeItem(at: url)
     }
 }
 
-/// A run folder found on disk, and whether its run still lives.
-public struct RunRecord: Sendable, Equatable {
-    public var runID: String
-    public var url: URL
-    /// The pid that created it (for messages), if recorded.
-    public var pid: Int32?
-    public var alive: Bool
-    public var namespaces: [String]
+/// A ledger that keeps nothing (unit tests).
+public struct UnrecordedRun: RunLedger {
+    public init() {}
+    public func recordNamespace(_ name: String) throws {}
+    public func recordHost(_ uri: HostURI) throws {}
+}
 
-    public static func all(cache: URL) -> [RunRecord] {
-        let runs = RunDirectory.runsDirectory(cache: cache)
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: runs.path)) ?? []
-        return entries.sorted().compactMap { name in
-            guard InputRules.nameProblem(name) == nil else { return nil }
-            let url = runs.appendingPathComponent(name)
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
-            let lockPath = url.appendingPathComponent(RunDirectory.lockName).path
-            let pid = (try? String(contentsOfFile: lockPath, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-            let namespaces = ((try? String(contentsOf: url.appendingPathComponent(RunDirectory.namespacesName), encoding: .utf8)) ?? "")
-                .split(separator: "\n").map(String.init).filter { InputRules.nameProblem($0) == nil }
-            return RunRecord(runID: name, url: url, pid: pid, alive: isLocked(lockPath), namespaces: namespaces)
+/// Folders kmatrix removes things from, checked first: a real directory (never a link, which
+/// would point the removal elsewhere) owned by the user kmatrix runs as.
+enum OwnedFolder {
+    static func problem(_ url: URL) -> String? {
+        var info = stat()
+        guard lstat(url.path, &info) == 0 else { return "cannot be read: \(String(cString: strerror(errno)))" }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else { return "is not a plain directory (a symbolic link or a file)" }
+        guard info.st_uid == geteuid() else { return "belongs to uid \(info.st_uid), not to uid \(geteuid()) that kmatrix runs as" }
+        return nil
+    }
+
+    /// The real subfolders of `url` owned by this user.
+    static func subfolders(of url: URL) -> [URL] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
+        return names.sorted().map { url.appendingPathComponent($0) }.filter { problem($0) == nil }
+    }
+
+    /// Takes an exclusive lock on `path` (created if needed), or says who holds it.
+    static func takeLock(_ lockFile: URL) throws -> Int32 {
+        let descriptor = open(lockFile.path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard descriptor >= 0 else {
+            throw KMatrixError(.io, "cannot create \(lockFile.path): \(String(cString: strerror(errno)))")
         }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            close(descriptor)
+            throw KMatrixError(.io, "\(lockFile.path) is locked by another process")
+        }
+        return descriptor
     }
 
     /// Whether another process holds the lock: taking it for a moment says no.
-    static func isLocked(_ path: String) -> Bool {
-        let descriptor = open(path, O_RDWR | O_CLOEXEC)
+    static func isLocked(_ lockFile: URL) -> Bool {
+        let descriptor = open(lockFile.path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { return false }
         defer { close(descriptor) }
         if flock(descriptor, LOCK_EX | LOCK_NB) == 0 {
@@ -124,21 +284,59 @@ extension URL {
     }
 }
 
-/// Processes that carry a run's marker in their environment (`KMATRIX_RUN=<id>`, set by
-/// `SystemCommandRunner` and inherited by everything they start).
+/// Processes, read from /proc: which carry a run's marker (`KMATRIX_RUN=<id>`, set by
+/// `SystemCommandRunner` and inherited by everything they start), who they belong to, and
+/// whether a run's owner still lives.
 public struct ProcessTable: Sendable {
     public var proc: URL
 
-    public init(proc: URL = URL(fileURLWithPath: "/proc")) {
+    public init(proc: URL) {
         self.proc = proc
     }
 
-    /// pid → run id, for every process that carries a marker.
+    /// This process as a run's owner.
+    public func currentOwner() throws -> RunOwner {
+        let pid = getpid()
+        guard let boot = bootID(), let start = startTime(of: pid) else {
+            throw KMatrixError(.hostNotReady, "cannot read this process's boot id and start time from \(proc.path)")
+        }
+        return RunOwner(boot: boot, pid: pid, start: start)
+    }
+
+    /// The kernel's id of this boot.
+    public func bootID() -> String? {
+        let text = (try? String(contentsOf: proc.appendingPathComponent("sys/kernel/random/boot_id"), encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.flatMap { RunOwner.bootProblem($0) == nil ? $0 : nil }
+    }
+
+    /// When `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat, counted after
+    /// the command name, which may itself hold spaces and parentheses).
+    func startTime(of pid: Int32) -> UInt64? {
+        guard let text = try? String(contentsOf: proc.appendingPathComponent("\(pid)/stat"), encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // After ")": state is field 3, so starttime (field 22) is the 20th.
+        guard fields.count >= 20 else { return nil }
+        return UInt64(fields[19])
+    }
+
+    /// Whether `owner` is a process of this boot that still runs. An owner of another boot — this
+    /// machine before a reboot, or another machine — is not known to be dead: nil.
+    public func isAlive(_ owner: RunOwner) -> Bool? {
+        guard let boot = bootID(), boot == owner.boot else { return nil }
+        return startTime(of: owner.pid) == owner.start
+    }
+
+    /// pid → run id, for every process of this user that carries a marker.
     public func markedProcesses() -> [Int32: String] {
         let needle = Array("\(SystemCommandRunner.runMarkerVariable)=".utf8)
         var found: [Int32: String] = [:]
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: proc.path)) ?? [] {
             guard let pid = Int32(entry), pid != getpid() else { continue }
+            var info = stat()
+            // /proc/<pid> belongs to the process's user: another user's processes are never ours.
+            guard stat(proc.appendingPathComponent(entry).path, &info) == 0, info.st_uid == geteuid() else { continue }
             guard let environment = FileManager.default.contents(atPath: proc.appendingPathComponent("\(entry)/environ").path) else { continue }
             for variable in environment.split(separator: 0) where variable.starts(with: needle) {
                 found[pid] = String(decoding: variable.dropFirst(needle.count), as: UTF8.self)
@@ -148,12 +346,15 @@ public struct ProcessTable: Sendable {
     }
 
     /// Ends every process of `runID`: SIGTERM, then SIGKILL for those still there after a second.
+    /// Returns how many there were and how many are still there (a process stuck in the kernel).
     @discardableResult
-    public func terminate(runID: String) async -> Int {
+    public func terminate(runID: String) async -> (found: Int, remaining: Int) {
         let victims = markedProcesses().filter { $0.value == runID }.map(\.key)
         for pid in victims { kill(pid, SIGTERM) }
         if !victims.isEmpty { try? await Task.sleep(for: .seconds(1)) }
         for pid in victims where kill(pid, 0) == 0 { kill(pid, SIGKILL) }
-        return victims.count
+        if !victims.isEmpty { try? await Task.sleep(for: .milliseconds(200)) }
+        let remaining = markedProcesses().filter { $0.value == runID }.count
+        return (victims.count, remaining)
     }
 }

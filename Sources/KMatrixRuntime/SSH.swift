@@ -103,7 +103,7 @@ public struct SSHClient: Sendable {
     /// own credentials for that host (or the URI's keyfile), as libvirt's own connection does.
     static func proxyCommand(_ jump: SSHJump) -> String {
         var arguments = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
-        if let identity = jump.identityFile { arguments += ["-i", identity] }
+        if let identity = jump.keyFile { arguments += ["-i", identity] }
         if let port = jump.port { arguments += ["-p", String(port)] }
         if let user = jump.user { arguments += ["-l", user] }
         if jump.skipHostKeyCheck { arguments += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"] }

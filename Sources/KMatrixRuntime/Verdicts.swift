@@ -121,6 +121,22 @@ public struct DiskInspector: Sendable {
         return (parsed.format, UInt64(max(0, parsed.virtualSize ?? 0)))
     }
 
+    /// What QEMU would open besides the image itself, read from a qcow2 header: a backing file
+    /// (its offset at byte 8) or an external data file (incompatible feature bit 2 of a version 3
+    /// header). One read of 80 bytes, so it runs at every boot, not only when the image was
+    /// checked: a verdict remembered for a file is never all that stands between it and QEMU.
+    public static func qcow2HeaderProblem(_ url: URL) -> String? {
+        guard let handle = try? FileHandle(forReadingFrom: url) else { return "cannot be read" }
+        defer { try? handle.close() }
+        let bytes = [UInt8]((try? handle.read(upToCount: 80)) ?? Data())
+        guard bytes.count >= 4, bytes[0..<4] == [0x51, 0x46, 0x49, 0xFB] else { return nil }
+        guard bytes.count >= 80 else { return "has a truncated qcow2 header" }
+        func number(_ offset: Int, _ length: Int) -> UInt64 { bytes[offset..<offset + length].reduce(0) { $0 << 8 | UInt64($1) } }
+        if number(8, 8) != 0 { return "refers to a backing file" }
+        if number(4, 4) >= 3 && number(72, 8) & 0x4 != 0 { return "keeps its data in an external data file" }
+        return nil
+    }
+
     /// An MBR boot signature at 510, or a GPT header at 512.
     static func hasPartitionTable(_ url: URL) -> Bool {
         guard let handle = try? FileHandle(forReadingFrom: url), let head = try? handle.read(upToCount: 520) else { return false }

@@ -147,7 +147,7 @@ public struct VirtualMachineLauncher: GuestLauncher {
         var lastError: (any Error)?
         for _ in 0..<attempts {
             port = hypervisor.jump == nil ? try LoopbackPort.reserve() : Int.random(in: 20000...60999)
-            let spec = MachineSpec(name: domainName, runID: context.runID, boot: boot, memoryMiB: guest.memoryMiB ?? context.defaults.memoryMiB,
+            let spec = MachineSpec(name: domainName, runID: context.runID, owner: context.owner, boot: boot, memoryMiB: guest.memoryMiB ?? context.defaults.memoryMiB,
                                    vcpus: guest.vcpus ?? context.defaults.vcpus, sshPort: port, consoleLog: console, accelerator: accelerator,
                                    translationCacheMiB: translationCacheMiB)
             let hypervisor = self.hypervisor

@@ -84,8 +84,8 @@ extension EndToEnd {
             #expect(report.buildsBeyondEnds <= Bisection.depth(8) + 1, "\(report.buildsBeyondEnds) builds beyond the ends")
             let broken = report.steps.first { $0.label == String(log[3].prefix(12)) }
             #expect(broken?.verdict == "skip" && broken?.reason == "the build failed", "\(report.steps.map { "\($0.label) \($0.verdict) \($0.reason)" })")
-            #expect(report.verification?.hasPrefix("confirmed:") == true, "\(report.verification ?? "no verification")")
-            #expect(report.verification?.contains("reverting it on") == true)
+            #expect(report.verification?.verdict == .confirmed, "\(report.verification?.text ?? "no verification")")
+            #expect(report.verification?.detail.contains("reverting it on") == true)
             #expect(run.stdout.contains("with commit \(restoring)"))
             // The user's checkout is untouched: kmatrix built in its own worktree.
             #expect(Harness.shell("git -C '\(repository.path)' status --porcelain").isEmpty)

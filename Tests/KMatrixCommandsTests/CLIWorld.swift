@@ -37,9 +37,12 @@ final class CLIWorld: Sendable {
             standardErrorIsTerminal: false,
             commands: { _ in commands },
             connect: { uri, _ in
-                guard let hypervisor else { throw KMatrixError(.hostNotReady, "cannot connect to libvirt at \(uri): no daemon") }
+                guard let hypervisor else { throw KMatrixError(.hostNotReady, "cannot connect to libvirt at \(uri.text): no daemon") }
                 return hypervisor
             },
+            registry: RunRegistry(root: root.url.appendingPathComponent("registry")),
+            processes: ProcessTable(proc: URL(fileURLWithPath: "/proc")),
+            namespaces: root.url.appendingPathComponent("netns"),
             interrupts: { _ in NoInterrupts() })
     }
 

@@ -15,20 +15,22 @@ import Testing
             (.liveConsumer, "live-consumer-6.18"), (.livenessProbe, "liveness-probe-6.18"),
         ]
         var cells: [CellResult] = []
+        let hostCells = CellBuilder(matrix: matrix, facts: GuestFacts(guest: host, kernel: "6.18.44-fc-v595", distro: "Debian GNU/Linux 12 (bookworm)"))
         for (scenario, fixture) in scenarios {
-            cells.append(CellBuilder.measured(guest: host, scenario: scenario, matrix: matrix, kernel: "6.18.44-fc-v595",
-                                              distro: "Debian GNU/Linux 12 (bookworm)", probe: try Fixture.probe(fixture), durationS: 0.25))
+            cells.append(hostCells.measured(scenario, probe: try Fixture.probe(fixture), durationS: 0.25))
         }
         // The legacy stand-in measured with a modern kernel's numbers: differs from its override.
-        cells.append(CellBuilder.measured(guest: legacy, scenario: .failopenSocketOverflow, matrix: matrix, kernel: "6.1.0-kmatrix-legacy-failopen",
-                                          distro: "kmatrix initramfs", probe: try Fixture.probe("failopen-socket-overflow-6.18"), durationS: 1.5,
-                                          consoleLog: "/nonexistent/legacy.log"))
-        cells.append(CellBuilder.unmeasured(.error, guest: legacy, scenario: .strictSocketOverflow, matrix: matrix,
-                                            failure: CellFailure(.ssh, phase: .scenario, "ssh to root@127.0.0.1:40000 failed: Connection reset"),
-                                            kernel: "6.1.0-kmatrix-legacy-failopen"))
+        let legacyCells = CellBuilder(matrix: matrix, facts: GuestFacts(guest: legacy, kernel: "6.1.0-kmatrix-legacy-failopen", distro: "kmatrix initramfs",
+                                                                       consoleLog: "console/legacy-6.1-failopen-reverted.log"))
+        var differing = legacyCells.measured(.failopenSocketOverflow, probe: try Fixture.probe("failopen-socket-overflow-6.18"), durationS: 1.5)
+        differing.evidence?.consoleTail = "console line <tail>"
+        cells.append(differing)
+        cells.append(CellBuilder(matrix: matrix, facts: GuestFacts(guest: legacy, kernel: "6.1.0-kmatrix-legacy-failopen"))
+            .unmeasured(.error, .strictSocketOverflow, failure: CellFailure(.ssh, phase: .scenario, "ssh to root@127.0.0.1:40000 failed: Connection reset")))
+        let rhelCells = CellBuilder(matrix: matrix, facts: GuestFacts(guest: rhel))
         for (scenario, _) in scenarios {
-            cells.append(CellBuilder.unmeasured(.skipped, guest: rhel, scenario: scenario, matrix: matrix,
-                                                failure: CellFailure(.imageMissing, phase: .prepare, "image rhel-server-7.9-x86_64-kvm.qcow2 is not present")))
+            cells.append(rhelCells.unmeasured(.skipped, scenario, failure: CellFailure(.imageMissing, phase: .prepare,
+                                                                                        "image rhel-server-7.9-x86_64-kvm.qcow2 is not present")))
         }
         let metadata = RunMetadata(id: "120000abcd", started: Date(timeIntervalSince1970: 1_795_000_000), durationS: 42.5, host: "ci",
                                    hostKernel: "6.18.44-fc-v595", libvirt: "9.0.0", qemu: "7.2.0", accelerator: "tcg",
@@ -46,7 +48,7 @@ import Testing
     }
 
     @Test func junitMatchesGolden() throws {
-        try Fixture.expectGolden(JUnitReport.xml(Self.sampleRun()) { _ in "console line\u{1B}[0m <tail>" }, "results.xml")
+        try Fixture.expectGolden(JUnitReport.xml(Self.sampleRun()), "results.xml")
     }
 
     @Test func resultsJSONMatchesGoldenAndRoundTrips() throws {
@@ -58,7 +60,7 @@ import Testing
 
     @Test func resultsJSONHasTheContractKeys() throws {
         let object = try #require(try JSONSerialization.jsonObject(with: Self.sampleRun().encoded()) as? [String: Any])
-        #expect(object["schema"] as? Int == 2)
+        #expect(object["schema"] as? Int == 3)
         let verdicts = try #require(object["verdicts"] as? [[String: Any]])
         #expect(verdicts.map { $0["guest"] as? String } == ["host", "legacy-6.1-failopen-reverted", "rhel-7.9"])
         #expect(Set(try #require(verdicts.first).keys) == ["guest", "kernel", "affected", "mitigation", "symptom", "summary"])

@@ -5,6 +5,8 @@ import KMatrixCore
 import KMatrixTestSupport
 @testable import KMatrixRuntime
 
+/// Nothing of another run is touched unless it is proven dead: another cache, another user,
+/// another machine sharing a libvirt host, and whatever a cache folder merely names.
 struct CollectorTests {
     /// A child process that carries a run's marker, as every child of a run does.
     func markedSleeper(_ runID: String) throws -> Process {
@@ -16,60 +18,156 @@ struct CollectorTests {
         return process
     }
 
+    struct World {
+        let root: TemporaryDirectory
+        var cache: URL { root.url.appendingPathComponent("cache") }
+        var netns: URL { root.url.appendingPathComponent("netns") }
+        var registry: RunRegistry { RunRegistry(root: root.url.appendingPathComponent("registry")) }
+        let commands = FakeCommands()
+
+        init() throws {
+            root = try TemporaryDirectory("collector")
+            try FileManager.default.createDirectory(at: netns, withIntermediateDirectories: true)
+        }
+
+        func collector(cache: URL? = nil) -> Collector {
+            Collector(cache: cache ?? self.cache, registry: registry, commands: commands, processes: ProcessTable(proc: URL(fileURLWithPath: "/proc")),
+                      logger: Logger(label: "t"), namespaces: netns)
+        }
+
+        func spec(_ name: String, runID: String, owner: RunOwner) -> MachineSpec {
+            MachineSpec(name: name, runID: runID, owner: owner, boot: .disk(overlay: root.url, seed: nil), memoryMiB: 1, vcpus: 1, sshPort: 1,
+                        consoleLog: root.url.appendingPathComponent("c.log"), accelerator: .tcg, translationCacheMiB: nil)
+        }
+    }
+
+    static var me: RunOwner { get throws { try ProcessTable(proc: URL(fileURLWithPath: "/proc")).currentOwner() } }
+
     @Test func onlyDeadRunsThingsGoAndLiveRunsAreUntouched() async throws {
-        let root = try TemporaryDirectory("collector")
-        defer { root.remove() }
-        let cache = root.url.appendingPathComponent("cache")
-        let netns = root.url.appendingPathComponent("netns")
-        try FileManager.default.createDirectory(at: netns, withIntermediateDirectories: true)
-        // A dead run: its folder, its namespace in the ledger, a process with its marker.
+        let world = try World()
+        defer { world.root.remove() }
+        let me = try Self.me
+        let gone = RunOwner(boot: me.boot, pid: me.pid, start: me.start + 1)
+        // A dead run: registered, its lock released; its namespace, folder, process and domain.
         let deadID = "dead\(UUID().uuidString.prefix(6).lowercased())"
         do {
-            let dead = try RunDirectory(cache: cache, runID: deadID)
+            let dead = try world.registry.register(runID: deadID, owner: gone, cache: world.cache)
+            _ = try RunDirectory(cache: world.cache, runID: deadID)
             try dead.recordNamespace("kmatrix-\(deadID)-host")
-            _ = try root.file("netns/kmatrix-\(deadID)-host", "")
+            _ = try world.root.file("netns/kmatrix-\(deadID)-host", "")
         }
         let orphan = try markedSleeper(deadID)
-        // A live run (this process holds its lock) with a process of its own.
+        // A live run (this process holds its locks) with a process of its own.
         let liveID = "live\(UUID().uuidString.prefix(6).lowercased())"
-        let live = try RunDirectory(cache: cache, runID: liveID)
+        let live = try world.registry.register(runID: liveID, owner: me, cache: world.cache)
+        let liveFolder = try RunDirectory(cache: world.cache, runID: liveID)
         try live.recordNamespace("kmatrix-\(liveID)-host")
-        _ = try root.file("netns/kmatrix-\(liveID)-host", "")
+        _ = try world.root.file("netns/kmatrix-\(liveID)-host", "")
         let child = try markedSleeper(liveID)
         // Something kmatrix did not make, with a kmatrix-looking name.
-        _ = try root.file("netns/kmatrix-not-ours", "")
+        _ = try world.root.file("netns/kmatrix-not-ours", "")
 
-        let commands = FakeCommands()
         let hypervisor = FakeHypervisor()
-        _ = try await hypervisor.start(MachineSpec(name: "kmatrix-\(deadID)-a", runID: deadID, boot: .disk(overlay: root.url, seed: nil), memoryMiB: 1,
-                                                   vcpus: 1, sshPort: 1, consoleLog: root.url.appendingPathComponent("c.log"), accelerator: .tcg))
-        _ = try await hypervisor.start(MachineSpec(name: "kmatrix-\(liveID)-b", runID: liveID, boot: .disk(overlay: root.url, seed: nil), memoryMiB: 1,
-                                                   vcpus: 1, sshPort: 1, consoleLog: root.url.appendingPathComponent("c.log"), accelerator: .tcg))
-        let collector = Collector(cache: cache, commands: commands, logger: Logger(label: "t"), namespaces: netns)
+        _ = try await hypervisor.start(world.spec("kmatrix-\(deadID)-a", runID: deadID, owner: gone))
+        _ = try await hypervisor.start(world.spec("kmatrix-\(liveID)-b", runID: liveID, owner: me))
+        let collector = world.collector()
         #expect(collector.liveRuns().map(\.runID) == [liveID])
-        let removed = await collector.collectDeadRuns(hypervisor: hypervisor)
+        let removed = await collector.collectDeadRuns(hypervisors: [hypervisor]).removed
 
         #expect(removed.contains(Collector.Removal(kind: .runFolder, name: deadID)))
         #expect(removed.contains(Collector.Removal(kind: .namespace, name: "kmatrix-\(deadID)-host")))
         #expect(removed.contains(Collector.Removal(kind: .domain, name: "kmatrix-\(deadID)-a")))
-        #expect(commands.calls(of: "ip").map(\.arguments) == [["netns", "del", "kmatrix-\(deadID)-host"]])
+        #expect(removed.contains(Collector.Removal(kind: .record, name: deadID)))
+        #expect(world.commands.calls(of: "ip").map(\.arguments) == [["netns", "del", "kmatrix-\(deadID)-host"]])
         #expect(hypervisor.destroyed == ["kmatrix-\(deadID)-a"])
         orphan.waitUntilExit()
         #expect(orphan.terminationReason == .uncaughtSignal)
         #expect(child.isRunning, "a live run's process stays")
-        #expect(FileManager.default.fileExists(atPath: live.url.path))
-        #expect(!FileManager.default.fileExists(atPath: cache.appendingPathComponent("runs/\(deadID)").path))
+        #expect(FileManager.default.fileExists(atPath: liveFolder.url.path))
+        #expect(!FileManager.default.fileExists(atPath: world.cache.appendingPathComponent("runs/\(deadID)").path))
         child.terminate()
-        withExtendedLifetime(live) {}
+        withExtendedLifetime((live, liveFolder)) {}
     }
 
-    @Test func aRunFolderIsPrivateAndItsLockSaysItLives() throws {
-        let root = try TemporaryDirectory("rundir")
-        defer { root.remove() }
-        let run = try RunDirectory(cache: root.url, runID: "abc123")
+    /// The repro of the first hostile pass: a process whose marker names a run this machine never
+    /// registered (another cache, another kmatrix, or just an environment variable) is not dead.
+    @Test func aMarkedProcessOfAnUnknownRunIsLeftAlone() async throws {
+        let world = try World()
+        defer { world.root.remove() }
+        let victim = try markedSleeper("victim01")
+        defer { victim.terminate() }
+        let otherCache = world.root.url.appendingPathComponent("other-cache")
+        let report = await world.collector(cache: otherCache).collectDeadRuns(hypervisors: [])
+        #expect(report.removed.isEmpty, "\(report.removed)")
+        #expect(victim.isRunning)
+    }
+
+    /// Another machine's domains on a shared host, an older kmatrix's without an owner, and a
+    /// live run's of this machine are none of this gc's business.
+    @Test func domainsNotProvenDeadStay() async throws {
+        let world = try World()
+        defer { world.root.remove() }
+        let me = try Self.me
+        let otherMachine = RunOwner(boot: "00000000-0000-4000-8000-000000000000", pid: 1, start: 1)
+        let hypervisor = FakeHypervisor()
+        _ = try await hypervisor.start(world.spec("kmatrix-elsewhere-a", runID: "elsewhere", owner: otherMachine))
+        _ = try await hypervisor.start(world.spec("kmatrix-mine-b", runID: "mine", owner: me))
+        let report = await world.collector().collectDeadRuns(hypervisors: [hypervisor])
+        #expect(hypervisor.destroyed.isEmpty)
+        #expect(report.notes.contains { $0.contains("kmatrix-elsewhere-a") && $0.contains("left alone") })
+        #expect(world.collector().provenDead(DomainRecord(name: "old", runID: "x", owner: nil)) == nil)
+    }
+
+    /// `runs -> /some/dir` must not turn gc into `rm -rf /some/dir/*`.
+    @Test func aRunsFolderThatIsALinkIsNotFollowed() async throws {
+        let world = try World()
+        defer { world.root.remove() }
+        let target = world.root.url.appendingPathComponent("precious")
+        try FileManager.default.createDirectory(at: target.appendingPathComponent("abc123"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: world.cache, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: world.cache.appendingPathComponent("runs"), withDestinationURL: target)
+        let report = await world.collector().collectDeadRuns(hypervisors: [])
+        #expect(report.removed.isEmpty)
+        #expect(FileManager.default.fileExists(atPath: target.appendingPathComponent("abc123").path))
+        #expect(throws: KMatrixError.self) { _ = try RunDirectory(cache: world.cache, runID: "new1") }
+    }
+
+    /// A ledger names only namespaces with its run's prefix; anything else it names stays.
+    @Test func aLedgerCannotNameSomeoneElsesNamespace() async throws {
+        let world = try World()
+        defer { world.root.remove() }
+        let me = try Self.me
+        let runID = "led\(UUID().uuidString.prefix(6).lowercased())"
+        do {
+            let run = try world.registry.register(runID: runID, owner: RunOwner(boot: me.boot, pid: me.pid, start: me.start + 1), cache: world.cache)
+            #expect(throws: KMatrixError.self) { try run.recordNamespace("production") }
+        }
+        // A ledger edited by hand.
+        let ledger = world.registry.root.appendingPathComponent("\(runID)/namespaces")
+        try Data("production\nkmatrix-other-host\nkmatrix-\(runID)-host\n".utf8).write(to: ledger)
+        for name in ["production", "kmatrix-other-host", "kmatrix-\(runID)-host"] { _ = try world.root.file("netns/\(name)", "") }
+        _ = await world.collector().collectDeadRuns(hypervisors: [])
+        #expect(world.commands.calls(of: "ip").map(\.arguments) == [["netns", "del", "kmatrix-\(runID)-host"]])
+    }
+
+    @Test func aRunFolderIsPrivateAndItsRegistrationSaysItLives() throws {
+        let world = try World()
+        defer { world.root.remove() }
+        let run = try RunDirectory(cache: world.cache, runID: "abc123")
         let attributes = try FileManager.default.attributesOfItem(atPath: run.url.path)
         #expect((attributes[.posixPermissions] as? Int) == 0o700)
-        #expect(RunRecord.all(cache: root.url).map(\.alive) == [true])
-        #expect(throws: KMatrixError.self) { _ = try RunDirectory(cache: root.url, runID: "../escape") }
+        let registration = try world.registry.register(runID: "abc123", owner: try Self.me, cache: world.cache)
+        #expect(world.registry.records().map(\.alive) == [true])
+        #expect(world.registry.records().first?.owner == (try Self.me))
+        #expect(throws: KMatrixError.self) { _ = try RunDirectory(cache: world.cache, runID: "../escape") }
+        withExtendedLifetime((run, registration)) {}
+    }
+
+    @Test func anOwnerIsAliveOnlyWhilePidAndStartTimeAgree() throws {
+        let table = ProcessTable(proc: URL(fileURLWithPath: "/proc"))
+        let me = try table.currentOwner()
+        #expect(table.isAlive(me) == true)
+        #expect(table.isAlive(RunOwner(boot: me.boot, pid: me.pid, start: me.start + 1)) == false)
+        #expect(table.isAlive(RunOwner(boot: "00000000-0000-4000-8000-000000000000", pid: me.pid, start: me.start)) == nil)
     }
 }

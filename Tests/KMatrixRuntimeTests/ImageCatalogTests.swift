@@ -6,7 +6,8 @@ import KMatrixTestSupport
 @testable import KMatrixRuntime
 
 struct ImageCatalogTests {
-    @Test func registrationLinksACheckedImageIntoTheImageFolderOnly() async throws {
+    /// A copy, not a link: the download's owner can change the download, not what kmatrix boots.
+    @Test func registrationCopiesACheckedImageIntoTheImageFolderOnly() async throws {
         let world = try LauncherWorld()
         defer { world.root.remove() }
         var bytes = [UInt8](repeating: 7, count: 2048)
@@ -17,6 +18,10 @@ struct ImageCatalogTests {
         #expect(disk.url == world.cache.cloudImages.appendingPathComponent("rhel-7.9.img"))
         #expect(disk.sha256 == FileDigests.sha256(of: Data(bytes)))
         #expect(FileManager.default.contentsEqual(atPath: disk.url.path, andPath: download.path))
+        let registered = try FileIdentity.regularFile(disk.url, what: "x"), original = try FileIdentity.regularFile(download, what: "x")
+        #expect(registered.inode != original.inode)
+        try Data([UInt8](repeating: 9, count: 2048)).write(to: download)
+        #expect(try Data(contentsOf: disk.url) == Data(bytes))
     }
 
     @Test func aPathAsFileNameIsRefusedAndNothingOutsideIsTouched() async throws {

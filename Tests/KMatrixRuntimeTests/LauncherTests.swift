@@ -44,7 +44,7 @@ struct LauncherWorld {
         var defaults = Defaults()
         defaults.timeouts.ready = 5
         defaults.timeouts.deploy = 5
-        return RunContext(runID: "run1", outputDirectory: root.url.appendingPathComponent("out"), probe: probe, defaults: defaults)
+        return RunContext(runID: "run1", owner: .test, outputDirectory: root.url.appendingPathComponent("out"), probe: probe, defaults: defaults, ledger: UnrecordedRun())
     }
 
     func launcher(_ hypervisor: FakeHypervisor) -> VirtualMachineLauncher {

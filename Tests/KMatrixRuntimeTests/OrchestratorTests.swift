@@ -125,7 +125,7 @@ final class CellBox: Sendable {
     func context(scenarioTimeout: Double = 30) -> RunContext {
         var defaults = Defaults()
         defaults.timeouts.scenario = scenarioTimeout
-        return RunContext(runID: "test", outputDirectory: URL(fileURLWithPath: "/tmp/kmatrix-orchestrator-test"), probe: URL(fileURLWithPath: "/bin/true"), defaults: defaults)
+        return RunContext(runID: "test", owner: .test, outputDirectory: URL(fileURLWithPath: "/tmp/kmatrix-orchestrator-test"), probe: URL(fileURLWithPath: "/bin/true"), defaults: defaults, ledger: UnrecordedRun())
     }
 
     func matrix(_ names: [String]) -> Matrix {

@@ -133,7 +133,9 @@ public final class FakeHypervisor: Hypervisor {
     }
 
     public func kmatrixDomains() async throws -> [DomainRecord] {
-        state.withLock { state in state.started.filter { !state.destroyed.contains($0.name) }.map { DomainRecord(name: $0.name, runID: $0.runID) } }
+        state.withLock { state in
+            state.started.filter { !state.destroyed.contains($0.name) }.map { DomainRecord(name: $0.name, runID: $0.runID, owner: $0.owner) }
+        }
     }
 
     public func destroyDomain(named name: String) async throws {
@@ -147,4 +149,9 @@ public final class FakeHypervisor: Hypervisor {
         let hypervisor: FakeHypervisor
         func destroy() async throws { try await hypervisor.destroyDomain(named: name) }
     }
+}
+
+extension RunOwner {
+    /// An owner for tests that start nothing: a boot no machine has.
+    public static let test = RunOwner(boot: "00000000-0000-4000-8000-00000000beef", pid: 1, start: 1)
 }

@@ -3,6 +3,7 @@
 # everything kmatrix's rootfs needs built in.
 #
 # Usage: build.sh --tree DIR --out DIR [--config FILE] [--jobs N] [--cache DIR]
+#        build.sh --prepare-host     (as root, before the build runs in sandbox.sh: the tools)
 #   --tree DIR    a kernel tree (a git worktree kmatrix owns: the build happens in it, so the
 #                 next commit's build only recompiles what changed)
 #   --out DIR     where bzImage, config and manifest.json go
@@ -22,8 +23,13 @@ readonly ROOTFS_FRAGMENT=$HERE/../kernel-config/rootfs.fragment
 readonly IDENTITY=$HERE/identity.fragment
 
 tree="" out="" config="" jobs=2 cache=${HOME}/.cache/kmatrix
+prepare_host() {
+	km_need gcc make flex bison bc jq
+	[[ -e /usr/include/libelf.h || -e /usr/include/gelf.h ]] || km_install libelf-dev
+}
 while (($#)); do
 	case $1 in
+	--prepare-host) prepare_host; exit 0 ;;
 	--tree) tree=${2:?}; shift 2 ;;
 	--out) out=${2:?}; shift 2 ;;
 	--config) config=${2:?}; shift 2 ;;
@@ -36,8 +42,7 @@ done
 [[ -n $tree && -n $out ]] || km_die "--tree and --out are required"
 [[ -f $tree/Makefile && -d $tree/arch/x86 ]] || km_die "$tree is not a kernel source tree"
 [[ $jobs =~ ^[0-9]+$ ]] && ((jobs >= 1 && jobs <= 256)) || km_die "--jobs must be a number from 1 to 256"
-km_need gcc make flex bison bc jq
-[[ -e /usr/include/libelf.h || -e /usr/include/gelf.h ]] || km_install libelf-dev
+prepare_host
 export KM_CCACHE_DIR=$cache/ccache ARCH=x86_64 LC_ALL=C
 # Reproducible: the same tree and config give the same bzImage, so "the culprit's bzImage is
 # byte-identical to its parent's" means something.
