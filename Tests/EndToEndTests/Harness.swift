@@ -57,13 +57,24 @@ enum Harness {
         var description: String
     }
 
+    /// Runs kmatrix in a mount namespace of its own where libvirt's sockets are gone: libvirtd
+    /// is "not running" for it, and for nothing else on the machine.
+    static let withoutLibvirt = ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                                 #"mount -t tmpfs kmatrix-no-libvirt /run/libvirt && exec "$0" "$@""#]
+
     static func run(_ arguments: [String], output: URL? = nil, cache: URL = sharedCache, environment extra: [String: String] = [:],
                     interruptWhen: ((URL) -> Bool)? = nil, signal: Int32 = SIGINT, whileRunning: ((URL) -> Bool)? = nil,
-                    limit: TimeInterval = 1800) throws -> Outcome {
+                    limit: TimeInterval = 1800, wrappedIn wrapper: [String] = []) throws -> Outcome {
         let out = output ?? FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-e2e-\(UUID().uuidString.prefix(8))")
         let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments + (arguments.first == "run" && !arguments.contains("--out") ? ["--out", out.path] : [])
+        let kmatrixArguments = arguments + (arguments.first == "run" && !arguments.contains("--out") ? ["--out", out.path] : [])
+        if let launcher = wrapper.first {
+            process.executableURL = URL(fileURLWithPath: launcher)
+            process.arguments = Array(wrapper.dropFirst()) + [binary.path] + kmatrixArguments
+        } else {
+            process.executableURL = binary
+            process.arguments = kmatrixArguments
+        }
         process.currentDirectoryURL = packageRoot
         var environment = ProcessInfo.processInfo.environment
         environment["KMATRIX_CACHE"] = cache.path

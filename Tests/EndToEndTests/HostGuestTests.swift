@@ -70,8 +70,8 @@ extension EndToEnd {
         }
 
         @Test func libvirtDownFailsOnlyTheVirtualMachineRows() throws {
-            let run = try Harness.run(["run", "--connect", "qemu:///system?socket=/nonexistent/libvirt-sock",
-                                       "--guest", "host", "--guest", "debian-12-6.1", "--guest", "rhel-7.9", "--scenario", "failopen-socket-overflow"])
+            let run = try Harness.run(["run", "--guest", "host", "--guest", "debian-12-6.1", "--guest", "rhel-7.9", "--scenario", "failopen-socket-overflow"],
+                                      wrappedIn: Harness.withoutLibvirt)
             #expect(run.status == 1, "\(run.stderr)")
             let result = try run.results()
             #expect(result.cell(guest: "host", scenario: "failopen-socket-overflow")?.outcome == .reinjected)
@@ -80,6 +80,26 @@ extension EndToEnd {
             #expect(vm.reason.contains("cannot connect to libvirt"), "\(vm.reason)")
             #expect(vm.reason.contains("scripts/host-setup.sh"))
             #expect(result.cell(guest: "rhel-7.9", scenario: "failopen-socket-overflow")?.outcome == .skipped)
+        }
+
+        /// The first hostile pass's repro: a run with a cache of its own killed a process whose
+        /// marker named a run it did not know. Nothing is another run's to end unless proven dead.
+        @Test func aRunWithAnotherCacheLeavesWhatItCannotProveDeadAlone() throws {
+            let victim = Process()
+            victim.executableURL = URL(fileURLWithPath: "/bin/sleep")
+            victim.arguments = ["300"]
+            victim.environment = ["KMATRIX_RUN": "victim01", "PATH": "/usr/bin:/bin"]
+            try victim.run()
+            defer { victim.terminate() }
+            let cache = try Harness.privateCache("other-cache")
+            defer { try? FileManager.default.removeItem(at: cache) }
+            let run = try Harness.run(["run", "--guest", "host", "--scenario", "failopen-socket-overflow"], cache: cache)
+            #expect(run.status == 0, "\(run.stderr)")
+            let gc = try Harness.run(["gc"], cache: cache)
+            #expect(gc.status == 0, "\(gc.stderr)")
+            #expect(!gc.stdout.contains("victim01"), "\(gc.stdout)")
+            Thread.sleep(forTimeInterval: 0.5)
+            #expect(victim.isRunning, "a process of an unknown run was killed")
         }
 
         @Test func compareFlagsAFlippedCell() throws {
