@@ -20,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
         // report.html and the history page: typed HTML whose values are escaped by construction.
         .package(url: "https://github.com/JohnSundell/Plot", from: "0.14.0"),
+        // Tests only: clocks that advance when told (TestClock) or at once (ImmediateClock), so no
+        // test of a wait depends on wall time.
+        .package(url: "https://github.com/pointfreeco/swift-clocks", from: "1.0.0"),
     ],
     targets: [
         // Pure model: matrix, input rules, version rules, scenarios, classification, failures, results, reports, history, merge, shards. No I/O.
@@ -50,7 +53,9 @@ let package = Package(
         // The executable: hands arguments and the process's context to KMatrixCommands.
         .executableTarget(name: "kmatrix", dependencies: ["KMatrixCommands"], swiftSettings: strict),
         // Fakes shared by the test targets: a scripted command runner, a hypervisor that starts nothing.
-        .target(name: "KMatrixTestSupport", dependencies: ["KMatrixCore", "KMatrixRuntime"], path: "Tests/KMatrixTestSupport", swiftSettings: strict),
+        .target(name: "KMatrixTestSupport", dependencies: [
+            "KMatrixCore", "KMatrixRuntime", .product(name: "Clocks", package: "swift-clocks"), .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/KMatrixTestSupport", swiftSettings: strict),
         .testTarget(name: "KMatrixCoreTests", dependencies: ["KMatrixCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"], swiftSettings: strict),
         .testTarget(name: "KMatrixRuntimeTests", dependencies: [

@@ -50,7 +50,7 @@ struct BisectCommand: AsyncParsableCommand {
 
     func run() async throws {
         let context = CommandContext.current
-        let logger = Logs.logger(verbose: global.verbose)
+        let logger = Logs.logger(verbose: global.verbose, context: context)
         guard let scenario = Scenario.named(self.scenario) else {
             throw KMatrixError(.invalidInput, Selection.unknown(self.scenario, known: Scenario.catalogue.map(\.name), what: "scenario"))
         }

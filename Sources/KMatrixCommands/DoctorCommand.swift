@@ -106,7 +106,7 @@ struct GCCommand: AsyncParsableCommand {
 
     func run() async throws {
         let context = CommandContext.current
-        let logger = Logs.logger(verbose: global.verbose)
+        let logger = Logs.logger(verbose: global.verbose, context: context)
         let commands = context.commands(nil)
         let hosts = try global.hosts(try MatrixLoading.load(matrix, context: context).matrix)
         let collector = context.collector(commands: commands, logger: logger)

@@ -57,7 +57,7 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let context = CommandContext.current
-        let logger = Logs.logger(verbose: global.verbose)
+        let logger = Logs.logger(verbose: global.verbose, context: context)
         let plan = try RunPlan.make(self, context: context)
         let started = Date()
         let outDirectory = try OutputDirectory.prepare(out, relativeTo: context.workingDirectory, startedAt: started)

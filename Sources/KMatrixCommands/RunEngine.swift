@@ -17,7 +17,7 @@ final class RunEngine: Sendable {
     let runContext: RunContext
     let wiring: RunWiring
     let logger: Logger
-    let isTerminal: Bool
+    let makeProgress: @Sendable () -> any ProgressReporter
 
     static func start(context: CommandContext, hosts: [HostEntry], needsVirtualMachines: Bool, defaults: Defaults, outDirectory: URL,
                       started: Date, logger: Logger) async throws -> RunEngine {
@@ -39,12 +39,13 @@ final class RunEngine: Sendable {
             // A killed run's keys, namespaces and processes go before this one adds its own.
             _ = await context.collector(commands: commands, logger: logger).collectDeadRuns(keeping: runID, hypervisors: [])
             let probe = try await checkout.ensureProbe(commands: commands)
-            let runContext = RunContext(runID: runID, owner: owner, outputDirectory: outDirectory, probe: probe, defaults: defaults, ledger: registration)
+            let runContext = RunContext(runID: runID, owner: owner, outputDirectory: outDirectory, probe: probe, defaults: defaults, ledger: registration,
+                                        clock: context.clock)
             let images = ImageCatalog(checkout: checkout, cache: context.cache, commands: commands)
             let wiring = try await RunWiring.make(needsVirtualMachines: needsVirtualMachines, uris: hosts, run: run, images: images,
                                                   context: runContext, commands: commands, environment: context, logger: logger)
             return RunEngine(runID: runID, started: started, registration: registration, run: run, commands: commands, checkout: checkout,
-                             images: images, runContext: runContext, wiring: wiring, logger: logger, isTerminal: context.standardErrorIsTerminal)
+                             images: images, runContext: runContext, wiring: wiring, logger: logger, progress: context.progress)
         } catch {
             run.remove()
             registration.remove()
@@ -53,7 +54,8 @@ final class RunEngine: Sendable {
     }
 
     private init(runID: String, started: Date, registration: RunRegistration, run: RunDirectory, commands: any CommandRunner, checkout: Checkout,
-                 images: ImageCatalog, runContext: RunContext, wiring: RunWiring, logger: Logger, isTerminal: Bool) {
+                 images: ImageCatalog, runContext: RunContext, wiring: RunWiring, logger: Logger,
+                 progress: @escaping @Sendable () -> any ProgressReporter) {
         self.runID = runID
         self.started = started
         self.registration = registration
@@ -64,7 +66,7 @@ final class RunEngine: Sendable {
         self.runContext = runContext
         self.wiring = wiring
         self.logger = logger
-        self.isTerminal = isTerminal
+        self.makeProgress = progress
     }
 
     func metadata(matrix: String) -> RunMetadataSource {
@@ -76,7 +78,7 @@ final class RunEngine: Sendable {
     /// everything down. Cells come back in the order of `guests`.
     func run(matrix: Matrix, guests: [GuestSpec], scenarios: [Scenario], repeats: Int, jobs: Int? = nil, maxVCPUs: Int? = nil,
              progress: (any ProgressReporter)? = nil, guestFinished: @escaping @Sendable ([CellResult]) async -> Void = { _ in }) async -> [CellResult] {
-        let reporter = progress ?? (isTerminal ? LiveProgress() : PlainProgress())
+        let reporter = progress ?? makeProgress()
         let hostGuests = guests.filter { $0.image == .host }
         let machines = guests.filter { $0.image != .host }
         let defaults = matrix.defaults

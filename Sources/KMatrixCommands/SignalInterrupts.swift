@@ -9,7 +9,8 @@ final class SignalInterrupts: InterruptDisarming {
     // Created once in init, only cancelled afterwards; DispatchSource is thread-safe.
     private let sources: [any DispatchSourceSignal]
 
-    init(onInterrupt: @escaping @Sendable () -> Void) {
+    /// `notify` says what happens (the command context's stderr).
+    init(onInterrupt: @escaping @Sendable () -> Void, notify: @escaping @Sendable (String) -> Void) {
         var sources: [any DispatchSourceSignal] = []
         let count = Counter()
         for signalNumber in [SIGINT, SIGTERM] {
@@ -18,7 +19,7 @@ final class SignalInterrupts: InterruptDisarming {
             source.setEventHandler {
                 let seen = count.increment()
                 if seen == 1 {
-                    try? FileHandle.standardError.write(contentsOf: Data("\nkmatrix: interrupted; tearing down guests (Ctrl-C again to exit at once)\n".utf8))
+                    notify("\nkmatrix: interrupted; tearing down guests (Ctrl-C again to exit at once)\n")
                     onInterrupt()
                 } else {
                     exit(130)

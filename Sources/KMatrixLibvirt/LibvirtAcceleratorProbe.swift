@@ -18,7 +18,7 @@ enum LibvirtAcceleratorProbe {
     static let pollInterval: Duration = .milliseconds(50)
 
     /// On a remote host the payload and the console travel through `storage` (its pool).
-    static func run(on connection: Connection, storage: (any GuestStorage)?, scratch: URL) async -> Accelerator {
+    static func run(on connection: Connection, storage: any GuestStorage, scratch: URL, clock: WaitClock) async -> Accelerator {
         let directory = scratch.appendingPathComponent("kvm-probe-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: directory) }
         let kernel = directory.appendingPathComponent("probe.bin")
@@ -29,7 +29,6 @@ enum LibvirtAcceleratorProbe {
         } catch {
             return .tcg
         }
-        let storage = storage ?? LocalStorage(commands: SystemCommandRunner())
         let hostKernel: URL
         let channel: any ConsoleChannel
         do {
@@ -49,24 +48,19 @@ enum LibvirtAcceleratorProbe {
             return .tcg
         }
         await channel.start()
-        let verdict = await watch(domain: domain, console: console)
+        let verdict = await watch(domain: domain, console: console, clock: clock)
         await channel.close()
         _ = try? await LibvirtQueue.run { try LibvirtVirtualMachine.destroyIgnoringGone(domain) }
         return verdict
     }
 
-    private static func watch(domain: Domain, console: URL) async -> Accelerator {
-        let clock = ContinuousClock()
-        let end = clock.now.advanced(by: deadline)
-        while clock.now < end {
-            if let output = try? String(contentsOf: console, encoding: .utf8), output.contains("K") {
-                return .kvm
-            }
+    private static func watch(domain: Domain, console: URL, clock: WaitClock) async -> Accelerator {
+        let verdict = try? await poll(clock: clock, within: deadline, every: pollInterval) { _ -> Accelerator? in
+            if let output = try? String(contentsOf: console, encoding: .utf8), output.contains("K") { return .kvm }
             let state = await LibvirtQueue.run { try? domain.state }
-            guard state == .running || state == .blocked else { return .tcg }
-            do { try await Task.sleep(for: pollInterval) } catch { return .tcg }
+            return state == .running || state == .blocked ? nil : .tcg
         }
-        return .tcg
+        return (verdict ?? nil) ?? .tcg
     }
 
     static func domainXML(name: String, kernel: URL, consoleLog: URL) -> String {

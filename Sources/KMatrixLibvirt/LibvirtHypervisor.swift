@@ -24,11 +24,14 @@ public final class LibvirtHypervisor: Hypervisor {
     /// The host's SSH login, for a hypervisor on another machine; nil for this one.
     public let jump: SSHJump?
     public let hostName: String
+    /// What the reconnection window and a remote console's mirror wait on.
+    let clock: WaitClock
 
     /// Opens the connection. Blocks a libvirt thread, not the caller's. A libvirt that cannot be
     /// reached is `hostNotReady`, with how to start it.
-    public init(uri: HostURI, scratch: URL, commands: any CommandRunner) async throws {
+    public init(uri: HostURI, scratch: URL, commands: any CommandRunner, clock: WaitClock) async throws {
         self.uri = uri
+        self.clock = clock
         self.scratch = scratch
         self.commands = commands
         if case .ssh(let login) = uri.location { self.jump = login } else { self.jump = nil }
@@ -79,9 +82,10 @@ public final class LibvirtHypervisor: Hypervisor {
     /// libvirtd, later calls try once: a host that died costs the run one window, not one per call
     /// (the console and SSH waits ask every second).
     func reconnect(replacing dead: Connection) async throws -> Connection {
-        let deadline = ContinuousClock.now + (gaveUp.withLock { $0 } ? .zero : Self.reconnectWindow)
+        let window = gaveUp.withLock { $0 } ? Duration.zero : Self.reconnectWindow
         let uri = self.uri.text
-        while true {
+        var lastError: (any Error)?
+        let fresh = try await poll(clock: clock, within: window, every: .seconds(1)) { _ -> Connection? in
             let now = current
             if now !== dead { return now }
             do {
@@ -92,13 +96,13 @@ public final class LibvirtHypervisor: Hypervisor {
                     return slot
                 }
             } catch {
-                if ContinuousClock.now >= deadline || Task.isCancelled {
-                    if !Task.isCancelled { gaveUp.withLock { $0 = true } }
-                    throw error
-                }
-                try? await Task.sleep(for: .seconds(1))
+                lastError = error
+                return nil
             }
         }
+        if let fresh { return fresh }
+        if !Task.isCancelled { gaveUp.withLock { $0 = true } }
+        throw lastError ?? KMatrixError(.interrupted, "interrupted while reconnecting to libvirt")
     }
 
     /// Set when a whole reconnect window passed without libvirtd; cleared by the next connection.
@@ -126,8 +130,9 @@ public final class LibvirtHypervisor: Hypervisor {
             if let task = cache[uri.text] { return task }
             let connection = self.live.withLock { $0 }
             let scratch = self.scratch
-            let storage: PoolStorage? = jump == nil ? nil : PoolStorage(hypervisor: self, runID: "probe\(getpid())")
-            let task = Task { await LibvirtAcceleratorProbe.run(on: connection, storage: storage, scratch: scratch) }
+            let storage: any GuestStorage = jump == nil ? LocalStorage(commands: commands) : PoolStorage(hypervisor: self, runID: "probe\(getpid())")
+            let clock = self.clock
+            let task = Task { await LibvirtAcceleratorProbe.run(on: connection, storage: storage, scratch: scratch, clock: clock) }
             cache[uri.text] = task
             return task
         }

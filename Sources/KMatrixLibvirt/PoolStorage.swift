@@ -201,9 +201,10 @@ final class RemoteConsole: ConsoleChannel {
         mirror.withLock { task in
             guard task == nil else { return }
             task = Task { [weak self] in
+                guard let clock = self?.storage.hypervisor.clock else { return }
                 while !Task.isCancelled {
                     await self?.pull()
-                    try? await Task.sleep(for: .milliseconds(700))
+                    try? await clock.sleep(for: .milliseconds(700))
                 }
             }
         }

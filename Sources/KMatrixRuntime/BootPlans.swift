@@ -60,7 +60,7 @@ struct KernelBootPlan: BootPlan {
     var probePath: String { "/usr/bin/kmatrix-probe" }
 
     func prepare(_ guest: GuestSpec, context: RunContext, scratch: URL, domainName: String, keys: RunKeys) async throws -> PreparedBoot {
-        let image = try await withTimeout(.seconds(3600), what: "building the image of \(guest.name)") {
+        let image = try await withTimeout(.seconds(3600), clock: context.clock, what: "building the image of \(guest.name)") {
             try await images.kernelImage(source, probe: context.probe)
         }
         // base64 keeps the key one token of the command line, whatever it holds.

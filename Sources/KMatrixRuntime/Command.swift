@@ -40,7 +40,8 @@ extension CommandRunner {
     public func run(_ executable: String, _ arguments: [String], timeout: Duration?, errors: ErrorStream) async throws -> CommandResult {
         var result = try await run(executable, arguments, input: nil, timeout: timeout)
         switch errors {
-        case .passthrough: try? FileHandle.standardError.write(contentsOf: Data(result.stderr.utf8))
+        // A runner that does not stream (a fake) shows nothing: only the real one owns a terminal.
+        case .passthrough: break
         case .file(let url): try Data(result.stderr.utf8).write(to: url)
         }
         result.stderr = ""
@@ -74,9 +75,11 @@ public struct SystemCommandRunner: CommandRunner {
     public static let runMarkerVariable = "KMATRIX_RUN"
 
     let runMarker: String?
+    let clock: WaitClock
 
-    public init(runMarker: String? = nil) {
+    public init(runMarker: String?, clock: WaitClock) {
         self.runMarker = runMarker
+        self.clock = clock
     }
 
     func configuration(_ executable: String, _ arguments: [String]) -> Configuration {
@@ -110,7 +113,7 @@ public struct SystemCommandRunner: CommandRunner {
             return CommandResult(status: Self.status(result.terminationStatus), stdout: result.standardOutput, stderr: "")
         }
         guard let timeout else { return try await operation() }
-        return try await withTimeout(timeout, what: Self.describe(executable, arguments), operation)
+        return try await withTimeout(timeout, clock: clock, what: Self.describe(executable, arguments), operation)
     }
 
     public func run(_ executable: String, _ arguments: [String], input: Data?, timeout: Duration?) async throws -> CommandResult {
@@ -126,7 +129,7 @@ public struct SystemCommandRunner: CommandRunner {
             return CommandResult(status: Self.status(result.terminationStatus), stdout: result.standardOutput, stderr: result.standardError)
         }
         guard let timeout else { return try await operation() }
-        return try await withTimeout(timeout, what: Self.describe(executable, arguments), operation)
+        return try await withTimeout(timeout, clock: clock, what: Self.describe(executable, arguments), operation)
     }
 
     /// swift-subprocess's own errors (program not found, spawn failed) as ours.

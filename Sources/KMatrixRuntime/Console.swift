@@ -27,15 +27,20 @@ public struct ConsoleLog: Sendable {
     /// Why the guest's machine stopped, if it did: a killed QEMU writes nothing more, so the wait
     /// ends with that cause instead of at its deadline. Asked about once a second.
     public let machineStopped: @Sendable () async -> MachineStop?
+    let clock: WaitClock
 
-    public init(url: URL, channelFailure: @escaping @Sendable () -> KMatrixError? = { nil },
+    public init(url: URL, clock: WaitClock, channelFailure: @escaping @Sendable () -> KMatrixError? = { nil },
                 machineStopped: @escaping @Sendable () async -> MachineStop? = { nil }) {
         self.url = url
+        self.clock = clock
         self.channelFailure = channelFailure
         self.machineStopped = machineStopped
     }
 
-    public func text() -> String {
+    public func text() -> String { Self.read(url) }
+
+    /// A console log's text, or nothing when there is none yet.
+    public static func read(_ url: URL) -> String {
         guard let data = FileManager.default.contents(atPath: url.path) else { return "" }
         return String(decoding: data, as: UTF8.self)
     }
@@ -82,22 +87,24 @@ public struct ConsoleLog: Sendable {
     /// crash, at the deadline with the console's tail. `silentHint` explains an empty console,
     /// which differs for a bare kernel and a disk image.
     @discardableResult
-    public func waitFor(_ markers: [String], within limit: Duration, what: String, poll: Duration = .milliseconds(100),
+    public func waitFor(_ markers: [String], within limit: Duration, what: String, interval: Duration = .milliseconds(100),
                         silentHint: String = "a kernel needs its 8250 serial console built in, CONFIG_SERIAL_8250_CONSOLE, to print on ttyS0") async throws -> String {
-        let deadline = ContinuousClock.now + limit
-        var nextStopCheck = ContinuousClock.now + .seconds(1)
-        while ContinuousClock.now < deadline {
+        var lastStopCheck = clock.now
+        let seen = try await poll(clock: clock, within: limit, every: interval) { _ -> String? in
             if Task.isCancelled { throw KMatrixError(.interrupted, "interrupted while waiting for \(what)") }
             let content = text()
             if let marker = markers.first(where: content.contains) { return marker }
             if let crash = Self.crashLine(in: content) { throw KMatrixError(.guestPanic, "guest crashed: \(crash)", consoleLine: crash) }
             if let failure = channelFailure() { throw failure }
-            if ContinuousClock.now >= nextStopCheck {
-                nextStopCheck = ContinuousClock.now + .seconds(1)
+            // Asking the hypervisor costs a round trip: about once a second is soon enough.
+            if (clock.now - lastStopCheck) >= .seconds(1) {
+                lastStopCheck = clock.now
                 if let stopped = await machineStopped() { throw stopped.error("before \(what) appeared") }
             }
-            try? await Task.sleep(for: poll)
+            return nil
         }
+        if let seen { return seen }
+        if Task.isCancelled { throw KMatrixError(.interrupted, "interrupted while waiting for \(what)") }
         let content = text()
         if content.isEmpty {
             throw KMatrixError(.boot, "\(what) not seen within \(limit.formattedSeconds): the console stayed empty (\(silentHint))")

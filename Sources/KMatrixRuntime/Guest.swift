@@ -59,8 +59,10 @@ public struct RunContext: Sendable {
     public var defaults: Defaults
     /// Where the run records what it creates outside its folder (network namespaces).
     public var ledger: any RunLedger
+    /// What every wait of the run reads (`WaitClock`).
+    public var clock: WaitClock
 
-    public init(runID: String, owner: RunOwner, outputDirectory: URL, probe: URL, defaults: Defaults, ledger: any RunLedger) {
+    public init(runID: String, owner: RunOwner, outputDirectory: URL, probe: URL, defaults: Defaults, ledger: any RunLedger, clock: WaitClock) {
         self.runID = runID
         self.owner = owner
         self.outputDirectory = outputDirectory
@@ -68,6 +70,7 @@ public struct RunContext: Sendable {
         self.timeouts = defaults.timeouts
         self.defaults = defaults
         self.ledger = ledger
+        self.clock = clock
     }
 
     public func consoleLog(for guest: String) -> URL {

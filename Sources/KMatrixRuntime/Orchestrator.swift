@@ -68,7 +68,8 @@ public struct Orchestrator: Sendable {
     }
 
     func runGuest(_ guest: GuestSpec, matrix: Matrix, scenarios: [Scenario], context: RunContext, repeats: Int, labels: RowLabels) async -> [CellResult] {
-        let started = ContinuousClock.now
+        let clock = context.clock
+        let started = clock.now
         let launcher = launcher(guest)
         let phase = Mutex(GuestPhase.queued)
         let report: @Sendable (GuestPhase) -> Void = { [progress] next in
@@ -83,7 +84,7 @@ public struct Orchestrator: Sendable {
         }
         func finish(_ cells: [CellResult]) -> [CellResult] {
             let counts = Dictionary(grouping: cells, by: \.outcome).map { "\($0.value.count) \($0.key.rawValue)" }.sorted()
-            report(.finished(summary: "done in \(Int((ContinuousClock.now - started).seconds)) s: " + counts.joined(separator: ", ")))
+            report(.finished(summary: "done in \(Int((clock.now - started).seconds)) s: " + counts.joined(separator: ", ")))
             return cells
         }
 
@@ -116,7 +117,7 @@ public struct Orchestrator: Sendable {
                                    metadata: ["guest": "\(guest.name)", "error": "\(error.message)"])
                     continue
                 }
-                builder.facts.missingFeatures = ConsoleLog(url: console).missingFeatures().map(\.text)
+                builder.facts.missingFeatures = ConsoleLog.missingFeatures(in: ConsoleLog.read(console)).map(\.text)
                 builder.facts.consoleLog = evidence.exists ? evidence.name : nil
                 logger.error("guest did not come up", metadata: ["guest": "\(guest.name)", "error": "\(error.detailedDescription)"])
                 return finish(cells + unmeasured(.error, failure).dropFirst(cells.count))
@@ -124,10 +125,10 @@ public struct Orchestrator: Sendable {
             builder.facts = GuestFacts(guest: guest, row: builder.facts.row, kernel: session.identity.kernel, distro: session.identity.distro,
                                        provenance: session.provenance, missingFeatures: session.missingFeatures.map(\.text),
                                        consoleLog: session.consoleLog == nil ? nil : evidence.name)
-            // An unnamed --kernel's row is its observed release, claimed once per guest.
+            // An unnamed --kernel's row is its observed release, claimed once per guest (a boot
+            // once more keeps the row its first boot claimed).
             if guest.labelledByKernel && builder.facts.row == guest.name {
                 builder.facts.row = labels.claim(session.identity.kernel)
-                for index in cells.indices { cells[index].guest = builder.facts.row }
             }
 
             var stop: CellFailure?
@@ -174,19 +175,15 @@ public struct Orchestrator: Sendable {
 
     /// A killed QEMU closes its SSH forward at once, while libvirt learns of the death a moment
     /// later (seen in scripts/soak: the scenario's ssh failed first): ask for a few seconds.
-    static func stop(of session: any GuestSession, within limit: Duration = .seconds(5)) async -> MachineStop? {
-        let deadline = ContinuousClock.now + limit
-        while true {
-            if let stop = await session.stopped() { return stop }
-            if ContinuousClock.now >= deadline || Task.isCancelled { return nil }
-            try? await Task.sleep(for: .milliseconds(250))
-        }
+    static func stop(of session: any GuestSession, clock: WaitClock, within limit: Duration = .seconds(5)) async -> MachineStop? {
+        (try? await poll(clock: clock, within: limit, every: .milliseconds(250)) { _ in await session.stopped() }) ?? nil
     }
 
     func measure(_ scenario: Scenario, builder: CellBuilder, session: any GuestSession, context: RunContext) async -> CellResult {
-        let started = ContinuousClock.now
+        let clock = context.clock
+        let started = clock.now
         func errorCell(_ failure: CellFailure) -> CellResult {
-            builder.unmeasured(.error, scenario, failure: failure, durationS: (ContinuousClock.now - started).seconds)
+            builder.unmeasured(.error, scenario, failure: failure, durationS: (clock.now - started).seconds)
         }
         func crashed() async -> CellFailure? {
             guard let crash = await session.crashLine() else { return nil }
@@ -201,7 +198,7 @@ public struct Orchestrator: Sendable {
             if Task.isCancelled || error.code == .interrupted {
                 return errorCell(CellFailure(.interrupted, phase: .scenario, "interrupted while the scenario ran"))
             }
-            if error.code == .ssh, let stop = await Self.stop(of: session) {
+            if error.code == .ssh, let stop = await Self.stop(of: session, clock: clock) {
                 return errorCell(CellFailure(stop.error("while the scenario ran"), phase: .scenario))
             }
             return errorCell(CellFailure(error, phase: .scenario))
@@ -216,7 +213,7 @@ public struct Orchestrator: Sendable {
                                          "probe exited with \(output.status) without a readable result\(stderr.isEmpty ? "" : ": \(stderr)")"))
         }
         logger.debug("probe result", metadata: ["guest": "\(builder.facts.row)", "scenario": "\(scenario.name)", "stdout": "\(output.stdoutText)"])
-        return builder.measured(scenario, probe: probe, durationS: (ContinuousClock.now - started).seconds)
+        return builder.measured(scenario, probe: probe, durationS: (clock.now - started).seconds)
     }
 }
 

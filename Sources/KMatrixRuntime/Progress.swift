@@ -12,12 +12,14 @@ public protocol ProgressReporter: Sendable {
     func finish()
 }
 
-/// On a terminal: one line per guest, redrawn in place, with elapsed time. Writes to stderr.
+/// On a terminal: one line per guest, redrawn in place, with elapsed time, written through
+/// `write` (the command context's stderr). Guest names are plain names (`InputRules`), so the
+/// only control sequences on the line are its own.
 public final class LiveProgress: ProgressReporter {
     struct Line {
         var phase: GuestPhase
-        var since: ContinuousClock.Instant
-        var started: ContinuousClock.Instant
+        var since: Duration
+        var started: Duration
     }
 
     struct State {
@@ -29,11 +31,15 @@ public final class LiveProgress: ProgressReporter {
 
     private let state = Mutex(State())
     private let ticker = Mutex<Task<Void, Never>?>(nil)
+    private let write: @Sendable (String) -> Void
+    private let clock: WaitClock
 
-    public init() {
+    public init(clock: WaitClock, write: @escaping @Sendable (String) -> Void) {
+        self.write = write
+        self.clock = clock
         let task = Task { [weak self] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(1))
+                try? await clock.sleep(for: .seconds(1))
                 self?.redraw()
             }
         }
@@ -41,8 +47,8 @@ public final class LiveProgress: ProgressReporter {
     }
 
     public func update(guest: String, phase: GuestPhase) {
+        let now = clock.now
         state.withLock { state in
-            let now = ContinuousClock.now
             if state.lines[guest] == nil {
                 state.order.append(guest)
                 state.lines[guest] = Line(phase: phase, since: now, started: now)
@@ -61,10 +67,10 @@ public final class LiveProgress: ProgressReporter {
     }
 
     private func redraw() {
+        let now = clock.now
         let text: String = state.withLock { state in
             guard !state.finished else { return "" }
             let width = state.order.map(\.count).max() ?? 0
-            let now = ContinuousClock.now
             var text = state.drawn > 0 ? "\u{1B}[\(state.drawn)A" : ""
             for guest in state.order {
                 guard let line = state.lines[guest] else { continue }
@@ -77,20 +83,25 @@ public final class LiveProgress: ProgressReporter {
             return text
         }
         guard !text.isEmpty else { return }
-        try? FileHandle.standardError.write(contentsOf: Data(text.utf8))
+        write(text)
     }
 }
 
-/// Without a terminal (CI, cron): one plain line per phase change, on stderr.
+/// Without a terminal (CI, cron): one plain line per phase change, through `write`.
 public struct PlainProgress: ProgressReporter {
-    let started = ContinuousClock.now
-    public init() {}
+    let clock: WaitClock
+    let started: Duration
+    let write: @Sendable (String) -> Void
+
+    public init(clock: WaitClock, write: @escaping @Sendable (String) -> Void) {
+        self.clock = clock
+        self.started = clock.now
+        self.write = write
+    }
 
     public func update(guest: String, phase: GuestPhase) {
-        let elapsed = (ContinuousClock.now - started).seconds
-        let tenths = Int((elapsed * 10).rounded())
-        let line = "[\(tenths / 10).\(tenths % 10)s] \(guest): \(phase)\n"
-        try? FileHandle.standardError.write(contentsOf: Data(line.utf8))
+        let tenths = Int(((clock.now - started).seconds * 10).rounded())
+        write("[\(tenths / 10).\(tenths % 10)s] \(guest): \(phase)\n")
     }
 
     public func finish() {}

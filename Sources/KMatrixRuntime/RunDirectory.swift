@@ -289,9 +289,11 @@ extension URL {
 /// whether a run's owner still lives.
 public struct ProcessTable: Sendable {
     public var proc: URL
+    let clock: WaitClock
 
-    public init(proc: URL) {
+    public init(proc: URL, clock: WaitClock) {
         self.proc = proc
+        self.clock = clock
     }
 
     /// This process as a run's owner.
@@ -351,9 +353,9 @@ public struct ProcessTable: Sendable {
     public func terminate(runID: String) async -> (found: Int, remaining: Int) {
         let victims = markedProcesses().filter { $0.value == runID }.map(\.key)
         for pid in victims { kill(pid, SIGTERM) }
-        if !victims.isEmpty { try? await Task.sleep(for: .seconds(1)) }
+        if !victims.isEmpty { try? await clock.sleep(for: .seconds(1)) }
         for pid in victims where kill(pid, 0) == 0 { kill(pid, SIGKILL) }
-        if !victims.isEmpty { try? await Task.sleep(for: .milliseconds(200)) }
+        if !victims.isEmpty { try? await clock.sleep(for: .milliseconds(200)) }
         let remaining = markedProcesses().filter { $0.value == runID }.count
         return (victims.count, remaining)
     }

@@ -11,7 +11,7 @@ public struct SSHTarget: Sendable {
     public var jump: SSHJump?
     /// Waits for the SSH server's banner on the forwarded port before each attempt; nil when
     /// this machine cannot see the port itself (a remote hypervisor), or in tests.
-    public var awaitBanner: (@Sendable (_ port: Int, _ within: Duration) async -> Bool)? = { await SSHBanner.wait(port: $0, within: $1) }
+    public var awaitBanner: (@Sendable (_ port: Int, _ within: Duration) async -> Bool)?
     public var user: String
     public var keys: RunKeys
 
@@ -66,11 +66,13 @@ public struct RunKeys: Sendable {
 public struct SSHClient: Sendable {
     public let target: SSHTarget
     let commands: any CommandRunner
+    let clock: WaitClock
     private let master = MasterSlot()
 
-    public init(target: SSHTarget, commands: any CommandRunner) {
+    public init(target: SSHTarget, commands: any CommandRunner, clock: WaitClock) {
         self.target = target
         self.commands = commands
+        self.clock = clock
     }
 
     var options: [String] {
@@ -151,22 +153,17 @@ public struct SSHClient: Sendable {
     public func waitUntilReachable(within limit: Duration, attemptTimeout: Duration = .seconds(15), probe: String = "true",
                                    stopped: (@Sendable () async -> MachineStop?)? = nil,
                                    crashed: @Sendable () async -> String?) async throws -> CommandResult {
-        let deadline = ContinuousClock.now + limit
-        var delay = Duration.milliseconds(100)
         var lastError = "no attempt made"
-        while ContinuousClock.now < deadline {
+        let answer = try await poll(clock: clock, within: limit, every: .milliseconds(100), growingTo: .seconds(1)) { remaining -> CommandResult? in
             if Task.isCancelled { throw KMatrixError(.interrupted, "interrupted while waiting for SSH") }
             if let crash = await crashed() { throw KMatrixError(.guestPanic, "guest crashed: \(crash)", consoleLine: crash) }
             if let stopped, let stop = await stopped() { throw stop.error("before SSH answered") }
-            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { return nil }
             // Each ssh attempt against a guest that is not up stalls for seconds: wait for the
             // server's banner first, which costs milliseconds per look.
-            if let awaitBanner = target.awaitBanner {
-                let answered = await awaitBanner(target.port, min(remaining, .seconds(5)))
-                if !answered {
-                    lastError = "no SSH server answered on 127.0.0.1:\(target.port)"
-                    continue
-                }
+            if let awaitBanner = target.awaitBanner, !(await awaitBanner(target.port, min(remaining, .seconds(5)))) {
+                lastError = "no SSH server answered on 127.0.0.1:\(target.port)"
+                return nil
             }
             do {
                 let result = try await attempt(probe, timeout: min(attemptTimeout, max(remaining, .seconds(1))))
@@ -176,9 +173,10 @@ public struct SSHClient: Sendable {
             } catch let error as KMatrixError where SSHClient.isRetryable(error) {
                 lastError = error.message
             }
-            try? await Task.sleep(for: delay)
-            delay = min(delay * 2, .seconds(1))
+            return nil
         }
+        if let answer { return answer }
+        if Task.isCancelled { throw KMatrixError(.interrupted, "interrupted while waiting for SSH") }
         throw KMatrixError(.ssh, "SSH not reachable within \(limit.formattedSeconds): \(lastError)")
     }
 
@@ -205,14 +203,13 @@ public struct SSHClient: Sendable {
                 return CommandResult(status: 255, stdout: Data(), stderr: (error as? KMatrixError)?.message ?? "\(error)")
             }
         }
-        let deadline = ContinuousClock.now + timeout
-        while !FileManager.default.fileExists(atPath: socket) {
+        let started = clock.now
+        let loggedIn = try await poll(clock: clock, within: timeout, every: .milliseconds(20)) { _ -> Bool? in
+            if FileManager.default.fileExists(atPath: socket) { return true }
             let failure: KMatrixError? = if let ended = master.ended() {
                 KMatrixError(.ssh, "ssh to \(target.user)@\(target.host):\(target.port) failed" + Self.detail(ended.stderr))
             } else if Task.isCancelled {
                 KMatrixError(.interrupted, "interrupted while waiting for SSH")
-            } else if ContinuousClock.now >= deadline {
-                KMatrixError(.timeout, "ssh to \(target.user)@\(target.host):\(target.port) did not log in within \(timeout.formattedSeconds)")
             } else {
                 nil
             }
@@ -220,10 +217,15 @@ public struct SSHClient: Sendable {
                 await master.stop()
                 throw failure
             }
-            try? await Task.sleep(for: .milliseconds(20))
+            return nil
+        }
+        guard loggedIn == true else {
+            await master.stop()
+            throw Task.isCancelled ? KMatrixError(.interrupted, "interrupted while waiting for SSH")
+                : KMatrixError(.timeout, "ssh to \(target.user)@\(target.host):\(target.port) did not log in within \(timeout.formattedSeconds)")
         }
         do {
-            return try await run(shell: probe, timeout: max(deadline - ContinuousClock.now, .seconds(1)))
+            return try await run(shell: probe, timeout: max(timeout - (clock.now - started), .seconds(1)))
         } catch {
             await master.stop()
             throw error

@@ -37,13 +37,12 @@ public enum SSHBanner {
         return false
     }
 
-    /// Waits until the banner arrives, polling every `interval`, or the deadline passes.
-    public static func wait(port: Int, within limit: Duration, interval: Duration = .milliseconds(150)) async -> Bool {
-        let deadline = ContinuousClock.now + limit
-        while ContinuousClock.now < deadline && !Task.isCancelled {
-            if await Task.detached(operation: { answers(port: port) }).value { return true }
-            try? await Task.sleep(for: interval)
+    /// Waits until the banner arrives, looking every 150 ms, or `limit` passes on `clock`.
+    public static func wait(port: Int, within limit: Duration, clock: WaitClock) async -> Bool {
+        let answered = try? await poll(clock: clock, within: limit, every: .milliseconds(150)) { _ -> Bool? in
+            // The look itself blocks on poll(2) for up to 400 ms: off the cooperative pool.
+            await Task.detached(operation: { answers(port: port) }).value ? true : nil
         }
-        return false
+        return answered == true
     }
 }

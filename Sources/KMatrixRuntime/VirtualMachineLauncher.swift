@@ -13,12 +13,13 @@ public struct VirtualMachineLauncher: GuestLauncher {
     let commands: any CommandRunner
     /// A guest's own scratch folder inside the run's folder.
     let scratch: @Sendable (String) -> URL
+    /// Waits for sshd's banner on a local forward (nil: try SSH without looking first).
     let awaitBanner: (@Sendable (Int, Duration) async -> Bool)?
     let versions: HypervisorVersions?
 
     public init(hypervisor: any Hypervisor, images: ImageCatalog, keys: RunKeys, accelerator: Accelerator, commands: any CommandRunner,
-                versions: HypervisorVersions? = nil, scratch: @escaping @Sendable (String) -> URL,
-                awaitBanner: (@Sendable (Int, Duration) async -> Bool)? = { await SSHBanner.wait(port: $0, within: $1) }) {
+                versions: HypervisorVersions?, scratch: @escaping @Sendable (String) -> URL,
+                awaitBanner: (@Sendable (Int, Duration) async -> Bool)?) {
         self.hypervisor = hypervisor
         self.images = images
         self.keys = keys
@@ -97,11 +98,12 @@ public struct VirtualMachineLauncher: GuestLauncher {
             throw error
         }
         localFiles += []
-        let log = ConsoleLog(url: console, channelFailure: { [channel] in channel.failure() }, machineStopped: { await machine.stopped() })
+        let log = ConsoleLog(url: console, clock: context.clock, channelFailure: { [channel] in channel.failure() },
+                             machineStopped: { await machine.stopped() })
         var target = SSHTarget(port: port, user: plan.user, keys: keys)
         target.jump = hypervisor.jump
         target.awaitBanner = hypervisor.jump == nil ? awaitBanner : nil
-        let ssh = SSHClient(target: target, commands: commands)
+        let ssh = SSHClient(target: target, commands: commands, clock: context.clock)
         provenance.host = hypervisor.hostName
         provenance.qemu = versions?.qemu
         provenance.libvirt = versions?.libvirt
@@ -127,7 +129,7 @@ public struct VirtualMachineLauncher: GuestLauncher {
             if plan.deploysProbe {
                 progress(.deploying)
                 let sudo = session.sudo
-                try await Self.settling {
+                try await Self.settling(clock: context.clock) {
                     try await Self.deploy(probe: context.probe, to: plan.probePath, sudo: sudo, over: ssh, timeout: .seconds(context.timeouts.deploy))
                 }
             }
@@ -152,7 +154,9 @@ public struct VirtualMachineLauncher: GuestLauncher {
                                    translationCacheMiB: translationCacheMiB)
             let hypervisor = self.hypervisor
             do {
-                return try await withTimeout(.seconds(context.timeouts.boot), what: "the domain start") { try await hypervisor.start(spec) }
+                return try await withTimeout(.seconds(context.timeouts.boot), clock: context.clock, what: "the domain start") {
+                    try await hypervisor.start(spec)
+                }
             } catch let error as KMatrixError where error.code == .hypervisor {
                 lastError = error
                 if hypervisor.jump == nil { LoopbackPort.release(port) }
@@ -163,14 +167,14 @@ public struct VirtualMachineLauncher: GuestLauncher {
 
     /// A distro guest that just became reachable may still restart its sshd (a service or
     /// cloud-init reconfiguring it): a connection failure during setup is tried twice more.
-    static func settling<T: Sendable>(_ step: @Sendable () async throws -> T) async throws -> T {
+    static func settling<T: Sendable>(clock: WaitClock, _ step: @Sendable () async throws -> T) async throws -> T {
         var attempt = 0
         while true {
             do {
                 return try await step()
             } catch let error as KMatrixError where error.code == .ssh && attempt < 2 {
                 attempt += 1
-                try? await Task.sleep(for: .seconds(1))
+                try? await clock.sleep(for: .seconds(1))
             }
         }
     }

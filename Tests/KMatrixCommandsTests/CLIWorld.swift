@@ -41,8 +41,9 @@ final class CLIWorld: Sendable {
                 return hypervisor
             },
             registry: RunRegistry(root: root.url.appendingPathComponent("registry")),
-            processes: ProcessTable(proc: URL(fileURLWithPath: "/proc")),
+            processes: ProcessTable(proc: URL(fileURLWithPath: "/proc"), clock: .continuous),
             namespaces: root.url.appendingPathComponent("netns"),
+            clock: .continuous,
             interrupts: { _ in NoInterrupts() })
     }
 

@@ -31,8 +31,8 @@ struct CollectorTests {
         }
 
         func collector(cache: URL? = nil) -> Collector {
-            Collector(cache: cache ?? self.cache, registry: registry, commands: commands, processes: ProcessTable(proc: URL(fileURLWithPath: "/proc")),
-                      logger: Logger(label: "t"), namespaces: netns)
+            Collector(cache: cache ?? self.cache, registry: registry, commands: commands, processes: ProcessTable(proc: URL(fileURLWithPath: "/proc"), clock: .continuous),
+                      logger: Logger.silent, namespaces: netns)
         }
 
         func spec(_ name: String, runID: String, owner: RunOwner) -> MachineSpec {
@@ -41,7 +41,7 @@ struct CollectorTests {
         }
     }
 
-    static var me: RunOwner { get throws { try ProcessTable(proc: URL(fileURLWithPath: "/proc")).currentOwner() } }
+    static var me: RunOwner { get throws { try ProcessTable(proc: URL(fileURLWithPath: "/proc"), clock: .continuous).currentOwner() } }
 
     @Test func onlyDeadRunsThingsGoAndLiveRunsAreUntouched() async throws {
         let world = try World()
@@ -164,7 +164,7 @@ struct CollectorTests {
     }
 
     @Test func anOwnerIsAliveOnlyWhilePidAndStartTimeAgree() throws {
-        let table = ProcessTable(proc: URL(fileURLWithPath: "/proc"))
+        let table = ProcessTable(proc: URL(fileURLWithPath: "/proc"), clock: .continuous)
         let me = try table.currentOwner()
         #expect(table.isAlive(me) == true)
         #expect(table.isAlive(RunOwner(boot: me.boot, pid: me.pid, start: me.start + 1)) == false)

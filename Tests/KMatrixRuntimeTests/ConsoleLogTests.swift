@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KMatrixTestSupport
 import KMatrixCore
 @testable import KMatrixRuntime
 
@@ -27,7 +28,7 @@ struct ConsoleLogTests {
         try Data().write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         let error = await #expect(throws: KMatrixError.self) {
-            try await ConsoleLog(url: file).waitFor(["KMATRIX-READY"], within: .milliseconds(300), what: "the rootfs ready marker")
+            try await ConsoleLog(url: file, clock: .immediate).waitFor(["KMATRIX-READY"], within: .milliseconds(300), what: "the rootfs ready marker")
         }
         #expect(error?.code == .boot)
         #expect(error?.message.contains("CONFIG_SERIAL_8250_CONSOLE") == true)
@@ -38,13 +39,14 @@ struct ConsoleLogTests {
         try Data("[    1.0] Booting\r\n".utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         let lost = KMatrixError(.hypervisor, "lost the guest's console on lab-a: End of file while reading data")
-        let started = ContinuousClock.now
+        let clock = ImmediateClock()
+        let start = clock.now
         let error = await #expect(throws: KMatrixError.self) {
-            try await ConsoleLog(url: file, channelFailure: { lost }).waitFor(["KMATRIX-READY"], within: .seconds(60), what: "the rootfs ready marker")
+            try await ConsoleLog(url: file, clock: WaitClock(clock), channelFailure: { lost }).waitFor(["KMATRIX-READY"], within: .seconds(60), what: "the rootfs ready marker")
         }
         #expect(error?.code == .hypervisor)
         #expect(error?.message.contains("lab-a") == true)
-        #expect(ContinuousClock.now - started < .seconds(30), "the wait ended with the failure, not at its deadline")
+        #expect(start.duration(to: clock.now) < .seconds(1), "the wait ended with the failure at its first look, not at its deadline")
     }
 }
 
@@ -54,7 +56,7 @@ extension ConsoleLogTests {
         try Data("[ 1.0] Oops: 0000 [#1] SMP\r\n".utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         let error = await #expect(throws: KMatrixError.self) {
-            try await ConsoleLog(url: file).waitFor(["KMATRIX-READY"], within: .seconds(5), what: "the rootfs ready marker")
+            try await ConsoleLog(url: file, clock: .immediate).waitFor(["KMATRIX-READY"], within: .seconds(5), what: "the rootfs ready marker")
         }
         #expect(error?.code == .guestPanic)
         #expect(error?.consoleLine == "[ 1.0] Oops: 0000 [#1] SMP")
@@ -64,7 +66,7 @@ extension ConsoleLogTests {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("kmatrix-console-\(UUID().uuidString.prefix(8)).log")
         try Data("ci-info: ssh keys\r\nlogin: ".utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        let seen = try await ConsoleLog(url: file).waitFor(["finished at", "login: "], within: .seconds(2), what: "a marker")
+        let seen = try await ConsoleLog(url: file, clock: .immediate).waitFor(["finished at", "login: "], within: .seconds(2), what: "a marker")
         #expect(seen == "login: ")
     }
 }

@@ -163,7 +163,7 @@ struct ResultStoreTests {
 
     func store(_ directory: URL) -> ResultStore {
         ResultStore(directory: directory, scenarios: ["failopen-socket-overflow"],
-                    metadata: RunMetadataSource(runID: "r", started: Date(), matrix: "m", versions: nil, accelerator: nil), logger: .init(label: "t"))
+                    metadata: RunMetadataSource(runID: "r", started: Date(), matrix: "m", versions: nil, accelerator: nil), logger: .silent)
     }
 
     @Test func resultsAreSavedAfterEveryGuestAndReportsAtTheEnd() async throws {

@@ -44,13 +44,13 @@ struct LauncherWorld {
         var defaults = Defaults()
         defaults.timeouts.ready = 5
         defaults.timeouts.deploy = 5
-        return RunContext(runID: "run1", owner: .test, outputDirectory: root.url.appendingPathComponent("out"), probe: probe, defaults: defaults, ledger: UnrecordedRun())
+        return RunContext(runID: "run1", owner: .test, outputDirectory: root.url.appendingPathComponent("out"), probe: probe, defaults: defaults, ledger: UnrecordedRun(), clock: .continuous)
     }
 
     func launcher(_ hypervisor: FakeHypervisor) -> VirtualMachineLauncher {
         let scratch = root.url.appendingPathComponent("run")
         return VirtualMachineLauncher(hypervisor: hypervisor, images: catalog, keys: keys, accelerator: .tcg, commands: commands,
-                                      scratch: { scratch.appendingPathComponent($0) }, awaitBanner: nil)
+                                      versions: nil, scratch: { scratch.appendingPathComponent($0) }, awaitBanner: nil)
     }
 
     /// A raw disk with an MBR boot signature, registered under the cache's image folder.
@@ -179,14 +179,14 @@ struct DeployScriptTests {
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: sudoFile.path)
         let commands = FakeCommands()
         commands.on("ssh") { call in
-            try await SystemCommandRunner().run("env", ["PATH=\(bin.path):/usr/bin:/bin", "sh", "-c", call.arguments.last ?? ""],
+            try await SystemCommandRunner(runMarker: nil, clock: .continuous).run("env", ["PATH=\(bin.path):/usr/bin:/bin", "sh", "-c", call.arguments.last ?? ""],
                                                 input: call.input, timeout: .seconds(10))
         }
         var target = SSHTarget(port: 40222, user: "cloud-user", keys: RunKeys(directory: root.url.appendingPathComponent(String(repeating: "k", count: 120))))
         target.awaitBanner = nil
         let installed = root.url.appendingPathComponent("kmatrix-probe")
         do {
-            try await VirtualMachineLauncher.deploy(probe: probe, to: installed.path, sudo: true, over: SSHClient(target: target, commands: commands),
+            try await VirtualMachineLauncher.deploy(probe: probe, to: installed.path, sudo: true, over: SSHClient(target: target, commands: commands, clock: .continuous),
                                                     timeout: .seconds(10))
             return (.success(()), installed)
         } catch let error as KMatrixError {

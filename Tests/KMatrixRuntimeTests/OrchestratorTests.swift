@@ -94,7 +94,7 @@ final class FakeSession: GuestSession {
         if lost { throw KMatrixError(.ssh, "ssh to root@127.0.0.1:2222 failed: Connection closed by remote host") }
         let delay = launcher.probeDelay
         let output = launcher.probeOutput
-        return try await withTimeout(timeout, what: "probe") {
+        return try await withTimeout(timeout, clock: .continuous, what: "probe") {
             try await Task.sleep(for: delay)
             return CommandResult(status: 0, stdout: output, stderr: "")
         }
@@ -125,7 +125,7 @@ final class CellBox: Sendable {
     func context(scenarioTimeout: Double = 30) -> RunContext {
         var defaults = Defaults()
         defaults.timeouts.scenario = scenarioTimeout
-        return RunContext(runID: "test", owner: .test, outputDirectory: URL(fileURLWithPath: "/tmp/kmatrix-orchestrator-test"), probe: URL(fileURLWithPath: "/bin/true"), defaults: defaults, ledger: UnrecordedRun())
+        return RunContext(runID: "test", owner: .test, outputDirectory: URL(fileURLWithPath: "/tmp/kmatrix-orchestrator-test"), probe: URL(fileURLWithPath: "/bin/true"), defaults: defaults, ledger: UnrecordedRun(), clock: .continuous)
     }
 
     func matrix(_ names: [String]) -> Matrix {
@@ -135,7 +135,7 @@ final class CellBox: Sendable {
     }
 
     func orchestrator(jobs: Int = 2, _ lookup: @escaping Orchestrator.LauncherLookup) -> Orchestrator {
-        Orchestrator(jobs: jobs, progress: SilentProgress(), logger: Logger(label: "test"), launcher: lookup)
+        Orchestrator(jobs: jobs, progress: SilentProgress(), logger: Logger.silent, launcher: lookup)
     }
 
     @Test func oneFailingGuestDoesNotStopTheOthers() async {

@@ -26,7 +26,7 @@ final class SSHClientTests {
         commands.playSSHMasters()
         var target = SSHTarget(port: 40222, user: user, keys: keys(reuse: reuse))
         target.awaitBanner = nil
-        return SSHClient(target: target, commands: commands)
+        return SSHClient(target: target, commands: commands, clock: .immediate)
     }
 
     @Test func noAttemptIsMadeBeforeTheServerSendsItsBanner() async throws {
@@ -35,7 +35,7 @@ final class SSHClientTests {
         let looks = Mutex(0)
         var target = SSHTarget(port: 40222, user: "root", keys: keys())
         target.awaitBanner = { _, _ in looks.withLock { $0 += 1; return $0 } >= 3 }
-        try await SSHClient(target: target, commands: commands).waitUntilReachable(within: .seconds(10)) { nil }
+        try await SSHClient(target: target, commands: commands, clock: .immediate).waitUntilReachable(within: .seconds(10)) { nil }
         #expect(looks.withLock { $0 } == 3)
         #expect(commands.calls(of: "ssh").filter { $0.arguments.last == "true" }.count == 1)
     }

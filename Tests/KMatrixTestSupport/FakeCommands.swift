@@ -2,6 +2,8 @@ import Foundation
 import KMatrixCore
 import KMatrixRuntime
 import Synchronization
+import Logging
+@_exported import Clocks
 
 /// A `CommandRunner` that runs nothing: it records every call and answers from a script of
 /// handlers, first match wins. Unmatched calls succeed with empty output.
@@ -154,4 +156,18 @@ public final class FakeHypervisor: Hypervisor {
 extension RunOwner {
     /// An owner for tests that start nothing: a boot no machine has.
     public static let test = RunOwner(boot: "00000000-0000-4000-8000-00000000beef", pid: 1, start: 1)
+}
+
+extension WaitClock {
+    /// A clock whose sleeps return at once, advancing its time by what they asked for: a wait
+    /// loop in a test runs its tries as it would, in no wall time.
+    public static var immediate: WaitClock { WaitClock(ImmediateClock()) }
+
+    /// Wall time, for tests whose waits race real processes or tasks that take real time.
+    public static var continuous: WaitClock { WaitClock(ContinuousClock()) }
+}
+
+extension Logger {
+    /// A logger that writes nowhere: a test asserts on what code returns, not on log lines.
+    public static var silent: Logger { Logger(label: "test") { _ in SwiftLogNoOpLogHandler() } }
 }
