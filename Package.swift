@@ -44,9 +44,13 @@ let package = Package(
         ], swiftSettings: strict),
         // The libvirt backend of the runtime's Hypervisor protocol: domains, domain XML, accelerator probe.
         .target(name: "KMatrixLibvirt", dependencies: ["KMatrixCore", "KMatrixRuntime", "Libvirt"], swiftSettings: strict),
-        // The commands (one file each) over an injected context: parse, check input, wire adapters, report.
+        // What a run and a bisect do, outside any command line: plan, run engine, host wiring, bisect search and steps.
+        .target(name: "KMatrixEngine", dependencies: [
+            "KMatrixCore", "KMatrixRuntime", .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        // The command line (one file per command) over an injected context: parse, call the engine, print.
         .target(name: "KMatrixCommands", dependencies: [
-            "KMatrixCore", "KMatrixRuntime", "KMatrixLibvirt",
+            "KMatrixCore", "KMatrixRuntime", "KMatrixLibvirt", "KMatrixEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
@@ -56,13 +60,15 @@ let package = Package(
         .target(name: "KMatrixTestSupport", dependencies: [
             "KMatrixCore", "KMatrixRuntime", .product(name: "Clocks", package: "swift-clocks"), .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/KMatrixTestSupport", swiftSettings: strict),
-        .testTarget(name: "KMatrixCoreTests", dependencies: ["KMatrixCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "KMatrixCoreTests", dependencies: ["KMatrixCore", "KMatrixTestSupport"], resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"], swiftSettings: strict),
         .testTarget(name: "KMatrixRuntimeTests", dependencies: [
             "KMatrixRuntime", "KMatrixCore", "KMatrixTestSupport", .product(name: "Yams", package: "Yams"),
         ], swiftSettings: strict),
         .testTarget(name: "KMatrixLibvirtTests", dependencies: ["KMatrixLibvirt", "KMatrixRuntime", "KMatrixCore"], swiftSettings: strict),
-        .testTarget(name: "KMatrixCommandsTests", dependencies: ["KMatrixCommands", "KMatrixRuntime", "KMatrixCore", "KMatrixTestSupport"], swiftSettings: strict),
+        .testTarget(name: "KMatrixCommandsTests", dependencies: [
+            "KMatrixCommands", "KMatrixEngine", "KMatrixRuntime", "KMatrixCore", "KMatrixTestSupport",
+        ], swiftSettings: strict),
         // Depends on the executable so `swift build --build-tests` always builds the binary it runs.
         // Fixtures holds scripts the tests run from the checkout, not bundle resources.
         .testTarget(name: "EndToEndTests", dependencies: ["KMatrixCore", "kmatrix"], exclude: ["Fixtures"], swiftSettings: strict),

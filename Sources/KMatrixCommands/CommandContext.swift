@@ -1,5 +1,6 @@
 import Foundation
 import KMatrixCore
+import KMatrixEngine
 import KMatrixLibvirt
 import KMatrixRuntime
 import Logging
@@ -115,9 +116,11 @@ public struct CommandContext: Sendable {
         FilePaths.resolve(text, against: workingDirectory)
     }
 
-    /// What removes dead runs' leftovers, over this context's registry, processes and namespaces.
-    public func collector(commands: any CommandRunner, logger: Logger) -> Collector {
-        Collector(cache: cache.root, registry: registry, commands: commands, processes: processes, logger: logger, namespaces: namespaces)
+    /// The world as the engine sees it.
+    public var engine: EngineEnvironment {
+        EngineEnvironment(workingDirectory: workingDirectory, cache: cache, checkout: { [self] in try checkout() }, commands: commands, connect: connect,
+                          registry: registry, processes: processes, namespaces: namespaces, clock: clock, progress: { [self] in progress() },
+                          say: { [self] in printError($0) })
     }
 
     /// Everything kmatrix prints passes here: a value that slipped past its own escaping still

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KMatrixCore
+import KMatrixEngine
 import KMatrixRuntime
 
 /// `kmatrix compare BASE NEW`: what changed between two runs; exit 1 on a regression.
@@ -19,8 +20,8 @@ struct CompareCommand: AsyncParsableCommand {
 
     func run() async throws {
         let context = CommandContext.current
-        let baseRun = try Self.load(base, context: context)
-        let newRun = try Self.load(new, context: context)
+        let baseRun = try ResultFiles.load(base, environment: context.engine)
+        let newRun = try ResultFiles.load(new, environment: context.engine)
         if baseRun.cells.isEmpty {
             throw KMatrixError(.invalidInput, "\(SafeText.terminal(base)) holds no cells: there is nothing to compare against")
         }
@@ -33,18 +34,4 @@ struct CompareCommand: AsyncParsableCommand {
         throw KMatrixExit(comparison.hasRegression ? .differs : .allMatched)
     }
 
-    /// A results.json, or exit 2 with why it cannot be one.
-    static func load(_ path: String, context: CommandContext) throws -> RunResult {
-        let url = context.path(path)
-        let shown = SafeText.terminal(path)
-        let identity = try FileIdentity.regularFile(url, what: "results file")
-        guard identity.size <= 256 << 20 else { throw KMatrixError(.invalidInput, "\(shown) is \(identity.size) bytes, too large for a results.json") }
-        let data: Data
-        do {
-            data = try Data(contentsOf: url)
-        } catch {
-            throw KMatrixError(.invalidInput, "cannot read \(shown): \(KMatrixError.from(error).message)", cause: error)
-        }
-        return try ResultReader.read(data, name: shown)
-    }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KMatrixCore
+import KMatrixEngine
 import KMatrixRuntime
 
 /// `kmatrix images build|list|add`: the image catalog from the command line.
@@ -17,7 +18,7 @@ struct ImagesCommand: AsyncParsableCommand {
 
         func run() async throws {
             let context = CommandContext.current
-            let matrix = try MatrixLoading.load(matrix, context: context).matrix
+            let matrix = try MatrixLoading.load(matrix, environment: context.engine).matrix
             let guests = try Selection.pick(names, from: matrix.guests.map(\.name), what: "guest")
             let chosen = names.isEmpty ? matrix.guests : matrix.guests.filter { guests.contains($0.name) }
             try KernelInputs.check(chosen)
@@ -27,21 +28,10 @@ struct ImagesCommand: AsyncParsableCommand {
             let catalog = ImageCatalog(checkout: checkout, cache: context.cache, commands: commands, showBuildOutput: true)
             var failed = 0
             for guest in chosen {
-                let started = ContinuousClock.now
+                let started = context.clock.now
                 do {
-                    switch guest.image {
-                    case .host: continue
-                    case .kernel(let source):
-                        let image = try await catalog.kernelImage(source, probe: probe)
-                        context.print("\(guest.name): \(image.kernelRelease ?? "?") rootfs \(image.rootfsBuildID?.prefix(12) ?? "?") (\(seconds(since: started)))\n")
-                    case .cloud(let image):
-                        guard image.recipe != nil else {
-                            context.print("\(guest.name): vendor image, not built here (`kmatrix images list` says how to get it)\n")
-                            continue
-                        }
-                        let disk = try await catalog.cloudDisk(image, guest: guest.name)
-                        context.print("\(guest.name): \(disk.url.path) (\(seconds(since: started)))\n")
-                    }
+                    guard let built = try await catalog.build(guest, probe: probe) else { continue }
+                    context.print("\(guest.name): \(built) (\((context.clock.now - started).formattedSeconds))\n")
                 } catch {
                     failed += 1
                     context.printError("\(guest.name): \(KMatrixError.from(error).message)\n")
@@ -57,7 +47,7 @@ struct ImagesCommand: AsyncParsableCommand {
 
         func run() async throws {
             let context = CommandContext.current
-            let matrix = try MatrixLoading.load(matrix, context: context).matrix
+            let matrix = try MatrixLoading.load(matrix, environment: context.engine).matrix
             let catalog = ImageCatalog(checkout: try context.checkout(), cache: context.cache, commands: context.commands(nil))
             for guest in matrix.guests {
                 context.print("\(guest.name): \(catalog.status(of: guest))\n")
@@ -73,7 +63,7 @@ struct ImagesCommand: AsyncParsableCommand {
 
         func run() async throws {
             let context = CommandContext.current
-            let matrix = try MatrixLoading.load(matrix, context: context).matrix
+            let matrix = try MatrixLoading.load(matrix, environment: context.engine).matrix
             _ = try Selection.pick([name], from: matrix.guests.map(\.name), what: "guest")
             guard let guest = matrix.guests.first(where: { $0.name == name }) else { return }
             guard case .cloud(let image) = guest.image, image.recipe == nil else {
@@ -84,8 +74,4 @@ struct ImagesCommand: AsyncParsableCommand {
             context.print("registered \(name): \(disk.url.path) (\(disk.format), sha256 \(disk.sha256 ?? "?"))\n")
         }
     }
-}
-
-func seconds(since start: ContinuousClock.Instant) -> String {
-    "\(((ContinuousClock.now - start).seconds * 10).rounded() / 10) s"
 }

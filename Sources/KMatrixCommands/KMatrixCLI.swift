@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KMatrixCore
+import KMatrixEngine
 import KMatrixRuntime
 
 /// The command line: parses, runs one command with the given context, and turns every error

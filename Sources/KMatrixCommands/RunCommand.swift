@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KMatrixCore
+import KMatrixEngine
 import KMatrixRuntime
 import Logging
 import Synchronization
@@ -58,10 +59,11 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let context = CommandContext.current
         let logger = Logs.logger(verbose: global.verbose, context: context)
-        let plan = try RunPlan.make(self, context: context)
+        let request = RunRequest(matrix: matrix, guests: guests, scenarios: scenarios, kernels: kernels, modules: modules, shard: shard, baseline: baseline)
+        let plan = try RunPlan.make(request, environment: context.engine)
         let started = Date()
         let outDirectory = try OutputDirectory.prepare(out, relativeTo: context.workingDirectory, startedAt: started)
-        let engine = try await RunEngine.start(context: context, hosts: try global.hosts(plan.matrix), needsVirtualMachines: plan.guests.contains { $0.image != .host },
+        let engine = try await RunEngine.start(environment: context.engine, hosts: try global.hosts(plan.matrix), needsVirtualMachines: plan.guests.contains { $0.image != .host },
                                                defaults: plan.matrix.defaults, outDirectory: outDirectory, started: started, logger: logger)
         logger.notice("run \(engine.runID): \(plan.guests.count) guests × \(plan.scenarios.count) scenarios → \(outDirectory.path)")
         let store = ResultStore(directory: outDirectory, scenarios: plan.scenarios.map(\.name), metadata: engine.metadata(matrix: plan.matrixName),
@@ -106,58 +108,6 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         throw KMatrixExit(status, sentence)
-    }
-}
-
-/// What a run will do, decided and checked before anything boots.
-struct RunPlan {
-    var matrix: Matrix
-    var matrixName: String
-    var guests: [GuestSpec]
-    var scenarios: [Scenario]
-    var baseline: RunResult?
-    var baselineName: String?
-
-    static func make(_ command: RunCommand, context: CommandContext) throws -> RunPlan {
-        let loaded = try MatrixLoading.load(command.matrix, context: context)
-        let matrix = loaded.matrix
-        var kernelGuests: [GuestSpec] = []
-        for argument in command.kernels {
-            kernelGuests.append(try KernelUnderTest.guest(for: argument, modules: command.modules, existing: matrix.guests + kernelGuests, context: context))
-        }
-        if command.modules != nil && !kernelGuests.contains(where: { if case .kernel(.bzImage) = $0.image { true } else { false } }) {
-            throw KMatrixError(.invalidInput, "--modules goes with a bare kernel image given with --kernel")
-        }
-        let selected = try Selection.pick(command.guests, from: matrix.guests.map(\.name), what: "guest").compactMap { name in
-            matrix.guests.first { $0.name == name }
-        }
-        // --kernel alone validates those kernels; with --guest the named matrix guests run beside them.
-        var guests = (command.guests.isEmpty ? (command.kernels.isEmpty ? matrix.guests : []) : selected) + kernelGuests
-        if let text = command.shard, let (shard, count) = Shard.parse(text) {
-            guests = Shard.pick(guests, shard: shard, of: count)
-        }
-        let scenarios = command.scenarios.isEmpty
-            ? matrix.scenarios
-            : try Selection.pick(command.scenarios, from: Scenario.catalogue.map(\.name), what: "scenario").compactMap(Scenario.named)
-        try KernelInputs.check(guests)
-        let baseline = try command.baseline.map { try CompareCommand.load($0, context: context) }
-        if let baseline, baseline.cells.isEmpty, let name = command.baseline {
-            throw KMatrixError(.invalidInput, "--baseline \(SafeText.terminal(name)) holds no cells: there is nothing to compare against")
-        }
-        return RunPlan(matrix: matrix, matrixName: loaded.name, guests: guests, scenarios: scenarios, baseline: baseline, baselineName: command.baseline)
-    }
-}
-
-/// Short, sortable, unique per run: names namespaces, domains and overlays.
-enum RunIdentifier {
-    static func make(at date: Date) -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "HHmmss"
-        // 32 random bits: run ids name volumes in pools that several machines share.
-        let suffix = String(UInt64(UInt32.random(in: 0...UInt32.max)) | 0x1_0000_0000, radix: 16).dropFirst()
-        return formatter.string(from: date) + suffix
     }
 }
 

@@ -173,18 +173,11 @@ public struct BisectReport: Sendable, Codable, Equatable {
     }
 
     public func encoded() throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
-        return try encoder.encode(self)
+        try JSONCoding.encoder.encode(self)
     }
 
     public static func decode(_ data: Data) throws -> BisectReport {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        decoder.dateDecodingStrategy = .iso8601
-        return try decoder.decode(BisectReport.self, from: data)
+        try JSONCoding.decoder.decode(BisectReport.self, from: data)
     }
 
     public func markdown() -> String {

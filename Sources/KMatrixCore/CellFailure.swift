@@ -2,6 +2,11 @@
 /// phase of the guest's life, and the console line that shows it. The cell's `reason` is the
 /// sentence rendered from it; code decides on `kind`, never on the sentence.
 public struct CellFailure: Sendable, Hashable, Codable {
+    /// What a cell reports, where `KMatrixError.Code` is what an operation raised. They are not
+    /// parallel by accident: every code has exactly one kind (`init(_:phase:)`, where the phase
+    /// tells a probe that failed to deploy from one that failed to run), and the kinds no
+    /// operation raises — an absent image, a scenario never run, evidence that contradicts
+    /// itself — exist only here. Add a code, and the compiler asks for its kind.
     public enum Kind: String, Sendable, Hashable, Codable, CaseIterable {
         /// The guest's image is not on this machine (skipped, with how to get it).
         case imageMissing = "image-missing"

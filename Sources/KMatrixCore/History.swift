@@ -195,11 +195,7 @@ extension History {
 
     /// `history.json`: sorted keys, snake_case, ISO-8601 dates, like `results.json`.
     public func json() throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
-        return try encoder.encode(self)
+        try JSONCoding.encoder.encode(self)
     }
 
     /// Short class names for the squares: a 50-row × 6-scenario × 30-night page has 9000 of

@@ -4,6 +4,8 @@ import Foundation
 /// happens next (retry, which cell failure, which exit status), a sentence for people, and the
 /// error underneath, if any. Nothing branches on the message: rewording it changes no behaviour.
 public struct KMatrixError: Error, CustomStringConvertible {
+    /// What went wrong, for code: the exit status (`exitStatus(for:)`) and, in a cell, the
+    /// failure kind (`CellFailure.Kind`, which says how the two relate).
     public enum Code: String, Sendable, CaseIterable {
         /// Something the user gave (a flag, matrix.yaml, a kernel or image file) is wrong.
         case invalidInput = "invalid-input"

@@ -72,11 +72,8 @@ public struct VersionRule: Sendable, Hashable, CustomStringConvertible {
 
     public var clauses: [Clause]
 
-    public struct ParseError: Error, Sendable, Equatable {
-        public var message: String
-    }
-
-    public init(parsing text: String) throws(ParseError) {
+    /// Parses a rule; a text that is none is `KMatrixError(.invalidInput)` saying why.
+    public init(parsing text: String) throws(KMatrixError) {
         let parts = text.split(separator: " and ", omittingEmptySubsequences: false)
             .flatMap { $0.split(separator: "&&", omittingEmptySubsequences: false) }
         var clauses: [Clause] = []
@@ -85,11 +82,11 @@ public struct VersionRule: Sendable, Hashable, CustomStringConvertible {
             if rest.hasPrefix("kernel") { rest = String(rest.dropFirst("kernel".count)).trimmingWhitespace() }
             // Longer operators first so "<=" is not read as "<".
             guard let comparison = Comparison.allCases.first(where: { rest.hasPrefix($0.rawValue) }) else {
-                throw ParseError(message: "expected a comparison like \"kernel < 4.6\" but found \"\(part.trimmingWhitespace())\"")
+                throw KMatrixError(.invalidInput, "expected a comparison like \"kernel < 4.6\" but found \"\(part.trimmingWhitespace())\"")
             }
             let operand = String(rest.dropFirst(comparison.rawValue.count)).trimmingWhitespace()
             guard let version = KernelVersion(release: operand), operand.allSatisfy({ $0.isNumber || $0 == "." }) else {
-                throw ParseError(message: "\"\(operand)\" is not a kernel version (write it like 4.6 or 5.10.0)")
+                throw KMatrixError(.invalidInput, "\"\(operand)\" is not a kernel version (write it like 4.6 or 5.10.0)")
             }
             clauses.append(Clause(comparison: comparison, version: version))
         }

@@ -15,9 +15,6 @@ public struct MatrixError: Error, Sendable, Equatable, CustomStringConvertible {
 
 public enum MatrixParser {
     static let suites = ["bullseye", "bookworm", "trixie"]
-    /// Builds under `images/` that a matrix may name.
-    public static let kernelRecipes = ["legacy-failopen"]
-    public static let cloudRecipes = ["cloud-standin"]
 
     public static func parse(_ text: String, file: String) throws(MatrixError) -> Matrix {
         let context = Context(file: file)
@@ -349,8 +346,8 @@ public enum MatrixParser {
                     }
                     return .kernel(.debian(suite: value))
                 case "recipe":
-                    guard MatrixParser.kernelRecipes.contains(value) else {
-                        throw error(at: valueNode, "unknown kernel recipe \(InputRules.quoted(value))", fix: "use one of: \(MatrixParser.kernelRecipes.joined(separator: ", ")) (images/legacy-kernel)")
+                    guard Recipes.named(value, kind: .kernel) != nil else {
+                        throw error(at: valueNode, "unknown kernel recipe \(InputRules.quoted(value))", fix: "use one of: \(Recipes.names(.kernel).joined(separator: ", ")) (under images/)")
                     }
                     return .kernel(.recipe(value))
                 case "bzimage":
@@ -377,8 +374,8 @@ public enum MatrixParser {
                 if let (source, sourceNode) = values["source"], let problem = InputRules.textProblem(source) {
                     throw error(at: sourceNode, "source \(problem)", fix: "write where to download the image in one line")
                 }
-                if let (recipe, recipeNode) = values["recipe"], !MatrixParser.cloudRecipes.contains(recipe) {
-                    throw error(at: recipeNode, "unknown cloud image recipe \(InputRules.quoted(recipe))", fix: "use one of: \(MatrixParser.cloudRecipes.joined(separator: ", ")) (a directory under images/)")
+                if let (recipe, recipeNode) = values["recipe"], Recipes.named(recipe, kind: .cloud) == nil {
+                    throw error(at: recipeNode, "unknown cloud image recipe \(InputRules.quoted(recipe))", fix: "use one of: \(Recipes.names(.cloud).joined(separator: ", ")) (under images/)")
                 }
                 if let (sum, sumNode) = values["sha256"], sum.count != 64 || !sum.allSatisfy(\.isHexDigit) {
                     throw error(at: sumNode, "sha256 must be 64 hexadecimal digits", fix: "copy the checksum from the vendor's download page")

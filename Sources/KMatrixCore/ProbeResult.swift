@@ -51,9 +51,7 @@ public struct ProbeResult: Sendable, Hashable, Codable {
     public var error: String?
 
     public static func decode(_ data: Data) throws -> ProbeResult {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return try decoder.decode(ProbeResult.self, from: data)
+        try JSONCoding.decoder.decode(ProbeResult.self, from: data)
     }
 
     /// Counter movements between "before" and "after"; nil when either row is missing.

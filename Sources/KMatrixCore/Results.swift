@@ -330,18 +330,11 @@ public struct RunResult: Sendable, Codable {
     public func cells(of guest: String) -> [CellResult] { (index.rows[guest] ?? []).map { cells[$0] } }
 
     public func encoded() throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
-        return try encoder.encode(self)
+        try JSONCoding.encoder.encode(self)
     }
 
     public static func decode(_ data: Data) throws -> RunResult {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        decoder.dateDecodingStrategy = .iso8601
-        return try decoder.decode(RunResult.self, from: data)
+        try JSONCoding.decoder.decode(RunResult.self, from: data)
     }
 
     /// The exit status (docs/architecture.md, "Exit status"): 0 every judged cell matched; 1 a cell

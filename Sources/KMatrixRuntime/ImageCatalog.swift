@@ -51,14 +51,6 @@ struct CloudImageManifest: Decodable {
     var kernelRelease: String?
 }
 
-/// A build under `images/` a matrix may name, and where its output lives in the cache.
-struct RecipeDefinition: Sendable {
-    /// The script, relative to the checkout's `images/`.
-    var script: String
-    /// The output folder, under the cache's `images/`.
-    var output: String
-}
-
 /// Every guest image, in one place (docs/architecture.md, "Images"): the cache layout, building
 /// through the recipes under `images/`, validation, status for `images list`, registration of
 /// vendor downloads and pruning. Concurrent requests for the same kernel image share one build.
@@ -73,14 +65,6 @@ public actor ImageCatalog {
     let showBuildOutput: Bool
     var builds: [String: Task<KernelImage, any Error>] = [:]
 
-    /// The recipes matrix.yaml may name (`MatrixParser.kernelRecipes`/`cloudRecipes`).
-    static let kernelRecipes: [String: RecipeDefinition] = [
-        "legacy-failopen": RecipeDefinition(script: "legacy-kernel/build.sh", output: "legacy-failopen-bzimage"),
-    ]
-    static let cloudRecipes: [String: RecipeDefinition] = [
-        "cloud-standin": RecipeDefinition(script: "cloud-standin/build.sh", output: "cloud-standin"),
-    ]
-    static let rootfsRecipe = "kernel-rootfs/build.sh"
 
     public init(checkout: Checkout, cache: CacheLayout, commands: any CommandRunner, showBuildOutput: Bool = false) {
         self.checkout = checkout
@@ -122,7 +106,7 @@ public actor ImageCatalog {
             let missing = source.files.filter { !FileManager.default.fileExists(atPath: $0) }
             return missing.isEmpty ? "kernel files \(source.files.joined(separator: ", "))" : "MISSING: \(missing.joined(separator: ", ")) does not exist"
         case .cloud(let image):
-            if let recipe = image.recipe, let definition = Self.cloudRecipes[recipe] {
+            if let recipe = image.recipe, let definition = Recipes.named(recipe, kind: .cloud) {
                 let path = cache.images.appendingPathComponent(definition.output).appendingPathComponent(image.file)
                 return FileManager.default.fileExists(atPath: path.path) ? "built: \(path.path)" : "not built yet: `kmatrix images build \(guest.name)`"
             }
@@ -139,9 +123,22 @@ public actor ImageCatalog {
 
     static func manifest<T: Decodable>(in directory: URL) -> T? {
         guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent("manifest.json").path) else { return nil }
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return try? decoder.decode(T.self, from: data)
+        return try? JSONCoding.decoder.decode(T.self, from: data)
+    }
+
+    /// `images build` of one guest: builds what a recipe makes and says what is there; nil for
+    /// guests nothing is built for (the host).
+    public func build(_ guest: GuestSpec, probe: URL) async throws -> String? {
+        switch guest.image {
+        case .host:
+            return nil
+        case .kernel(let source):
+            let image = try await kernelImage(source, probe: probe)
+            return "\(image.kernelRelease ?? "?") rootfs \(image.rootfsBuildID?.prefix(12) ?? "?")"
+        case .cloud(let image):
+            guard image.recipe != nil else { return "vendor image, not built here (`kmatrix images list` says how to get it)" }
+            return try await cloudDisk(image, guest: guest.name).url.path
+        }
     }
 
     // MARK: kernel images
@@ -169,7 +166,7 @@ public actor ImageCatalog {
     }
 
     private func build(_ source: KernelSource, key: String, probe: URL) async throws -> KernelImage {
-        let recipe = checkout.images.appendingPathComponent(Self.rootfsRecipe).path
+        let recipe = checkout.images.appendingPathComponent(Recipes.rootfs).path
         var arguments = ["--probe", probe.path, "--cache", cache.root.path]
         let out: URL
         var kernelFile: URL?
@@ -178,8 +175,8 @@ public actor ImageCatalog {
             out = cache.images.appendingPathComponent("kernel-\(suite)")
             arguments += ["--suite", suite]
         case .recipe(let name):
-            guard let definition = Self.kernelRecipes[name] else {
-                throw KMatrixError(.invalidInput, "unknown kernel recipe \(InputRules.quoted(name)); known: \(Self.kernelRecipes.keys.sorted().joined(separator: ", "))")
+            guard let definition = Recipes.named(name, kind: .kernel) else {
+                throw KMatrixError(.invalidInput, "unknown kernel recipe \(InputRules.quoted(name)); known: \(Recipes.names(.kernel).joined(separator: ", "))")
             }
             let kernelOut = cache.images.appendingPathComponent(definition.output)
             try await runRecipe(checkout.images.appendingPathComponent(definition.script).path,
@@ -266,7 +263,7 @@ public actor ImageCatalog {
     /// (and, when the matrix names a sha256, hashed) only when the file changed since last time.
     public func cloudDisk(_ image: CloudImage, guest: String) async throws -> CloudDisk {
         if let recipe = image.recipe {
-            guard let definition = Self.cloudRecipes[recipe] else {
+            guard let definition = Recipes.named(recipe, kind: .cloud) else {
                 throw KMatrixError(.invalidInput, "unknown cloud image recipe \(InputRules.quoted(recipe))")
             }
             let out = cache.images.appendingPathComponent(definition.output)

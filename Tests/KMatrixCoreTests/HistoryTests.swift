@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KMatrixCore
+import KMatrixTestSupport
 
 @Suite struct HistoryTests {
     static let small = HistoryFixtures.synthetic(guests: 3, scenarios: 2, nights: 6)

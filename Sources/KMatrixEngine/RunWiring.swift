@@ -28,7 +28,7 @@ struct RunWiring: Sendable {
     var defaultJobs: Int { max(1, hosts.map(\.jobs).reduce(0, +)) }
 
     static func make(needsVirtualMachines: Bool, uris: [HostEntry], run: RunDirectory, images: ImageCatalog, context: RunContext,
-                     commands: any CommandRunner, environment: CommandContext, logger: Logger) async throws -> RunWiring {
+                     commands: any CommandRunner, environment: EngineEnvironment, logger: Logger) async throws -> RunWiring {
         let host = HostGuestLauncher(commands: commands)
         guard needsVirtualMachines else { return RunWiring(host: host, hosts: [], logger: logger) }
         let keys = try await RunKeys.create(in: run.keysDirectory, runID: context.runID, commands: commands)
@@ -42,7 +42,7 @@ struct RunWiring: Sendable {
     }
 
     static func wire(_ entry: HostEntry, run: RunDirectory, images: ImageCatalog, keys: RunKeys, commands: any CommandRunner,
-                     environment: CommandContext, logger: Logger) async -> HostWiring {
+                     environment: EngineEnvironment, logger: Logger) async -> HostWiring {
         let hypervisor: any Hypervisor
         let versions: HypervisorVersions
         do {

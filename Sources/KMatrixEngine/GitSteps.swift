@@ -18,6 +18,7 @@ struct GitSteps: BisectSteps {
     let recipe: URL
     let commands: any CommandRunner
     let verifyRevert: Bool
+    let clock: WaitClock
 
     var mode: BisectReport.Mode { .git }
 
@@ -26,7 +27,7 @@ struct GitSteps: BisectSteps {
     }
 
     static func make(path: URL, good: String, bad: String, config: URL?, makeJobs: Int, cache: CacheLayout, checkout: Checkout,
-                     commands: any CommandRunner, verifyRevert: Bool) async throws -> GitSteps {
+                     commands: any CommandRunner, verifyRevert: Bool, clock: WaitClock) async throws -> GitSteps {
         let bisect = cache.root.appendingPathComponent("bisect")
         let tree = try await GitTree.open(path, workFolder: bisect.appendingPathComponent("sandbox"), images: checkout.images, commands: commands)
         if try await tree.isDirty() {
@@ -57,7 +58,7 @@ struct GitSteps: BisectSteps {
         try await commands.checked("bash", [recipe.path, "--prepare-host"], timeout: .seconds(1800))
         return GitSteps(tree: tree, commits: commits, builds: bisect.appendingPathComponent("builds"), config: sandboxConfig,
                         configHash: String(FileDigests.sha256(of: material).prefix(16)), makeJobs: makeJobs, recipe: recipe,
-                        commands: commands, verifyRevert: verifyRevert)
+                        commands: commands, verifyRevert: verifyRevert, clock: clock)
     }
 
     func buildDirectory(_ index: Int) async throws -> URL {
@@ -107,13 +108,13 @@ struct GitSteps: BisectSteps {
         progress("checkout")
         try await prepare()
         progress("build (make -j\(makeJobs))")
-        let started = ContinuousClock.now
+        let started = clock.now
         let log = directory.appendingPathComponent("recipe.log")
         let out = "out-\(directory.lastPathComponent)"
         var arguments = ["--tree", tree.clonePath, "--out", "\(BuildSandbox.work)/\(out)", "--jobs", String(makeJobs), "--cache", BuildSandbox.work]
         if let config { arguments += ["--config", config] }
         let result = try await tree.build(arguments, log: log, timeout: .seconds(7200))
-        let seconds = (ContinuousClock.now - started).seconds
+        let seconds = (clock.now - started).seconds
         let text = String(decoding: (FileManager.default.contents(atPath: log.path) ?? Data()).suffix(1 << 20), as: UTF8.self)
         let tail = text.split(whereSeparator: \.isNewline).suffix(12).joined(separator: "\n")
         let reason: String

@@ -9,7 +9,7 @@ import KMatrixRuntime
 enum KernelUnderTest {
     static let prefix = "kernel-"
 
-    static func guest(for argument: String, modules: String?, existing: [GuestSpec], context: CommandContext) throws -> GuestSpec {
+    static func guest(for argument: String, modules: String?, existing: [GuestSpec], environment: EngineEnvironment) throws -> GuestSpec {
         var name: String?
         var files = Substring(argument)
         if let equals = argument.firstIndex(of: "="), !argument[..<equals].contains("/") {
@@ -23,12 +23,12 @@ enum KernelUnderTest {
             name = given
             files = argument[argument.index(after: equals)...]
         }
-        let paths = files.split(separator: ",").map { context.path(String($0)).path }
+        let paths = files.split(separator: ",").map { environment.path(String($0)).path }
         guard let first = paths.first else { throw KMatrixError(.invalidInput, "--kernel \(InputRules.quoted(argument)) names no file") }
         for path in paths {
             if let problem = InputRules.pathProblem(path) { throw KMatrixError(.invalidInput, "--kernel path \(problem)") }
         }
-        let source = try source(paths, modules: modules.map { context.path($0).path })
+        let source = try source(paths, modules: modules.map { environment.path($0).path })
         if let name {
             return GuestSpec(name: name, image: .kernel(source))
         }

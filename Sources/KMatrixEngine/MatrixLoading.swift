@@ -4,15 +4,15 @@ import KMatrixRuntime
 
 /// `--matrix FILE`, else ./matrix.yaml when present, else the embedded default; with the name
 /// results record. Paths inside the file (kernel packages, modules) are relative to the file.
-struct LoadedMatrix {
-    var matrix: Matrix
-    var name: String
+public struct LoadedMatrix: Sendable {
+    public var matrix: Matrix
+    public var name: String
 }
 
-enum MatrixLoading {
-    static func load(_ path: String?, context: CommandContext) throws -> LoadedMatrix {
-        let implicit = context.workingDirectory.appendingPathComponent("matrix.yaml")
-        let chosen: URL? = path.map(context.path) ?? (FileManager.default.fileExists(atPath: implicit.path) ? implicit : nil)
+public enum MatrixLoading {
+    public static func load(_ path: String?, environment: EngineEnvironment) throws -> LoadedMatrix {
+        let implicit = environment.workingDirectory.appendingPathComponent("matrix.yaml")
+        let chosen: URL? = path.map(environment.path) ?? (FileManager.default.fileExists(atPath: implicit.path) ? implicit : nil)
         guard let chosen else { return LoadedMatrix(matrix: try DefaultMatrix.load(), name: DefaultMatrix.fileName) }
         let shown = path ?? "matrix.yaml"
         let identity = try FileIdentity.regularFile(chosen, what: "the matrix file")
@@ -48,17 +48,17 @@ extension KernelSource {
 }
 
 /// Picking guests and scenarios by name.
-enum Selection {
+public enum Selection {
     /// The names asked for, in the order the matrix lists them; an unknown one is an error that
     /// suggests the closest known names and lists a bounded number of the rest.
-    static func pick(_ requested: [String], from known: [String], what: String) throws -> [String] {
+    public static func pick(_ requested: [String], from known: [String], what: String) throws -> [String] {
         for name in requested where !known.contains(name) {
             throw KMatrixError(.invalidInput, unknown(name, known: known, what: what))
         }
         return known.filter(requested.contains)
     }
 
-    static func unknown(_ name: String, known: [String], what: String) -> String {
+    public static func unknown(_ name: String, known: [String], what: String) -> String {
         var text = "unknown \(what) \(InputRules.quoted(name))"
         let close = known.map { ($0, distance($0.lowercased(), name.lowercased())) }.filter { $0.1 <= max(2, name.count / 3) }
             .sorted { $0.1 < $1.1 }.prefix(3).map(\.0)
@@ -89,8 +89,8 @@ enum Selection {
 /// Checks the files a run will boot, before anything boots: each must exist, be a readable
 /// regular file (never a device such as /dev/zero) and be what its role says — a Debian or RPM
 /// package, or a bzImage — and a modules directory must be a directory.
-enum KernelInputs {
-    static func check(_ guests: [GuestSpec]) throws {
+public enum KernelInputs {
+    public static func check(_ guests: [GuestSpec]) throws {
         for guest in guests {
             guard case .kernel(let source) = guest.image else { continue }
             switch source {

@@ -14,13 +14,13 @@ enum KernelCandidates {
     /// `--kernel A[,B]`… as given, or every .deb/.rpm/bzImage of `--kernels DIR`, grouped by
     /// release (Ubuntu's linux-image + linux-modules, RHEL's kernel-core + kernel-modules), in
     /// release order.
-    static func collect(kernels: [String], directory: String?, modules: String?, context: CommandContext, commands: any CommandRunner) async throws -> [KernelCandidate] {
+    static func collect(kernels: [String], directory: String?, modules: String?, environment: EngineEnvironment, commands: any CommandRunner) async throws -> [KernelCandidate] {
         var groups: [[String]] = []
         for argument in kernels {
-            groups.append(argument.split(separator: ",").map { context.path(String($0)).path })
+            groups.append(argument.split(separator: ",").map { environment.path(String($0)).path })
         }
         if let directory {
-            let folder = context.path(directory)
+            let folder = environment.path(directory)
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: folder.path, isDirectory: &isDirectory), isDirectory.boolValue else {
                 throw KMatrixError(.invalidInput, "--kernels \(directory) is not a directory")

@@ -6,8 +6,8 @@ import Logging
 /// What every command that boots guests shares (`run`, `bisect`): the run's id and folder,
 /// its command runner, the probe, the image catalog, the hypervisor wiring, and one orchestrator
 /// call per batch of guests. `close` releases everything; the run folder goes with it.
-final class RunEngine: Sendable {
-    let runID: String
+public final class RunEngine: Sendable {
+    public let runID: String
     let started: Date
     let registration: RunRegistration
     let run: RunDirectory
@@ -19,33 +19,33 @@ final class RunEngine: Sendable {
     let logger: Logger
     let makeProgress: @Sendable () -> any ProgressReporter
 
-    static func start(context: CommandContext, hosts: [HostEntry], needsVirtualMachines: Bool, defaults: Defaults, outDirectory: URL,
+    public static func start(environment: EngineEnvironment, hosts: [HostEntry], needsVirtualMachines: Bool, defaults: Defaults, outDirectory: URL,
                       started: Date, logger: Logger) async throws -> RunEngine {
         let runID = RunIdentifier.make(at: started)
-        let checkout = try context.checkout()
-        let commands = context.commands(runID)
-        let owner = try context.processes.currentOwner()
+        let checkout = try environment.checkout()
+        let commands = environment.commands(runID)
+        let owner = try environment.processes.currentOwner()
         // Registered before anything is created, so a run killed at any later point is known
         // to every kmatrix on this machine as dead (docs/architecture.md, "Cleanup").
-        let registration = try context.registry.register(runID: runID, owner: owner, cache: context.cache.root)
+        let registration = try environment.registry.register(runID: runID, owner: owner, cache: environment.cache.root)
         let run: RunDirectory
         do {
-            run = try RunDirectory(cache: context.cache.root, runID: runID)
+            run = try RunDirectory(cache: environment.cache.root, runID: runID)
         } catch {
             registration.remove()
             throw error
         }
         do {
             // A killed run's keys, namespaces and processes go before this one adds its own.
-            _ = await context.collector(commands: commands, logger: logger).collectDeadRuns(keeping: runID, hypervisors: [])
+            _ = await environment.collector(commands: commands, logger: logger).collectDeadRuns(keeping: runID, hypervisors: [])
             let probe = try await checkout.ensureProbe(commands: commands)
             let runContext = RunContext(runID: runID, owner: owner, outputDirectory: outDirectory, probe: probe, defaults: defaults, ledger: registration,
-                                        clock: context.clock)
-            let images = ImageCatalog(checkout: checkout, cache: context.cache, commands: commands)
+                                        clock: environment.clock)
+            let images = ImageCatalog(checkout: checkout, cache: environment.cache, commands: commands)
             let wiring = try await RunWiring.make(needsVirtualMachines: needsVirtualMachines, uris: hosts, run: run, images: images,
-                                                  context: runContext, commands: commands, environment: context, logger: logger)
+                                                  context: runContext, commands: commands, environment: environment, logger: logger)
             return RunEngine(runID: runID, started: started, registration: registration, run: run, commands: commands, checkout: checkout,
-                             images: images, runContext: runContext, wiring: wiring, logger: logger, progress: context.progress)
+                             images: images, runContext: runContext, wiring: wiring, logger: logger, progress: environment.progress)
         } catch {
             run.remove()
             registration.remove()
@@ -69,14 +69,14 @@ final class RunEngine: Sendable {
         self.makeProgress = progress
     }
 
-    func metadata(matrix: String) -> RunMetadataSource {
+    public func metadata(matrix: String) -> RunMetadataSource {
         RunMetadataSource(runID: runID, started: started, matrix: matrix, versions: wiring.versions, accelerator: wiring.accelerator)
     }
 
     /// Boots `guests` — the host guest here, VM guests spread over the run's hosts, each host
     /// booting at most its `jobs` (or `jobs` each, when given) at once — runs `scenarios`, tears
     /// everything down. Cells come back in the order of `guests`.
-    func run(matrix: Matrix, guests: [GuestSpec], scenarios: [Scenario], repeats: Int, jobs: Int? = nil, maxVCPUs: Int? = nil,
+    public func run(matrix: Matrix, guests: [GuestSpec], scenarios: [Scenario], repeats: Int, jobs: Int? = nil, maxVCPUs: Int? = nil,
              progress: (any ProgressReporter)? = nil, guestFinished: @escaping @Sendable ([CellResult]) async -> Void = { _ in }) async -> [CellResult] {
         let reporter = progress ?? makeProgress()
         let hostGuests = guests.filter { $0.image == .host }
@@ -118,7 +118,7 @@ final class RunEngine: Sendable {
         return guests.flatMap { byGuest[$0.name] ?? [] }
     }
 
-    func close() async {
+    public func close() async {
         await wiring.cleanup(runID: runID, owner: runContext.owner)
         run.remove()
         registration.remove()

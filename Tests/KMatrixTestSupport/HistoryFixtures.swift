@@ -1,11 +1,10 @@
 import Foundation
+import KMatrixCore
 
-/// Deterministic fake nights, for benchmarks and tests: no clock, no randomness, the same runs
-/// on every machine. Public so the benchmark script and other targets' tests can build the same
-/// history as the core's golden files.
+/// Deterministic fake nights for tests: no clock, no randomness, the same runs on every machine.
 public enum HistoryFixtures {
     /// Kernels the rows cycle through, with the distribution each belongs to.
-    static let kernels: [(kernel: String, distro: String)] = [
+    public static let kernels: [(kernel: String, distro: String)] = [
         ("6.1.0-56-cloud-amd64", "Debian GNU/Linux 12 (bookworm)"),
         ("5.10.0-32-cloud-amd64", "Debian GNU/Linux 11 (bullseye)"),
         ("6.12.38+deb13-cloud-amd64", "Debian GNU/Linux 13 (trixie)"),
