@@ -1,6 +1,7 @@
-/// Text and attribute values for the XML kmatrix writes (JUnit reports, libvirt domains).
-public enum XMLText {
-    public static func escape(_ text: String) -> String {
+/// Text and attribute values for report.html and history.html, which Plot writes but does not
+/// escape itself (`HTMLSupport`); every other XML kmatrix writes is an element tree (FoundationXML).
+enum XMLText {
+    static func escape(_ text: String) -> String {
         var escaped = ""
         for scalar in text.unicodeScalars {
             switch scalar {

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import KMatrixCore
 import KMatrixRuntime
 import Libvirt
@@ -64,29 +67,21 @@ enum LibvirtAcceleratorProbe {
     }
 
     static func domainXML(name: String, kernel: URL, consoleLog: URL) -> String {
-        """
-        <domain type='kvm'>
-          <name>\(XMLText.escape(name))</name>
-          <memory unit='MiB'>64</memory>
-          <vcpu>1</vcpu>
-          <os>
-            <type arch='x86_64' machine='pc'>hvm</type>
-            <kernel>\(XMLText.escape(kernel.path))</kernel>
-          </os>
-          <on_poweroff>destroy</on_poweroff>
-          <on_reboot>destroy</on_reboot>
-          <on_crash>destroy</on_crash>
-          <devices>
-            <controller type='usb' model='none'/>
-            <serial type='file'>
-              <source path='\(XMLText.escape(consoleLog.path))'/>
-              <target port='0'/>
-            </serial>
-            <memballoon model='none'/>
-          </devices>
-        </domain>
-
-        """
+        typealias E = LibvirtXML
+        return E.document(E.element("domain", ["type": "kvm"], children: [
+            E.element("name", text: name),
+            E.element("memory", ["unit": "MiB"], text: "64"),
+            E.element("vcpu", text: "1"),
+            E.element("os", children: [E.element("type", ["arch": "x86_64", "machine": "pc"], text: "hvm"), E.element("kernel", text: kernel.path)]),
+            E.element("on_poweroff", text: "destroy"),
+            E.element("on_reboot", text: "destroy"),
+            E.element("on_crash", text: "destroy"),
+            E.element("devices", children: [
+                E.element("controller", ["type": "usb", "model": "none"]),
+                E.element("serial", ["type": "file"], children: [E.element("source", ["path": consoleLog.path]), E.element("target", ["port": "0"])]),
+                E.element("memballoon", ["model": "none"]),
+            ]),
+        ]))
     }
 
     /// Multiboot (a.out kludge) flat binary, loaded and entered at 1 MiB by QEMU's

@@ -22,7 +22,7 @@ enum LibvirtXML {
 
     /// The document as libvirt reads it: indented, no XML declaration.
     static func document(_ root: XMLElement) -> String {
-        root.xmlString(options: [.nodePrettyPrint]) + "\n"
+        root.xmlString(options: [.nodePrettyPrint, .nodeCompactEmptyElement]) + "\n"
     }
 
     /// An attribute's value. FoundationXML's `attribute(forName:)` finds nothing on an element

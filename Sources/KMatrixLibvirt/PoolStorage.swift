@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import KMatrixCore
 import KMatrixRuntime
 import Libvirt
@@ -30,24 +33,26 @@ final class PoolStorage: GuestStorage {
             try pool.start()
             return pool
         }
-        let xml = """
-        <pool type='dir'>
-          <name>\(Self.poolName)</name>
-          <target><path>\(XMLText.escape(Self.poolPath))</path></target>
-        </pool>
-        """
+        let xml = LibvirtXML.document(LibvirtXML.element("pool", ["type": "dir"], children: [
+            LibvirtXML.element("name", text: Self.poolName),
+            LibvirtXML.element("target", children: [LibvirtXML.element("path", text: Self.poolPath)]),
+        ]))
         let pool = try connection.defineStoragePool(xml: xml)
         try pool.start()
         return pool
     }
 
     static func volumeXML(name: String, capacity: UInt64, format: String, backing: (path: String, format: String)? = nil) -> String {
-        var xml = "<volume><name>\(XMLText.escape(name))</name><capacity unit='bytes'>\(capacity)</capacity>"
-        xml += "<target><format type='\(XMLText.escape(format))'/></target>"
+        typealias E = LibvirtXML
+        var children = [
+            E.element("name", text: name),
+            E.element("capacity", ["unit": "bytes"], text: String(capacity)),
+            E.element("target", children: [E.element("format", ["type": format])]),
+        ]
         if let backing {
-            xml += "<backingStore><path>\(XMLText.escape(backing.path))</path><format type='\(XMLText.escape(backing.format))'/></backingStore>"
+            children.append(E.element("backingStore", children: [E.element("path", text: backing.path), E.element("format", ["type": backing.format])]))
         }
-        return xml + "</volume>"
+        return E.document(E.element("volume", children: children))
     }
 
     /// Uploads `file` as volume `name` unless a volume of that name and size is there already.
