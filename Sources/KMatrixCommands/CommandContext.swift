@@ -35,6 +35,8 @@ public struct CommandContext: Sendable {
     public var namespaces: URL
     /// What every wait reads (docs/architecture.md, "Waiting").
     public var clock: WaitClock
+    /// Waits for an SSH server's banner on a local forward (nil: log in without looking).
+    public var awaitBanner: (@Sendable (_ port: Int, _ within: Duration) async -> Bool)?
     /// Installs Ctrl-C/SIGTERM handling for a run; the returned value disarms it.
     public var interrupts: @Sendable (_ onInterrupt: @escaping @Sendable () -> Void) -> any InterruptDisarming
 
@@ -44,7 +46,8 @@ public struct CommandContext: Sendable {
                 standardOutput: @escaping @Sendable (String) -> Void, standardError: @escaping @Sendable (String) -> Void,
                 standardErrorIsTerminal: Bool, commands: @escaping @Sendable (String?) -> any CommandRunner,
                 connect: @escaping @Sendable (HostURI, URL) async throws -> any Hypervisor, registry: RunRegistry, processes: ProcessTable,
-                namespaces: URL, clock: WaitClock, interrupts: @escaping @Sendable (@escaping @Sendable () -> Void) -> any InterruptDisarming) {
+                namespaces: URL, clock: WaitClock, awaitBanner: (@Sendable (Int, Duration) async -> Bool)?,
+                interrupts: @escaping @Sendable (@escaping @Sendable () -> Void) -> any InterruptDisarming) {
         self.workingDirectory = workingDirectory
         self.environment = environment
         self.home = home
@@ -58,6 +61,7 @@ public struct CommandContext: Sendable {
         self.processes = processes
         self.namespaces = namespaces
         self.clock = clock
+        self.awaitBanner = awaitBanner
         self.interrupts = interrupts
     }
 
@@ -87,6 +91,7 @@ public struct CommandContext: Sendable {
             processes: ProcessTable(proc: URL(fileURLWithPath: "/proc"), clock: clock),
             namespaces: URL(fileURLWithPath: "/run/netns"),
             clock: clock,
+            awaitBanner: { await SSHBanner.wait(port: $0, within: $1, clock: clock) },
             interrupts: { SignalInterrupts(onInterrupt: $0, notify: standardError) })
     }
 
@@ -102,7 +107,7 @@ public struct CommandContext: Sendable {
             standardOutput: { _ in touched("standardOutput") }, standardError: { _ in touched("standardError") },
             standardErrorIsTerminal: false, commands: { _ in touched("commands") }, connect: { _, _ in touched("connect") },
             registry: RunRegistry(root: nowhere), processes: ProcessTable(proc: nowhere, clock: WaitClock(ContinuousClock())), namespaces: nowhere,
-            clock: WaitClock(ContinuousClock()), interrupts: { _ in touched("interrupts") })
+            clock: WaitClock(ContinuousClock()), awaitBanner: { _, _ in touched("awaitBanner") }, interrupts: { _ in touched("interrupts") })
     }()
 
     public var cache: CacheLayout { CacheLayout.default(environment: environment, home: home) }
@@ -119,7 +124,8 @@ public struct CommandContext: Sendable {
     /// The world as the engine sees it.
     public var engine: EngineEnvironment {
         EngineEnvironment(workingDirectory: workingDirectory, cache: cache, checkout: { [self] in try checkout() }, commands: commands, connect: connect,
-                          registry: registry, processes: processes, namespaces: namespaces, clock: clock, progress: { [self] in progress() },
+                          registry: registry, processes: processes, namespaces: namespaces, clock: clock, awaitBanner: awaitBanner,
+                          progress: { [self] in progress() },
                           say: { [self] in printError($0) })
     }
 

@@ -20,6 +20,9 @@ public struct EngineEnvironment: Sendable {
     /// Where `ip netns` keeps network namespaces.
     public var namespaces: URL
     public var clock: WaitClock
+    /// Waits for an SSH server's banner on a local port before each login attempt (nil: log in
+    /// without looking first).
+    public var awaitBanner: (@Sendable (_ port: Int, _ within: Duration) async -> Bool)?
     /// A fresh display of guests' progress for one batch of guests.
     public var progress: @Sendable () -> any ProgressReporter
     /// A line for people on stderr (made safe for a terminal by whoever gives it).
@@ -28,6 +31,7 @@ public struct EngineEnvironment: Sendable {
     public init(workingDirectory: URL, cache: CacheLayout, checkout: @escaping @Sendable () throws -> Checkout,
                 commands: @escaping @Sendable (String?) -> any CommandRunner, connect: @escaping @Sendable (HostURI, URL) async throws -> any Hypervisor,
                 registry: RunRegistry, processes: ProcessTable, namespaces: URL, clock: WaitClock,
+                awaitBanner: (@Sendable (Int, Duration) async -> Bool)?,
                 progress: @escaping @Sendable () -> any ProgressReporter, say: @escaping @Sendable (String) -> Void) {
         self.workingDirectory = workingDirectory
         self.cache = cache
@@ -38,6 +42,7 @@ public struct EngineEnvironment: Sendable {
         self.processes = processes
         self.namespaces = namespaces
         self.clock = clock
+        self.awaitBanner = awaitBanner
         self.progress = progress
         self.say = say
     }

@@ -59,10 +59,9 @@ struct RunWiring: Sendable {
             .verdict(key: AcceleratorCache.key(uri: entry.uri.text, qemu: versions.qemu)) { await hypervisor.detectAccelerator() }
         let capacity = await hypervisor.capacity()
         logger.notice("\(hypervisor.hostName): libvirt \(versions.libvirt), QEMU \(versions.qemu), accelerator \(accelerator.rawValue)")
-        let clock = environment.clock
         let machines = VirtualMachineLauncher(hypervisor: hypervisor, images: images, keys: keys, accelerator: accelerator, commands: commands,
                                               versions: versions, scratch: { [run] guest in run.scratch(for: guest) },
-                                              awaitBanner: { await SSHBanner.wait(port: $0, within: $1, clock: clock) })
+                                              awaitBanner: environment.awaitBanner)
         let jobs = entry.jobs ?? (hypervisor.jump == nil ? defaultJobs() : defaultJobs(cores: capacity.cpus ?? 1, freeMiB: capacity.freeMemoryMiB))
         return HostWiring(name: hypervisor.hostName, uri: entry.uri, launcher: machines, jobs: jobs, freeMemoryMiB: capacity.freeMemoryMiB,
                           versions: versions, accelerator: accelerator, hypervisor: hypervisor)

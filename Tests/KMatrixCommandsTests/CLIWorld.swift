@@ -15,11 +15,20 @@ final class CLIWorld: Sendable {
 
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    init(hypervisor: FakeHypervisor? = FakeHypervisor()) throws {
+    /// With `fakeCheckout`, the world's own checkout (a probe "binary", no recipes: every
+    /// recipe is a fake command), for commands that get as far as booting.
+    init(hypervisor: FakeHypervisor? = FakeHypervisor(), fakeCheckout: Bool = false) throws {
         root = try TemporaryDirectory("cli")
         self.hypervisor = hypervisor
+        self.checkoutRoot = fakeCheckout ? root.url.appendingPathComponent("checkout") : Self.packageRoot
         try FileManager.default.createDirectory(at: cache, withIntermediateDirectories: true)
+        if fakeCheckout {
+            let probe = try root.file("checkout/probe/kmatrix-probe", "#!/bin/sh\n")
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: probe.path)
+        }
     }
+
+    let checkoutRoot: URL
 
     var cache: URL { root.url.appendingPathComponent("cache") }
     var stdout: String { streams.withLock { $0.out } }
@@ -30,7 +39,7 @@ final class CLIWorld: Sendable {
         let commands = self.commands
         return CommandContext(
             workingDirectory: root.url,
-            environment: ["KMATRIX_CACHE": cache.path, "KMATRIX_ROOT": Self.packageRoot.path, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"],
+            environment: ["KMATRIX_CACHE": cache.path, "KMATRIX_ROOT": checkoutRoot.path, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"],
             home: root.url, executable: nil,
             standardOutput: { [self] text in streams.withLock { $0.out += text } },
             standardError: { [self] text in streams.withLock { $0.err += text } },
@@ -44,6 +53,7 @@ final class CLIWorld: Sendable {
             processes: ProcessTable(proc: URL(fileURLWithPath: "/proc"), clock: .continuous),
             namespaces: root.url.appendingPathComponent("netns"),
             clock: .continuous,
+            awaitBanner: nil,
             interrupts: { _ in NoInterrupts() })
     }
 
