@@ -207,10 +207,16 @@ enum Harness {
         return leftovers
     }
 
-    /// Processes whose environment carries KMATRIX_RUN (children of kmatrix runs).
+    /// Processes whose environment carries KMATRIX_RUN (children of kmatrix runs). The unit
+    /// tests that run beside these in the same process start marked processes of their own (a
+    /// dead run's orphan, another run's victim): those are this process's children, never a
+    /// kmatrix run's leftovers, and are not counted.
     static func markedProcesses() -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry -> String? in
             guard Int32(entry) != nil, let environment = FileManager.default.contents(atPath: "/proc/\(entry)/environ") else { return nil }
+            let status = (try? String(contentsOfFile: "/proc/\(entry)/status", encoding: .utf8)) ?? ""
+            let parent = status.split(separator: "\n").first { $0.hasPrefix("PPid:") }.flatMap { Int32($0.dropFirst(5).trimmingCharacters(in: .whitespaces)) }
+            guard parent != getpid() else { return nil }
             guard environment.split(separator: 0).contains(where: { $0.starts(with: Array("KMATRIX_RUN=".utf8)) }) else { return nil }
             let command = (try? String(contentsOfFile: "/proc/\(entry)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
             return "\(entry) \(command)"
