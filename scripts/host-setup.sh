@@ -24,8 +24,11 @@ readonly LIBVIRTD_LOG=${KMATRIX_LIBVIRTD_LOG:-/var/log/kmatrix-libvirtd.log}
 readonly SOCKET_WAIT_S=${KMATRIX_SOCKET_WAIT_S:-20}
 readonly URI=qemu:///system
 
-step() { printf 'host-setup: %s\n' "$*"; }
-die() { printf 'host-setup: error: %s\n' "$*" >&2; exit 1; }
+KM_NAME=host-setup
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+step() { km_log "$@"; }
+die() { km_die "$@"; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (libvirt's system daemon and qemu.conf need it)"
 [[ -r /etc/debian_version ]] || die "only Debian-like hosts are supported (apt-get, dpkg)"

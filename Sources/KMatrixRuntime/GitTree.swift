@@ -64,9 +64,13 @@ public struct GitTree: Sendable {
     /// refuses such a tree unless told, on its command line, that it is safe), no optional
     /// locks on a read-only tree, and neither hooks nor fsmonitor even for the build user.
     static func options(in directory: String) -> [String] {
-        ["-c", "safe.directory=\(directory)", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
-         "-c", "advice.detachedHead=false", "--no-optional-locks", "-C", directory]
+        safeDirectories + ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "advice.detachedHead=false",
+                           "--no-optional-locks", "-C", directory]
     }
+
+    /// The tree as the sandbox sees it, as a work tree and as the repository a clone reads
+    /// (upload-pack checks the `.git` folder itself).
+    static let safeDirectories = ["-c", "safe.directory=\(BuildSandbox.source)", "-c", "safe.directory=\(BuildSandbox.source)/.git"]
 
     func git(_ arguments: [String], in directory: String = BuildSandbox.source, timeout: Duration = .seconds(600)) async throws -> CommandResult {
         try await sandbox.run("git", Self.options(in: directory) + arguments, timeout: timeout)
@@ -134,7 +138,7 @@ public struct GitTree: Sendable {
         if (try? await git(["rev-parse", "--is-inside-work-tree"], in: clone))?.succeeded == true { return }
         _ = try await sandbox.run("rm", ["-rf", clone], timeout: .seconds(600))
         _ = try await sandbox.run("mkdir", ["-p", "\(BuildSandbox.work)/trees"], timeout: .seconds(30))
-        let result = try await sandbox.run("git", ["-c", "safe.directory=\(BuildSandbox.source)", "clone", "--quiet", "--shared", "--no-checkout",
+        let result = try await sandbox.run("git", Self.safeDirectories + ["clone", "--quiet", "--shared", "--no-checkout",
                                                    BuildSandbox.source, clone], timeout: .seconds(1800))
         guard result.succeeded else {
             throw KMatrixError(.command, "cloning \(repository.path) into the bisect work folder failed: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")

@@ -53,7 +53,7 @@ extension EndToEnd {
             #expect(unreadable.stderr.contains("is not a readable kernel RPM"), "\(unreadable.stderr)")
             let notGit = try Harness.run(["bisect", "--scenario", "failopen-socket-overflow", "--git", "/tmp", "--good", "a", "--bad", "b"])
             #expect(notGit.status == 2)
-            #expect(notGit.stderr.contains("is not a git tree"), "\(notGit.stderr)")
+            #expect(notGit.stderr.contains("--git /tmp is not inside a git tree"), "\(notGit.stderr)")
             let scenario = try Harness.run(["bisect", "--scenario", "nope", "--kernel", bookworm, "--kernel", trixie])
             #expect(scenario.status == 2)
             #expect(scenario.stderr.contains("unknown scenario \"nope\""))

@@ -90,7 +90,7 @@ extension EndToEnd {
             victim.arguments = ["300"]
             victim.environment = ["KMATRIX_RUN": "victim01", "PATH": "/usr/bin:/bin"]
             try victim.run()
-            defer { victim.terminate() }
+            defer { kill(victim.processIdentifier, SIGKILL) }
             let cache = try Harness.privateCache("other-cache")
             defer { try? FileManager.default.removeItem(at: cache) }
             let run = try Harness.run(["run", "--guest", "host", "--scenario", "failopen-socket-overflow"], cache: cache)

@@ -41,15 +41,10 @@ ssh-keygen -q -t ed25519 -N '' -C kmatrix-test -f "$W/key"
 SSH=(ssh -i "$W/key" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
      -o LogLevel=ERROR -o ConnectTimeout=5)
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 20000))
-        ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && { echo "$p"; return; }
-    done
-}
+KM_NAME=cloud-boot-test
+# shellcheck source=../../scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
+since() { km_secs "$1"; }
 
 for run in $(seq "$RUNS"); do
     R="$W/run$run"; mkdir -p "$R/seed"
@@ -57,15 +52,12 @@ for run in $(seq "$RUNS"); do
     printf 'instance-id: kmatrix-%s-%s\nlocal-hostname: standin%s\n' "$$" "$run" "$run" >"$R/seed/meta-data"
     genisoimage -quiet -output "$R/seed.iso" -volid cidata -joliet -rock "$R/seed/user-data" "$R/seed/meta-data"
     qemu-img create -q -f qcow2 -F qcow2 -b "$IMAGE" "$R/overlay.qcow2"
-    PORT=$(free_port)
+    PORT=$(km_free_port)
     CON="$R/console.log"; : >"$CON"
-    T0=$(now)
-    qemu-system-x86_64 -machine q35,accel=tcg -m 512 -smp 1 -nographic -no-reboot \
-        -drive file="$R/overlay.qcow2",if=virtio -drive file="$R/seed.iso",media=cdrom \
-        -netdev user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:"$PORT"-:22 \
-        -device virtio-net-pci,netdev=n0,romfile= \
-        -serial file:"$CON" -display none -monitor none </dev/null >"$R/qemu.out" 2>&1 &
-    QPID=$!
+    T0=$(km_now)
+    km_qemu "$CON" "$PORT" -machine q35,accel=tcg -m 512 -smp 1 \
+        -drive file="$R/overlay.qcow2",if=virtio -drive file="$R/seed.iso",media=cdrom >"$R/qemu.out" 2>&1
+    QPID=$KM_QEMU_PID
     t_login=""; t_ssh=""; t_ci=""; t_kernel=""
     while [ -z "$t_ci" ] || [ -z "$t_ssh" ] || [ -z "$t_login" ]; do
         kill -0 "$QPID" 2>/dev/null || { echo "run $run: qemu exited" >&2; cat "$R/qemu.out" >&2; tail -40 "$CON" >&2; exit 1; }

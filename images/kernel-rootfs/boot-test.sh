@@ -36,21 +36,21 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
+KM_NAME=boot-test
+# shellcheck source=../../scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 rm -f "$CONSOLE"   # a stale log would hold an old KMATRIX-READY
-T0=$(now)
-qemu-system-x86_64 -machine "$MACHINE",accel=tcg -m "$MEM" -smp 1 -nographic -no-reboot -nodefaults \
+T0=$(km_now)
+km_qemu "$CONSOLE" "$PORT" -machine "$MACHINE",accel=tcg -m "$MEM" -smp 1 -nodefaults \
 	-kernel "$DIR/vmlinuz" -initrd "$DIR/initramfs.gz" \
 	-append "console=ttyS0 panic=-1 quiet cryptomgr.notests acpi=noirq pci=nomsi kmatrix.sshkey=$SSHKEY${EXTRA:+ $EXTRA}" \
-	-netdev user,id=n0,restrict=on,hostfwd="tcp:127.0.0.1:$PORT-:22" \
-	-device virtio-net-pci,netdev=n0,romfile= -device virtio-rng-pci \
-	-serial file:"$CONSOLE" -display none -monitor none </dev/null >"$WORK/qemu.out" 2>&1 &
-QPID=$!
+	-device virtio-rng-pci >"$WORK/qemu.out" 2>&1
+QPID=$KM_QEMU_PID
 ready=""
 while :; do
-	if grep -q '^KMATRIX-READY' "$CONSOLE" 2>/dev/null; then ready=$(echo "$(now) - $T0" | bc); break; fi
+	if grep -q '^KMATRIX-READY' "$CONSOLE" 2>/dev/null; then ready=$(echo "$(km_now) - $T0" | bc); break; fi
 	kill -0 "$QPID" 2>/dev/null || { echo "qemu exited:"; cat "$WORK/qemu.out" "$CONSOLE"; exit 1; }
-	if [ "$(echo "$(now) - $T0 > $TIMEOUT" | bc)" = 1 ]; then echo "timeout; console:"; cat "$CONSOLE"; exit 1; fi
+	if [ "$(echo "$(km_now) - $T0 > $TIMEOUT" | bc)" = 1 ]; then echo "timeout; console:"; cat "$CONSOLE"; exit 1; fi
 	sleep 0.05
 done
 SSH=(ssh -i "$KEY" -p "$PORT" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
@@ -60,7 +60,7 @@ until "${SSH[@]}" true 2>"$WORK/ssh.err"; do
 	n=$((n + 1)); [ $n -lt 20 ] || { echo "ssh failed:"; cat "$WORK/ssh.err" "$CONSOLE"; exit 1; }
 	sleep 0.2
 done
-sshok=$(echo "$(now) - $T0" | bc)
+sshok=$(echo "$(km_now) - $T0" | bc)
 echo "ready=$ready ssh=$sshok machine=$MACHINE port=$PORT"
 grep -aE 'KMATRIX-(MISSING|STAGE)' "$CONSOLE" || true
 "${SSH[@]}" "$CMD"

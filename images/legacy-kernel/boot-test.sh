@@ -11,7 +11,7 @@
 #   - the same fail-open overflow through iptables-nft (nft_compat) and through nft
 #     (an inet table) instead of iptables-legacy.
 #
-# Usage: test-boot.sh --kernel BZIMAGE [--probe PATH] [--append "EXTRA ARGS"] [--keep DIR]
+# Usage: boot-test.sh --kernel BZIMAGE [--probe PATH] [--append "EXTRA ARGS"] [--keep DIR]
 #   --probe   static kmatrix-probe (default: <repo>/probe/kmatrix-probe; without it only
 #             the boot checks run)
 #   --append  extra kernel arguments (e.g. "acpi=noirq pci=nomsi cryptomgr.notests")
@@ -34,10 +34,13 @@ while (($#)); do
         *) echo "usage: $0 --kernel BZIMAGE [--probe PATH] [--append ARGS] [--keep DIR]" >&2; exit 2 ;;
     esac
 done
-[[ -f $kernel ]] || { echo "test-boot: --kernel BZIMAGE required" >&2; exit 2; }
-for t in qemu-system-x86_64 cpio gzip ldd; do command -v $t >/dev/null || { echo "test-boot: $t missing" >&2; exit 2; }; done
-[[ -x /bin/busybox ]] && file -L /bin/busybox | grep -q static || { echo "test-boot: needs busybox-static" >&2; exit 2; }
+[[ -f $kernel ]] || { echo "boot-test: --kernel BZIMAGE required" >&2; exit 2; }
+for t in qemu-system-x86_64 cpio gzip ldd; do command -v $t >/dev/null || { echo "boot-test: $t missing" >&2; exit 2; }; done
+[[ -x /bin/busybox ]] && file -L /bin/busybox | grep -q static || { echo "boot-test: needs busybox-static" >&2; exit 2; }
 
+KM_NAME=boot-test
+# shellcheck source=../../scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 if [[ -n $keep ]]; then work=$keep; mkdir -p "$work"; rm -rf "$work/root"; else work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; fi
 root=$work/root
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,run,tmp,etc}
@@ -107,25 +110,21 @@ chmod +x "$root/init"
 
 console=$work/console.log
 : >"$console"
-start=$(date +%s.%N)
-qemu-system-x86_64 -machine q35,accel=tcg -m 256 -nographic -no-reboot -display none \
-    -kernel "$kernel" -initrd "$work/initramfs.gz" \
-    -append "console=ttyS0 panic=-1 quiet $append" \
-    -serial "file:$console" -monitor none \
-    -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0,romfile= \
-    -device virtio-rng-pci &
-qpid=$!
+start=$(km_now)
+km_qemu "$console" - -machine q35,accel=tcg -m 256 \
+    -kernel "$kernel" -initrd "$work/initramfs.gz" -append "console=ttyS0 panic=-1 quiet $append" -device virtio-rng-pci
+qpid=$KM_QEMU_PID
 init_s=
 for ((i = 0; i < 2400; i++)); do # 120 s
     if [[ -z $init_s ]] && grep -q KMATRIX-INIT "$console"; then
-        init_s=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+        init_s=$(km_secs "$start")
     fi
     kill -0 $qpid 2>/dev/null || break
     sleep 0.05
 done
-if kill -0 $qpid 2>/dev/null; then kill $qpid; echo "test-boot: guest did not power off within 120 s" >&2; fi
+if kill -0 $qpid 2>/dev/null; then kill $qpid; echo "boot-test: guest did not power off within 120 s" >&2; fi
 wait $qpid || true
-total_s=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+total_s=$(km_secs "$start")
 
 tr -d '\r' <"$console" | grep '^KMATRIX-' | grep -v '^KMATRIX-PROBE' || true
 echo "boot: QEMU start -> /init ${init_s:-never} s (host clock), whole run ${total_s} s"
