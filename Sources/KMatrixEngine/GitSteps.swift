@@ -51,7 +51,8 @@ struct GitSteps: BisectSteps {
         } else {
             material += Data("tinyconfig".utf8)
         }
-        for input in ["kernel-config/rootfs.fragment", "kernel-tree/identity.fragment", "kernel-tree/build.sh", "kernel-tree/sandbox.sh", "lib.sh"] {
+        for input in ["kernel-config/rootfs.fragment", "kernel-tree/identity.fragment", "kernel-tree/build.sh", "kernel-tree/sandbox.sh",
+                      "kernel-tree/gitconfig", "lib.sh"] {
             material += (try? Data(contentsOf: checkout.images.appendingPathComponent(input))) ?? Data()
         }
         // The compiler and tools the recipe needs are installed as root, before anything runs as the build user.

@@ -30,7 +30,7 @@ if [ "${1:-}" = --inside ]; then
 	cd "$MOUNT/work"
 	exec setpriv --reuid="$USER_NAME" --regid="$USER_NAME" --clear-groups --no-new-privs \
 		--inh-caps=-all --bounding-set=-all --reset-env -- \
-		env HOME="$MOUNT/work" TMPDIR=/tmp LC_ALL=C "$@"
+		env HOME="$MOUNT/work" TMPDIR=/tmp LC_ALL=C GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL="$MOUNT/images/kernel-tree/gitconfig" "$@"
 fi
 
 [ "$(id -u)" = 0 ] || { echo "sandbox: must be started as root (it drops to $USER_NAME)" >&2; exit 70; }
