@@ -3,7 +3,8 @@
  *
  * One process, single-threaded, raw netlink (no libnetfilter_queue). Sends numbered UDP
  * datagrams over loopback through an NFQUEUE rule, consumes the queue (live or after a
- * pause), and reports what the kernel did as one JSON object on stdout.
+ * pause) — or, with --consumer external, starts the user's own consumer, stalls it with
+ * SIGSTOP and resumes it — and reports what the kernel did as one JSON object on stdout.
  *
  * Builds with `musl-gcc -static`: musl ships no <linux/...> headers, so every netlink and
  * nfnetlink_queue definition used here is spelled out below (values are kernel ABI,
@@ -26,7 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -98,7 +101,7 @@ static volatile sig_atomic_t g_stop;
 static struct {
 	/* parameters */
 	unsigned long queue, port, packets, payload, maxlen, copy_range;
-	int fail_open, rcvbuf_mode, live, firewall;
+	int fail_open, rcvbuf_mode, live, external, firewall;
 	unsigned long rcvbuf, pace_window, rmem, tcp_probes, tcp_timeout_ms, settle_ms;
 	const char *netns;
 	/* resources */
@@ -126,6 +129,15 @@ static struct {
 	char kernel[128];
 	char error[600];
 	long long t0;
+	/* --consumer external: the user's consumer, started, stalled and resumed by us */
+	char **agent_argv;
+	const char *agent_dir;
+	unsigned long agent_ready_ms, fate_packets, fate_wait_ms, agent_stop_signal;
+	pid_t agent_pid;
+	int agent_done, agent_exited_early, agent_code, agent_signal, agent_stopped;
+	unsigned long peer_portid, received_stalled, fresh_sent, fresh_received;
+	long long agent_ready_after;
+	const char *fate;
 } R;
 
 static unsigned char nlbuf[NL_BUF];
@@ -406,7 +418,8 @@ static int read_qrow(struct qrow *q)
 			q->dropped = dropped;
 			q->user_dropped = udropped;
 			q->idseq = idseq;
-			if (portid != R.nl_pid)
+			R.peer_portid = portid;
+			if (!R.external && portid != R.nl_pid)
 				logmsg("warning: queue %lu is bound by portid %lu, ours is %u", qn, portid, R.nl_pid);
 			break;
 		}
@@ -424,9 +437,11 @@ static int split_ws(char *s, char **tok, int max)
 	return n;
 }
 
-/* Drops of our socket's row in /proc/net/netlink; columns located from the header line. */
+/* Drops of the consumer's socket's row in /proc/net/netlink (ours, or the external consumer's,
+ * which the queue's row names); columns located from the header line. */
 static int read_drops(long long *drops)
 {
+	unsigned long owner = R.external ? R.peer_portid : R.nl_pid;
 	FILE *f = fopen("/proc/net/netlink", "r");
 	if (!f)
 		return -1;
@@ -452,7 +467,7 @@ static int read_drops(long long *drops)
 		int n = split_ws(line, tok, 32);
 		if (n <= idrops || n <= ieth || n <= ipid)
 			continue;
-		if (strtoul(tok[ieth], NULL, 10) == KP_NETLINK_NETFILTER && strtoul(tok[ipid], NULL, 10) == R.nl_pid) {
+		if (strtoul(tok[ieth], NULL, 10) == KP_NETLINK_NETFILTER && strtoul(tok[ipid], NULL, 10) == owner) {
 			*drops = strtoll(tok[idrops], NULL, 10);
 			found = 1;
 		}
@@ -590,6 +605,8 @@ static void nl_process(const unsigned char *b, size_t n)
  * ENOBUFS (the overrun report) is counted and reading continues. */
 static int nl_pump(void)
 {
+	if (R.nl_fd < 0) /* an external consumer reads the queue, not us */
+		return 0;
 	for (;;) {
 		ssize_t n = recv(R.nl_fd, nlbuf, sizeof nlbuf, MSG_DONTWAIT);
 		if (n < 0) {
@@ -690,9 +707,12 @@ static void drain_udp(void)
 		uint32_t s;
 		memcpy(&s, rxbuf, 4);
 		s = ntohl(s);
-		if (s >= 1 && s <= R.packets && (R.st[s] & ST_SENT) && !(R.st[s] & ST_RECV)) {
+		if (s >= 1 && s <= R.packets + R.fate_packets && (R.st[s] & ST_SENT) && !(R.st[s] & ST_RECV)) {
 			R.st[s] |= ST_RECV;
-			R.received++;
+			if (s <= R.packets)
+				R.received++;
+			else
+				R.fresh_received++; /* sent after the stall, to see whether the consumer still works */
 		} else {
 			R.dups++;
 		}
@@ -733,7 +753,8 @@ static int send_one(unsigned long seq)
 		ssize_t n = send(R.udp_tx, R.pkt, R.payload, MSG_DONTWAIT);
 		if (n >= 0) {
 			R.st[seq] |= ST_SENT;
-			R.sent++;
+			if (seq <= R.packets) /* the fate check's datagrams are counted apart */
+				R.sent++;
 			return 0;
 		}
 		if (errno == EINTR) {
@@ -834,6 +855,209 @@ static int lo_up(void)
 	return rc == 0 ? 0 : -1;
 }
 
+static void json_str(const char *s);
+
+/* ---------- --consumer external: the user's own consumer ---------- */
+/* Its stdout and stderr, in the folder it was given. */
+static void agent_log_path(char *buf, size_t n) { snprintf(buf, n, "%s/consumer.log", R.agent_dir); }
+
+/* Records how the consumer ended, once: reaps it if it has exited (waitpid WNOHANG). */
+static int agent_reap(int block)
+{
+	if (R.agent_pid <= 0 || R.agent_done)
+		return R.agent_done;
+	int status;
+	pid_t r;
+	while ((r = waitpid(R.agent_pid, &status, block ? 0 : WNOHANG)) < 0 && errno == EINTR)
+		;
+	if (r != R.agent_pid)
+		return 0;
+	R.agent_done = 1;
+	if (WIFEXITED(status))
+		R.agent_code = WEXITSTATUS(status);
+	else if (WIFSIGNALED(status))
+		R.agent_signal = WTERMSIG(status);
+	return 1;
+}
+
+/* Starts the consumer in a session (and process group) of its own, in its folder, its output in
+ * consumer.log; it dies with us (PR_SET_PDEATHSIG), so a probe killed outright leaves no consumer. */
+static int agent_start(void)
+{
+	char log[PATH_MAX];
+	agent_log_path(log, sizeof log);
+	if (mkdir(R.agent_dir, 0755) != 0 && errno != EEXIST) {
+		set_error("creating the consumer's folder %s: %s", R.agent_dir, strerror(errno));
+		return -1;
+	}
+	int out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (out < 0) {
+		set_error("creating %s: %s", log, strerror(errno));
+		return -1;
+	}
+	pid_t parent = getpid();
+	R.agent_pid = fork();
+	if (R.agent_pid < 0) {
+		close(out);
+		set_error("fork: %s", strerror(errno));
+		return -1;
+	}
+	if (R.agent_pid == 0) {
+		signal(SIGPIPE, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(126);
+		setsid();
+		int dn = open("/dev/null", O_RDONLY);
+		if (dn >= 0) {
+			dup2(dn, 0);
+			close(dn);
+		}
+		dup2(out, 1);
+		dup2(out, 2);
+		if (chdir(R.agent_dir) != 0)
+			_exit(126);
+		execv(R.agent_argv[0], R.agent_argv);
+		dprintf(2, "kmatrix-probe: cannot run %s: %s\n", R.agent_argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(out);
+	return 0;
+}
+
+/* Waits until the queue's row names a bound peer: the consumer is ready. */
+static int agent_wait_bound(void)
+{
+	long long start = now_ms(), deadline = start + (long long)R.agent_ready_ms;
+	for (;;) {
+		struct qrow q;
+		if (read_qrow(&q) == 0 && R.peer_portid != 0) {
+			R.agent_ready_after = now_ms() - start;
+			return 0;
+		}
+		if (agent_reap(0)) {
+			set_error("the consumer exited before it bound queue %lu (%s %d); see its log", R.queue,
+				  R.agent_signal ? "signal" : "status", R.agent_signal ? R.agent_signal : R.agent_code);
+			R.agent_exited_early = 1;
+			return -1;
+		}
+		if (now_ms() >= deadline) {
+			set_error("the consumer did not bind queue %lu within %lu ms", R.queue, R.agent_ready_ms);
+			return -1;
+		}
+		if (check_stop())
+			return -1;
+		struct timespec ts = {0, 20 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* SIGSTOP or SIGCONT to the consumer's process group; with SIGSTOP, waits (up to 2 s) until its
+ * leader shows as stopped, so no datagram of the burst meets a consumer still reading. */
+static int agent_signal_group(int sig)
+{
+	if (kill(-R.agent_pid, sig) != 0) {
+		set_error("%s to the consumer's process group: %s", sig == SIGSTOP ? "SIGSTOP" : "SIGCONT", strerror(errno));
+		return -1;
+	}
+	if (sig != SIGSTOP)
+		return 0;
+	R.agent_stopped = 1;
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)R.agent_pid);
+	for (int i = 0; i < 200; i++) {
+		FILE *f = fopen(path, "r");
+		if (!f)
+			break;
+		size_t n = fread(buf, 1, sizeof buf - 1, f);
+		fclose(f);
+		buf[n] = 0;
+		char *close_paren = strrchr(buf, ')');
+		if (close_paren && close_paren[1] == ' ' && (close_paren[2] == 'T' || close_paren[2] == 't'))
+			return 0;
+		struct timespec ts = {0, 10 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	set_error("the consumer did not stop on SIGSTOP");
+	return -1;
+}
+
+/* After the stall: does the consumer still give verdicts? Fresh datagrams (sequence numbers after
+ * the burst's) must arrive: alive; none or some: stuck; the process is gone: exited. */
+static void agent_fate(void)
+{
+	if (agent_reap(0)) {
+		R.fate = "exited";
+		return;
+	}
+	unsigned long first = R.packets + 1;
+	for (unsigned long s = first; s < first + R.fate_packets; s++) {
+		if (send_one(s) != 0)
+			break;
+		R.fresh_sent++;
+	}
+	long long deadline = now_ms() + (long long)R.fate_wait_ms;
+	while (R.fresh_received < R.fresh_sent && now_ms() < deadline && !g_stop) {
+		struct pollfd p = {R.udp_rx, POLLIN, 0};
+		poll(&p, 1, 20);
+		drain_udp();
+	}
+	if (agent_reap(0))
+		R.fate = "exited";
+	else
+		R.fate = R.fresh_received == R.fresh_sent ? "alive" : "stuck";
+}
+
+/* Stops the consumer: SIGCONT (a stalled one cannot act on a signal), its stop signal (SIGTERM
+ * unless --agent-stop-signal says otherwise) to its group, SIGKILL after 5 s. */
+static void agent_stop(void)
+{
+	if (R.agent_pid <= 0 || agent_reap(0))
+		return;
+	kill(-R.agent_pid, SIGCONT);
+	kill(-R.agent_pid, (int)R.agent_stop_signal);
+	for (int i = 0; i < 250 && !agent_reap(0); i++) {
+		struct timespec ts = {0, 20 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	if (!agent_reap(0)) {
+		kill(-R.agent_pid, SIGKILL);
+		agent_reap(1);
+	}
+}
+
+/* The last lines of the consumer's log, for the JSON (kmatrix bounds and cleans them again). */
+static void json_agent_log(void)
+{
+	char log[PATH_MAX], buf[2049];
+	agent_log_path(log, sizeof log);
+	FILE *f = fopen(log, "r");
+	if (!f) {
+		fputs("null", stdout);
+		return;
+	}
+	fseek(f, 0, SEEK_END);
+	long size = ftell(f);
+	long from = size > 2048 ? size - 2048 : 0;
+	fseek(f, from, SEEK_SET);
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)buf[i] >= 0x80 || buf[i] == 0)
+			buf[i] = '?'; /* the JSON stays valid UTF-8 whatever the consumer printed */
+	char *start = buf;
+	if (from > 0) { /* begin at a whole line */
+		char *nl = strchr(buf, '\n');
+		if (nl)
+			start = nl + 1;
+	}
+	json_str(start);
+}
+
 /* ---------- phases ---------- */
 static int setup(void)
 {
@@ -876,6 +1100,20 @@ static int setup(void)
 		return -1;
 	if (open_sockets() != 0)
 		return -1;
+
+	if (R.external) {
+		/* 2'. the user's consumer binds the queue itself, configured as it ships */
+		if (agent_start() != 0 || agent_wait_bound() != 0)
+			return -1;
+		if (read_qrow(&R.q_before) != 0) {
+			set_error("no row for queue %lu in /proc/net/netfilter/nfnetlink_queue", R.queue);
+			return -1;
+		}
+		R.have_drops_before = read_drops(&R.drops_before) == 0;
+		if (!R.have_drops_before)
+			logmsg("warning: no row for the consumer's portid %lu in /proc/net/netlink", R.peer_portid);
+		return 0;
+	}
 
 	/* 2. netlink socket, buffer, bind the queue */
 	R.nl_fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, KP_NETLINK_NETFILTER);
@@ -1019,9 +1257,43 @@ static int settle(void)
 	}
 }
 
+static int measure_external(void)
+{
+	if (agent_signal_group(SIGSTOP) != 0)
+		return -1;
+	for (unsigned long next = 1; next <= R.packets; next++) {
+		if (check_stop() || send_one(next) != 0)
+			return -1;
+		if ((next & 63) == 0)
+			drain_udp();
+	}
+	drain_udp();
+	if (R.tcp_probes && tcp_probes() != 0)
+		return -1;
+	/* what went past the stalled consumer (fail-open) arrived by now; the rest waits in the queue */
+	settle();
+	if (read_qrow(&R.q_paused) != 0)
+		logmsg("warning: queue row vanished while the consumer was stalled");
+	R.received_stalled = R.received;
+	R.have_drops_after = read_drops(&R.drops_after) == 0;
+	if (agent_signal_group(SIGCONT) != 0)
+		return -1;
+	R.agent_stopped = 0;
+	settle();
+	/* "after": the row goes when the consumer closes its socket (exits) */
+	if (read_qrow(&R.q_after) == 0)
+		R.have_drops_after = read_drops(&R.drops_after) == 0 || R.have_drops_after;
+	if (R.sent && R.q_paused.ok && R.q_paused.idseq == R.q_before.idseq && R.q_paused.total == 0)
+		set_error("no packet reached queue %lu (id_sequence did not move): the NFQUEUE rule was not hit", R.queue);
+	agent_fate();
+	return R.error[0] ? -1 : 0;
+}
+
 static int measure(void)
 {
 	unsigned long next = 1;
+	if (R.external)
+		return measure_external();
 	if (R.live) {
 		/* send until the window is full (no window: the whole burst), then let the consumer
 		 * read and ACCEPT what is queued; repeat */
@@ -1089,6 +1361,8 @@ static int measure(void)
 
 static void cleanup(void)
 {
+	if (R.external)
+		agent_stop();
 	if (R.nl_fd >= 0) {
 		if (R.nl_bound && !R.q_after.ok) {
 			read_qrow(&R.q_after);
@@ -1154,7 +1428,7 @@ static void print_json(void)
 	       "             \"copy_range\": %lu, \"fail_open\": %d, \"rcvbuf_mode\": \"%s\", \"rcvbuf\": %lu,\n"
 	       "             \"consumer\": \"%s\", \"pace_window\": %lu, \"rmem\": %lu, \"tcp_probes\": %lu},\n",
 	       R.queue, R.port, R.packets, R.payload, R.maxlen, R.copy_range, R.fail_open, rb_names[R.rcvbuf_mode],
-	       R.rcvbuf, R.live ? "live" : "paused", R.pace_window, R.rmem, R.tcp_probes);
+	       R.rcvbuf, R.external ? "external" : R.live ? "live" : "paused", R.pace_window, R.rmem, R.tcp_probes);
 	printf("  \"rcvbuf_effective\": %ld,\n", R.rcvbuf_eff);
 	printf("  \"sent\": %lu,\n  \"received\": %lu,\n  \"lost\": %lu,\n  \"lost_ranges\": [", R.sent, R.received,
 	       R.sent - R.received);
@@ -1190,6 +1464,32 @@ static void print_json(void)
 		       R.rmem, R.prev_def, R.prev_max, R.rmem_restored ? "true" : "false");
 	else
 		printf("  \"rmem\": null,\n");
+	if (R.external) {
+		printf("  \"agent\": {\"pid\": %d, \"peer_portid\": %lu, \"ready_ms\": %lld, \"exited_early\": %s,\n"
+		       "            \"received_while_stalled\": %lu, \"fresh_sent\": %lu, \"fresh_received\": %lu,\n"
+		       "            \"fate\": ",
+		       (int)R.agent_pid, R.peer_portid, R.agent_ready_after, R.agent_exited_early ? "true" : "false",
+		       R.received_stalled, R.fresh_sent, R.fresh_received);
+		json_str(R.fate);
+		printf(", \"exit_status\": ");
+		if (R.agent_done && !R.agent_signal)
+			printf("%d", R.agent_code);
+		else
+			fputs("null", stdout);
+		printf(", \"exit_signal\": ");
+		if (R.agent_done && R.agent_signal)
+			printf("%d", R.agent_signal);
+		else
+			fputs("null", stdout);
+		printf(",\n            \"log_tail\": ");
+		if (R.agent_pid > 0)
+			json_agent_log();
+		else
+			fputs("null", stdout);
+		printf("},\n");
+	} else {
+		printf("  \"agent\": null,\n");
+	}
 	printf("  \"duration_ms\": %lld,\n  \"error\": ", now_ms() - R.t0);
 	json_str(R.error[0] ? R.error : NULL);
 	printf("\n}\n");
@@ -1201,9 +1501,12 @@ static void usage(FILE *f)
 {
 	fputs("usage: kmatrix-probe [--queue N] [--port N] [--packets N] [--payload N] [--maxlen N]\n"
 	      "         [--copy-range N] [--fail-open 0|1] [--rcvbuf-mode default|plain|force] [--rcvbuf N]\n"
-	      "         [--consumer live|paused] [--pace-window N] [--rmem N] [--tcp-probes N]\n"
+	      "         [--consumer live|paused|external] [--pace-window N] [--rmem N] [--tcp-probes N]\n"
 	      "         [--tcp-timeout-ms N] [--netns PATH]\n"
 	      "         [--firewall auto|iptables-legacy|iptables|iptables-nft|nft|none] [--settle-ms N]\n"
+	      "         [--agent-dir DIR] [--agent-ready-ms N] [--fate-packets N] [--fate-wait-ms N]\n"
+	      "         [--agent-stop-signal N]\n"
+	      "         [-- CONSUMER ARGV...]   (--consumer external: the consumer to start, stall and resume)\n"
 	      "Prints one JSON object on stdout (see docs/probe.md). Exit 0 measured, 1 failure, 2 usage.\n",
 	      f);
 }
@@ -1234,7 +1537,8 @@ static int parse_args(int argc, char **argv)
 		{"consumer", 1, 0, 'C'},     {"pace-window", 1, 0, 'w'},     {"rmem", 1, 0, 'R'},
 		{"tcp-probes", 1, 0, 't'},   {"tcp-timeout-ms", 1, 0, 'T'}, {"netns", 1, 0, 'N'},
 		{"firewall", 1, 0, 'F'},     {"settle-ms", 1, 0, 's'},	     {"help", 0, 0, 'h'},
-		{0, 0, 0, 0}};
+		{"agent-dir", 1, 0, 'D'},    {"agent-ready-ms", 1, 0, 'A'}, {"fate-packets", 1, 0, 'P'},
+		{"fate-wait-ms", 1, 0, 'W'}, {"agent-stop-signal", 1, 0, 'S'}, {0, 0, 0, 0}};
 	unsigned long v;
 	int c;
 	opterr = 0;
@@ -1260,6 +1564,11 @@ static int parse_args(int argc, char **argv)
 		case 'T': if (parse_num(optname, optarg, 1, 600000, &R.tcp_timeout_ms)) return -1; break;
 		case 's': if (parse_num(optname, optarg, 0, 600000, &R.settle_ms)) return -1; break;
 		case 'N': R.netns = optarg; break;
+		case 'D': R.agent_dir = optarg; break;
+		case 'A': if (parse_num(optname, optarg, 100, 600000, &R.agent_ready_ms)) return -1; break;
+		case 'P': if (parse_num(optname, optarg, 1, 10000, &R.fate_packets)) return -1; break;
+		case 'W': if (parse_num(optname, optarg, 100, 600000, &R.fate_wait_ms)) return -1; break;
+		case 'S': if (parse_num(optname, optarg, 1, 64, &R.agent_stop_signal)) return -1; break;
 		case 'M':
 			for (v = 0; v < 3 && strcmp(optarg, rb_names[v]); v++)
 				;
@@ -1270,12 +1579,13 @@ static int parse_args(int argc, char **argv)
 			R.rcvbuf_mode = (int)v;
 			break;
 		case 'C':
+			R.live = R.external = 0;
 			if (!strcmp(optarg, "live"))
 				R.live = 1;
-			else if (!strcmp(optarg, "paused"))
-				R.live = 0;
-			else {
-				set_error("--consumer: expected live or paused, got '%s'", optarg);
+			else if (!strcmp(optarg, "external"))
+				R.external = 1;
+			else if (strcmp(optarg, "paused")) {
+				set_error("--consumer: expected live, paused or external, got '%s'", optarg);
 				return -1;
 			}
 			break;
@@ -1295,7 +1605,18 @@ static int parse_args(int argc, char **argv)
 			return -1;
 		}
 	}
-	if (optind < argc) {
+	if (R.external) {
+		/* getopt_long stops at "--": everything after it is the consumer's argv, untouched */
+		if (optind >= argc || !argv[optind][0] || argv[optind][0] != '/') {
+			set_error("--consumer external needs the consumer's command after --, starting with an absolute path");
+			return -1;
+		}
+		if (!R.agent_dir || R.agent_dir[0] != '/') {
+			set_error("--consumer external needs --agent-dir with an absolute path");
+			return -1;
+		}
+		R.agent_argv = argv + optind;
+	} else if (optind < argc) {
 		set_error("unexpected argument: %s", argv[optind]);
 		return -1;
 	}
@@ -1321,6 +1642,10 @@ int main(int argc, char **argv)
 	R.copy_range = 65535;
 	R.tcp_timeout_ms = 1000;
 	R.settle_ms = 500;
+	R.agent_ready_ms = 30000;
+	R.fate_packets = 20;
+	R.fate_wait_ms = 2000;
+	R.agent_stop_signal = SIGTERM;
 	R.firewall = FW_AUTO;
 	R.fw_kind = FW_NONE;
 	R.nl_fd = R.udp_rx = R.udp_tx = R.tcp_lis = R.rmem_def_fd = R.rmem_max_fd = -1;
@@ -1351,7 +1676,7 @@ int main(int argc, char **argv)
 		 path && *path ? path : "", path && *path ? ":" : "");
 	setenv("PATH", newpath, 1);
 
-	R.st = calloc(R.packets + 2, 1);
+	R.st = calloc(R.packets + R.fate_packets + 2, 1);
 	R.pkt = calloc(R.payload, 1);
 	if (!R.st || !R.pkt) {
 		set_error("out of memory");

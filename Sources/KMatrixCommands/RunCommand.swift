@@ -64,7 +64,8 @@ struct RunCommand: AsyncParsableCommand {
         let started = Date()
         let outDirectory = try OutputDirectory.prepare(out, relativeTo: context.workingDirectory, startedAt: started)
         let engine = try await RunEngine.start(environment: context.engine, hosts: try global.hosts(plan.matrix), needsVirtualMachines: plan.guests.contains { $0.image != .host },
-                                               defaults: plan.matrix.defaults, outDirectory: outDirectory, started: started, logger: logger)
+                                               defaults: plan.matrix.defaults, outDirectory: outDirectory, consumers: plan.consumers, started: started,
+                                               logger: logger)
         logger.notice("run \(engine.runID): \(plan.guests.count) guests × \(plan.scenarios.count) scenarios → \(outDirectory.path)")
         let store = ResultStore(directory: outDirectory, scenarios: plan.scenarios.map(\.name), metadata: engine.metadata(matrix: plan.matrixName),
                                 logger: logger)

@@ -14,10 +14,13 @@ public struct GuestFacts: Sendable, Hashable {
     public var missingFeatures: [String]
     /// The console log's name relative to the results folder, when the guest has one.
     public var consoleLog: String?
+    /// What each of the guest's consumers is, as deployed there (by consumer name).
+    public var consumers: [String: ConsumerIdentity] = [:]
 
     public init(guest: GuestSpec, row: String? = nil, kernel: String? = nil, distro: String? = nil, provenance: Provenance? = nil,
-                missingFeatures: [String] = [], consoleLog: String? = nil) {
+                missingFeatures: [String] = [], consoleLog: String? = nil, consumers: [String: ConsumerIdentity] = [:]) {
         self.guest = guest
+        self.consumers = consumers
         self.row = row ?? guest.name
         self.kernel = kernel ?? guest.nominalKernel
         self.distro = distro
@@ -50,13 +53,21 @@ public struct CellBuilder: Sendable {
         return failure
     }
 
+    /// The cell's consumer, with what this guest deployed of it.
+    func consumerCell(_ scenario: Scenario, observed: ConsumerObservation? = nil) -> ConsumerCell? {
+        guard var cell = scenario.consumerCell else { return nil }
+        cell.identity = facts.consumers[cell.name]
+        cell.observed = observed
+        return cell
+    }
+
     public func measured(_ scenario: Scenario, probe: ProbeResult, durationS: Double) -> CellResult {
         let classification = Classifier.classify(probe, scenario: scenario)
         var failure: CellFailure?
         if classification.outcome == .error {
             failure = explained(CellFailure(probe.error == nil ? .inconsistentEvidence : .probe, phase: .scenario, classification.reason))
         }
-        return CellResult(
+        var cell = CellResult(
             guest: facts.row, scenario: scenario.name, kernel: facts.kernel, distro: facts.distro,
             outcome: classification.outcome, expected: expectation(scenario),
             sent: classification.sent, received: classification.received, lost: classification.lost,
@@ -67,6 +78,8 @@ public struct CellBuilder: Sendable {
                 messagesRead: probe.messagesRead, lostRanges: probe.lostRanges, rcvbufEffective: probe.rcvbufEffective,
                 firewall: probe.firewall, queueTotalWhilePaused: probe.queuePaused?.queueTotal, consoleLog: facts.consoleLog),
             provenance: facts.provenance)
+        cell.consumer = consumerCell(scenario, observed: classification.observation)
+        return cell
     }
 
     /// A cell without a measurement (`skipped` or `error`, with why). The expectation is still
@@ -77,6 +90,7 @@ public struct CellBuilder: Sendable {
         if let consoleLog = facts.consoleLog {
             cell.evidence = Evidence(unicastFailures: 0, bypassedFullQueue: 0, messagesRead: 0, consoleLog: consoleLog)
         }
+        cell.consumer = consumerCell(scenario)
         return cell
     }
 }

@@ -11,6 +11,8 @@ public struct Classification: Sendable, Hashable {
     public var received: Int
     public var lost: Int
     public var counters: CounterDeltas?
+    /// With a user's consumer: what it held, let past, and became.
+    public var observation: ConsumerObservation?
 }
 
 /// Turns raw probe output into an outcome using only what the kernel's counters and the
@@ -36,6 +38,9 @@ public enum Classifier {
         }
         if result.received + result.lost != result.sent {
             return fail("datagram accounting does not add up: sent \(result.sent), received \(result.received), lost \(result.lost)")
+        }
+        if let agent = result.agent {
+            return ExternalConsumerClassifier(result: result, agent: agent, deltas: deltas, scenario: scenario, base: classification).classify()
         }
         let unicastFailures = deltas.idSequence - result.messagesRead
         if unicastFailures < 0 {

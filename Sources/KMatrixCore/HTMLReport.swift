@@ -146,7 +146,11 @@ public enum HTMLReport {
                         ? "\(topic): unknown — \(word.why ?? "no reason given")"
                         : "\(word.text) — \(word.cells.joined(separator: ", "))"
                     return .li(.classes("word", "state-\(word.state.rawValue)"), .escapedText(explanation))
-                }))))
+                }))),
+            .group(verdict.consumers.map { consumer in
+                .p(.classes("consumer-verdict", "state-\(consumer.affected.rawValue)"), .escapedAttribute("data-consumer", consumer.consumer),
+                   .strong(.escapedText(consumer.label)), .escapedText(": \(consumer.text)"))
+            }))
     }
 
     static func matrixCell(_ cell: CellResult?, guest: String, scenario: String) -> Node<HTML.TableRowContext> {
@@ -163,6 +167,19 @@ public enum HTMLReport {
             summary.append(.span(.classes("expected"), .escapedText("⚠ expected \(cell.expected?.rawValue ?? "a measurement")")))
         }
         var extra: [Node<HTML.DetailsContext>] = []
+        if let consumer = cell.consumer {
+            var facts = ["\(consumer.identity?.label(name: consumer.name) ?? consumer.name), \(consumer.payloadBytes) B"]
+            if let observed = consumer.observed {
+                facts.append("held \(observed.held), went past \(observed.passedWhileStalled)")
+                if let path = observed.path { facts.append("path: \(path.rawValue)") }
+                if let fate = observed.fate { facts.append("after SIGCONT: \(fate.rawValue)") }
+            }
+            extra.append(.p(.classes("consumer"), .escapedText(facts.joined(separator: "; "))))
+            if let tail = consumer.observed?.logTail {
+                extra.append(.p(.classes("console-title"), .escapedText("consumer log, last lines:")))
+                extra.append(.pre(.classes("console"), .escapedText(tail)))
+            }
+        }
         if let tail = cell.evidence?.consoleTail {
             extra.append(.p(.classes("console-title"), .escapedText("console (\(cell.evidence?.consoleLog ?? "guest console")), last lines:")))
             extra.append(.pre(.classes("console"), .escapedText(tail)))
@@ -236,6 +253,8 @@ public enum HTMLReport {
     td.verdict { min-width: 11rem; }
     td.verdict ul.words { margin: .3rem 0 0; padding-left: 1.1rem; font-size: .82rem; }
     td.verdict li.state-unknown { color: var(--muted); }
+    td.verdict p.consumer-verdict { margin: .4rem 0 0; font-size: .82rem; }
+    td.verdict p.consumer-verdict.state-yes { border-left: 4px solid var(--dropped); padding-left: .4rem; }
     details > summary { cursor: pointer; }
     dl.evidence { display: grid; grid-template-columns: max-content minmax(8rem, 1fr); gap: 1px 8px; margin: .4rem 0 0; font-size: .78rem; }
     dl.evidence dt { font-weight: 600; }

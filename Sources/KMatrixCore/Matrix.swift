@@ -8,14 +8,32 @@ public struct Matrix: Sendable, Hashable {
     public var defaults: Defaults
     /// The libvirt hosts to spread guests over (`hosts:`); empty means this machine's.
     public var hosts: [HostEntry]
+    /// Users' own NFQUEUE consumers (`consumers:`), in the order the file declares them.
+    public var consumers: [ConsumerSpec]
 
     public init(guests: [GuestSpec], scenarios: [Scenario] = Scenario.catalogue, expectations: [String: [ExpectationRule]] = [:], defaults: Defaults = Defaults(),
-                hosts: [HostEntry] = []) {
+                hosts: [HostEntry] = [], consumers: [ConsumerSpec] = []) {
         self.guests = guests
         self.scenarios = scenarios
         self.expectations = expectations
         self.defaults = defaults
         self.hosts = hosts
+        self.consumers = consumers
+    }
+
+    /// The probe's scenarios, then each consumer's that some guest runs: the report's columns.
+    public var allScenarios: [Scenario] {
+        scenarios + consumers.filter { consumer in guests.contains { $0.consumers.contains(consumer.name) } }.flatMap(\.scenarios)
+    }
+
+    public func consumer(named name: String) -> ConsumerSpec? {
+        consumers.first { $0.name == name }
+    }
+
+    /// A guest's memory: its own (or the default), raised to what its consumers ask for.
+    public func memoryMiB(of guest: GuestSpec) -> Int {
+        let own = guest.memoryMiB ?? defaults.memoryMiB
+        return guest.consumers.compactMap { consumer(named: $0)?.memoryMiB }.reduce(own, max)
     }
 
     /// The expected outcome of one cell. Guest overrides win over the version rules; a rule with a
@@ -69,6 +87,8 @@ public struct GuestSpec: Sendable, Hashable, Identifiable {
     /// A kernel given on the command line has no name of its own: its row is labelled with the
     /// `uname -r` it reports once booted.
     public var labelledByKernel: Bool
+    /// Names of the users' consumers (`Matrix.consumers`) this guest runs beside the probe.
+    public var consumers: [String] = []
     public var id: String { name }
 
     public init(name: String, image: ImageSpec, memoryMiB: Int? = nil, expect: [String: Outcome] = [:], nominalKernel: String? = nil,

@@ -140,11 +140,17 @@ public enum MatrixParser {
         func matrix(_ root: Node) throws(MatrixError) -> Matrix {
             var matrix = Matrix(guests: [])
             var sawGuests = false
-            for entry in try mapping(root, "the matrix", allowed: ["guests", "scenarios", "expect", "defaults", "hosts"]) {
+            let entries = try mapping(root, "the matrix", allowed: ["guests", "scenarios", "expect", "defaults", "hosts", "consumers"])
+            // Consumers first: guests name them and expectations name their scenarios.
+            if let entry = entries.first(where: { $0.key == "consumers" }) {
+                matrix.consumers = try consumers(entry.value)
+            }
+            let scenarioNames = Scenario.catalogue.map(\.name) + matrix.consumers.flatMap(\.scenarios).map(\.name)
+            for entry in entries {
                 switch entry.key {
                 case "guests":
                     sawGuests = true
-                    matrix.guests = try guests(entry.value)
+                    matrix.guests = try guests(entry.value, consumers: matrix.consumers.map(\.name), scenarioNames: scenarioNames)
                 case "scenarios":
                     guard case .sequence(let sequence) = entry.value else {
                         throw error(at: entry.value, "scenarios must be a list of scenario names", fix: "write scenarios: [failopen-socket-overflow, strict-socket-overflow]")
@@ -153,7 +159,7 @@ public enum MatrixParser {
                     for node in sequence { names.append(try scenarioName(node)) }
                     matrix.scenarios = Scenario.catalogue.filter { names.contains($0.name) }
                 case "expect":
-                    matrix.expectations = try expectations(entry.value)
+                    matrix.expectations = try expectations(entry.value, scenarioNames: scenarioNames)
                 case "defaults":
                     matrix.defaults = try defaults(entry.value)
                 case "hosts":
@@ -165,7 +171,136 @@ public enum MatrixParser {
             guard sawGuests, !matrix.guests.isEmpty else {
                 throw error(at: root, "the matrix has no guests", fix: "add a `guests:` list, e.g. `- { name: host, image: { kind: host } }`")
             }
+            for index in matrix.guests.indices where !matrix.guests[index].consumers.isEmpty {
+                let memory = matrix.memoryMiB(of: matrix.guests[index])
+                if memory != matrix.guests[index].memoryMiB ?? matrix.defaults.memoryMiB { matrix.guests[index].memoryMiB = memory }
+            }
             return matrix
+        }
+
+        static let consumerSuites = ["bullseye", "bookworm", "bookworm-backports", "trixie"]
+
+        func consumers(_ node: Node) throws(MatrixError) -> [ConsumerSpec] {
+            let keys = ["debian", "files", "start", "version", "sizes", "scenarios", "ready_timeout", "stop", "memory_mib"]
+            var consumers: [ConsumerSpec] = []
+            guard case .mapping(let declared) = node, !declared.isEmpty else {
+                throw error(at: node, "consumers must map each consumer's name to its definition",
+                            fix: "write consumers: { my-agent: { files: [{ from: ./my-agent, to: bin/my-agent }], start: [\"{bundle}/bin/my-agent\", \"{queue}\"] } }")
+            }
+            for (nameNode, definition) in declared {
+                let name = try checked(nameNode, "consumer name", InputRules.nameProblem,
+                                       fix: "use up to \(InputRules.maximumNameLength) letters, digits, '-', '.' and '_', starting with a letter or digit")
+                if consumers.contains(where: { $0.name == name }) {
+                    throw error(at: nameNode, "duplicate consumer \(InputRules.quoted(name))", fix: "give each consumer its own name")
+                }
+                var spec = ConsumerSpec(name: name, start: [])
+                var sawStart = false
+                for field in try mapping(definition, "consumer \(InputRules.quoted(name))", allowed: keys) {
+                    switch field.key {
+                    case "debian":
+                        var suite: String?
+                        var packages: [String] = []
+                        for item in try mapping(field.value, "debian", allowed: ["suite", "packages"]) {
+                            if item.key == "suite" {
+                                let value = try string(item.value, "suite")
+                                guard Self.consumerSuites.contains(value) else {
+                                    throw error(at: item.value, "unknown Debian suite \(InputRules.quoted(value))", fix: "use one of: \(Self.consumerSuites.joined(separator: ", "))")
+                                }
+                                suite = value
+                            } else {
+                                packages = try list(item.value, "packages", fix: "write packages: [suricata]") { node throws(MatrixError) in
+                                    try checked(node, "package", ConsumerSpec.packageProblem, fix: "write the Debian package's name, e.g. suricata")
+                                }
+                            }
+                        }
+                        guard let suite, !packages.isEmpty else {
+                            throw error(at: field.value, "debian needs a suite and packages", fix: "write debian: { suite: trixie, packages: [suricata] }")
+                        }
+                        spec.debian = ConsumerSpec.DebianPackages(suite: suite, packages: packages)
+                    case "files":
+                        spec.files = try list(field.value, "files", fix: "write files: [{ from: ./agent.yaml, to: agent.yaml }]") { item throws(MatrixError) in
+                            var from: String?
+                            var to: String?
+                            for part in try mapping(item, "a file", allowed: ["from", "to"]) {
+                                if part.key == "from" {
+                                    from = try checked(part.value, "from", InputRules.pathProblem, fix: "give the path to the file (relative to the matrix file)")
+                                } else {
+                                    to = try checked(part.value, "to", ConsumerSpec.bundlePathProblem,
+                                                     fix: "give a path inside the bundle, e.g. bin/my-agent or etc/agent.conf")
+                                }
+                            }
+                            guard let from, let to else { throw error(at: item, "a file needs from and to", fix: "write { from: ./agent.yaml, to: agent.yaml }") }
+                            return ConsumerSpec.File(from: from, to: to)
+                        }
+                        var seen = Set<String>()
+                        for file in spec.files where !seen.insert(file.to).inserted {
+                            throw error(at: field.value, "two files go to \(InputRules.quoted(file.to))", fix: "give each file its own place in the bundle")
+                        }
+                    case "start":
+                        sawStart = true
+                        spec.start = try command(field.value, "start")
+                        guard spec.start[0].hasPrefix("{bundle}/") || spec.start[0].hasPrefix("/") else {
+                            throw error(at: field.value, "start must begin with the program's absolute path",
+                                        fix: "write it as {bundle}/bin/NAME (a program of the bundle) or an absolute path in the guest")
+                        }
+                    case "version":
+                        spec.version = try command(field.value, "version")
+                    case "sizes":
+                        spec.sizes = try list(field.value, "sizes", fix: "write sizes: [64, 1500, 8000]") { node throws(MatrixError) in
+                            try int(node, "a size", range: 8...65507)
+                        }
+                        guard Set(spec.sizes).count == spec.sizes.count else {
+                            throw error(at: field.value, "sizes lists a size twice", fix: "list each size once")
+                        }
+                    case "scenarios":
+                        spec.kinds = try list(field.value, "scenarios", fix: "write scenarios: [overflow, liveness, rmem]") { node throws(MatrixError) in
+                            let text = try string(node, "scenario kind")
+                            guard let kind = ConsumerSpec.Kind(rawValue: text) else {
+                                throw error(at: node, "unknown consumer scenario \(InputRules.quoted(text))",
+                                            fix: "use one of: \(ConsumerSpec.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                            }
+                            return kind
+                        }
+                    case "ready_timeout": spec.readySeconds = try int(field.value, "ready_timeout", range: 1...600)
+                    case "stop":
+                        let text = try string(field.value, "stop")
+                        guard let signal = ConsumerSpec.StopSignal(rawValue: text) else {
+                            throw error(at: field.value, "unknown stop signal \(InputRules.quoted(text))",
+                                        fix: "use one of: \(ConsumerSpec.StopSignal.allCases.map(\.rawValue).joined(separator: ", "))")
+                        }
+                        spec.stop = signal
+                    case "memory_mib": spec.memoryMiB = try int(field.value, "memory_mib", range: 128...65536)
+                    default: break
+                    }
+                }
+                guard sawStart else {
+                    throw error(at: definition, "consumer \(InputRules.quoted(name)) has no start command",
+                                fix: "add start: [\"{bundle}/bin/NAME\", \"-q\", \"{queue}\"]")
+                }
+                guard spec.debian != nil || !spec.files.isEmpty else {
+                    throw error(at: definition, "consumer \(InputRules.quoted(name)) deploys nothing",
+                                fix: "add debian: { suite: trixie, packages: [NAME] } or files: [{ from: ./NAME, to: bin/NAME }]")
+                }
+                consumers.append(spec)
+            }
+            return consumers
+        }
+
+        /// A command as a list of arguments, each checked (`ConsumerSpec.argumentProblem`).
+        func command(_ node: Node, _ what: String) throws(MatrixError) -> [String] {
+            try list(node, what, fix: "write \(what): [\"{bundle}/bin/NAME\", \"--flag\", \"{queue}\"], one argument per item") { item throws(MatrixError) in
+                try checked(item, "argument", ConsumerSpec.argumentProblem, fix: "write one argument; placeholders: {bundle}, {dir}, {queue}")
+            }
+        }
+
+        /// A non-empty YAML list, each item read by `read`.
+        func list<T>(_ node: Node, _ what: String, fix: String, _ read: (Node) throws(MatrixError) -> T) throws(MatrixError) -> [T] {
+            guard case .sequence(let items) = node, !items.isEmpty else {
+                throw error(at: node, "\(what) must be a non-empty list", fix: fix)
+            }
+            var values: [T] = []
+            for item in items { values.append(try read(item)) }
+            return values
         }
 
         func hosts(_ node: Node) throws(MatrixError) -> [HostEntry] {
@@ -213,9 +348,8 @@ public enum MatrixParser {
             return defaults
         }
 
-        func expectations(_ node: Node) throws(MatrixError) -> [String: [ExpectationRule]] {
+        func expectations(_ node: Node, scenarioNames names: [String]) throws(MatrixError) -> [String: [ExpectationRule]] {
             var result: [String: [ExpectationRule]] = [:]
-            let names = Scenario.catalogue.map(\.name)
             for entry in try mapping(node, "expect", allowed: names) {
                 guard case .sequence(let rules) = entry.value, !rules.isEmpty else {
                     throw error(at: entry.value, "the expectations for \(entry.key) must be a list of rules",
@@ -253,7 +387,7 @@ public enum MatrixParser {
             return result
         }
 
-        func guests(_ node: Node) throws(MatrixError) -> [GuestSpec] {
+        func guests(_ node: Node, consumers: [String], scenarioNames: [String]) throws(MatrixError) -> [GuestSpec] {
             guard case .sequence(let sequence) = node else {
                 throw error(at: node, "guests must be a list", fix: "write each guest as a list item starting with `- name:`")
             }
@@ -263,7 +397,7 @@ public enum MatrixParser {
                 var name: String?
                 var image: ImageSpec?
                 var spec = GuestSpec(name: "", image: .host)
-                for entry in try mapping(guestNode, "a guest", allowed: ["name", "image", "memory_mib", "vcpus", "expect", "kernel"]) {
+                for entry in try mapping(guestNode, "a guest", allowed: ["name", "image", "memory_mib", "vcpus", "expect", "kernel", "consumers"]) {
                     switch entry.key {
                     case "name":
                         let value = try checked(entry.value, "guest name", InputRules.nameProblem,
@@ -279,8 +413,18 @@ public enum MatrixParser {
                     case "kernel": spec.nominalKernel = try checked(entry.value, "kernel", InputRules.releaseProblem,
                                                                    fix: "write the release as `uname -r` prints it, e.g. 3.10.0-1160.el7.x86_64")
                     case "expect":
-                        for override in try mapping(entry.value, "a guest's expect", allowed: Scenario.catalogue.map(\.name)) {
+                        for override in try mapping(entry.value, "a guest's expect", allowed: scenarioNames) {
                             spec.expect[override.key] = try outcome(override.value)
+                        }
+                    case "consumers":
+                        spec.consumers = try list(entry.value, "consumers", fix: "write consumers: [NAME], naming entries of the top-level consumers:") { item throws(MatrixError) in
+                            let name = try string(item, "consumer")
+                            guard consumers.contains(name) else {
+                                throw error(at: item, consumers.isEmpty ? "unknown consumer \(InputRules.quoted(name)): the matrix declares none"
+                                                                        : "unknown consumer \(InputRules.quoted(name))",
+                                            fix: consumers.isEmpty ? "declare it under a top-level consumers: mapping" : "use one of: \(consumers.joined(separator: ", "))")
+                            }
+                            return name
                         }
                     default: break
                     }

@@ -29,6 +29,21 @@ public struct ProbeResult: Sendable, Hashable, Codable {
         public var restored: Bool
     }
 
+    /// `--consumer external`: what the user's consumer did (docs/probe.md).
+    public struct Agent: Sendable, Hashable, Codable {
+        public var pid: Int
+        public var peerPortid: Int
+        public var readyMs: Int
+        public var exitedEarly: Bool
+        public var receivedWhileStalled: Int
+        public var freshSent: Int
+        public var freshReceived: Int
+        public var fate: String?
+        public var exitStatus: Int?
+        public var exitSignal: Int?
+        public var logTail: String?
+    }
+
     public var probe: Int
     public var kernel: String?
     public var firewall: String?
@@ -47,6 +62,8 @@ public struct ProbeResult: Sendable, Hashable, Codable {
     public var netlinkDropsAfter: Int?
     public var tcp: TCP?
     public var rmem: Rmem?
+    /// Present (non-null) only with `--consumer external`.
+    public var agent: Agent?
     public var durationMs: Int?
     public var error: String?
 
@@ -54,9 +71,11 @@ public struct ProbeResult: Sendable, Hashable, Codable {
         try JSONCoding.decoder.decode(ProbeResult.self, from: data)
     }
 
-    /// Counter movements between "before" and "after"; nil when either row is missing.
+    /// Counter movements between "before" and "after"; nil when either row is missing. With an
+    /// external consumer "after" is the stall's end (`queue_paused`): the row goes when the
+    /// consumer exits, and nothing after the stall moves the counters.
     public var counterDeltas: CounterDeltas? {
-        guard let before = queueBefore, let after = queueAfter,
+        guard let before = queueBefore, let after = agent == nil ? queueAfter : queuePaused,
               let drops0 = netlinkDropsBefore, let drops1 = netlinkDropsAfter else { return nil }
         return CounterDeltas(
             queueDropped: after.queueDropped - before.queueDropped,

@@ -25,6 +25,9 @@ public enum Recipes {
     /// The kmatrix initramfs rootfs every kernel guest boots with.
     public static let rootfs = "kernel-rootfs/build.sh"
 
+    /// A user's consumer as a self-contained bundle (docs/architecture.md, "Consumers").
+    public static let consumer = "consumer/build.sh"
+
     public static func named(_ name: String, kind: RecipeDefinition.Kind) -> RecipeDefinition? {
         all.first { $0.name == name && $0.kind == kind }
     }

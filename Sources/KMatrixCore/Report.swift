@@ -26,6 +26,10 @@ public enum Report {
         var lines = [line(header), line(widths.map { String(repeating: "-", count: $0) })]
         lines += rows.map(line)
         lines.append("")
+        let consumerLines = result.guests.flatMap { guest in
+            (verdicts[guest]?.consumers ?? []).map { SafeText.terminal("\(guest): \($0.line)") }
+        }
+        if !consumerLines.isEmpty { lines += consumerLines + [""] }
         lines.append(summary(result))
         return lines.joined(separator: "\n") + "\n"
     }
@@ -60,6 +64,9 @@ public enum Report {
                     : "\(escape(word.text)) (\(escape(word.cells.joined(separator: ", "))))"
             }
             text += "- **\(escape(guest))**: " + words.joined(separator: "; ") + "\n"
+            for consumer in verdict.consumers {
+                text += "  - \(escape(consumer.label)): \(escape(consumer.text))\n"
+            }
         }
         text += "\n## Evidence\n\n"
         text += "| guest | scenario | outcome | sent | received | lost | ENOBUFS | queue_dropped | queue_user_dropped | id_sequence | netlink drops | time | reason |\n"

@@ -94,6 +94,13 @@ public enum ResultReader {
             }
             if cell.sent < 0 || cell.received < 0 || cell.lost < 0 || cell.enobufs < 0 { return "\(path) has a negative count" }
             if cell.durationS < 0 { return "\(path).duration_s is negative" }
+            if let consumer = cell.consumer {
+                if let problem = InputRules.nameProblem(consumer.name) { return "\(path).consumer.name \(InputRules.quoted(consumer.name)) \(problem)" }
+                let observed = consumer.observed
+                if consumer.payloadBytes < 0 || (observed?.held ?? 0) < 0 || (observed?.passedWhileStalled ?? 0) < 0 {
+                    return "\(path).consumer has a negative count"
+                }
+            }
         }
         return nil
     }

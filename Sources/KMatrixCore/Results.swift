@@ -26,6 +26,9 @@ public struct CellResult: Sendable, Hashable {
     public var provenance: Provenance?
     /// How many repeated runs agreed (when `--repeat` > 1).
     public var runs: RunAgreement?
+    /// For a user's consumer's cell: which consumer, which experiment, what was deployed and
+    /// what the consumer did.
+    public var consumer: ConsumerCell?
 
     public init(guest: String, scenario: String, kernel: String? = nil, distro: String? = nil, outcome: Outcome, expected: Outcome? = nil,
                 sent: Int = 0, received: Int = 0, lost: Int = 0, enobufs: Int = 0, counters: CounterDeltas? = nil, reason: String = "",
@@ -71,7 +74,7 @@ public struct CellResult: Sendable, Hashable {
 extension CellResult: Codable {
     enum CodingKeys: String, CodingKey {
         case guest, scenario, kernel, distro, outcome, expected, matches, sent, received, lost, enobufs, counters, reason, failure,
-             durationS, evidence, provenance, runs
+             durationS, evidence, provenance, runs, consumer
     }
 
     public init(from decoder: any Decoder) throws {
@@ -95,6 +98,7 @@ extension CellResult: Codable {
         evidence = try container.decodeIfPresent(Evidence.self, forKey: .evidence)
         provenance = try container.decodeIfPresent(Provenance.self, forKey: .provenance)
         runs = try container.decodeIfPresent(RunAgreement.self, forKey: .runs)
+        consumer = try container.decodeIfPresent(ConsumerCell.self, forKey: .consumer)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -117,6 +121,7 @@ extension CellResult: Codable {
         try container.encodeIfPresent(evidence, forKey: .evidence)
         try container.encodeIfPresent(provenance, forKey: .provenance)
         try container.encodeIfPresent(runs, forKey: .runs)
+        try container.encodeIfPresent(consumer, forKey: .consumer)
     }
 }
 
@@ -262,10 +267,11 @@ public struct RunSource: Sendable, Hashable, Codable {
 
 /// The whole run: `results.json`.
 public struct RunResult: Sendable, Codable {
+    /// 4: cells of a user's consumer carry `consumer` (name, experiment, identity, what it did).
     /// 3: cells carry their console tail (`evidence.console_tail`) and name their console log
     /// relative to the results folder; merged runs list each source's own metadata. 2: rows
-    /// carry `verdicts`. Files of schema 1 and 2 still decode.
-    public static let currentSchema = 3
+    /// carry `verdicts`. Files of schema 1 to 3 still decode.
+    public static let currentSchema = 4
     public static let readableSchemas = 1...currentSchema
 
     /// The schema the result was written with (a decoded schema-1 file says 1).

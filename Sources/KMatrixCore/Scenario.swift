@@ -12,6 +12,8 @@ public struct ProbeParameters: Sendable, Hashable, Codable {
     public enum Consumer: String, Sendable, Hashable, Codable {
         case live
         case paused
+        /// The user's own consumer binds the queue; the probe stalls and resumes it.
+        case external
     }
 
     public var packets: Int
@@ -28,17 +30,17 @@ public struct ProbeParameters: Sendable, Hashable, Codable {
     public var tcpTimeoutMilliseconds: Int = 1000
 
     public var arguments: [String] {
-        var arguments = [
-            "--packets", String(packets),
-            "--payload", String(payloadBytes),
-            "--maxlen", String(maxlen),
-            "--fail-open", failOpen ? "1" : "0",
-            "--consumer", consumer.rawValue,
-        ]
-        switch receiveBuffer {
-        case .kernelDefault: arguments += ["--rcvbuf-mode", "default"]
-        case .plain(let bytes): arguments += ["--rcvbuf-mode", "plain", "--rcvbuf", String(bytes)]
-        case .forced(let bytes): arguments += ["--rcvbuf-mode", "force", "--rcvbuf", String(bytes)]
+        var arguments = ["--packets", String(packets), "--payload", String(payloadBytes)]
+        // An external consumer configures its queue and socket itself, as it ships.
+        if consumer == .external {
+            arguments += ["--consumer", consumer.rawValue]
+        } else {
+            arguments += ["--maxlen", String(maxlen), "--fail-open", failOpen ? "1" : "0", "--consumer", consumer.rawValue]
+            switch receiveBuffer {
+            case .kernelDefault: arguments += ["--rcvbuf-mode", "default"]
+            case .plain(let bytes): arguments += ["--rcvbuf-mode", "plain", "--rcvbuf", String(bytes)]
+            case .forced(let bytes): arguments += ["--rcvbuf-mode", "force", "--rcvbuf", String(bytes)]
+            }
         }
         if consumer == .live { arguments += ["--pace-window", String(paceWindow)] }
         if let rmem { arguments += ["--rmem", String(rmem)] }
@@ -64,10 +66,58 @@ public struct Scenario: Sendable, Hashable, Identifiable {
     /// Without an overflow the cell proves nothing (`not-triggered`) rather than `delivered`.
     public var needsOverflow: Bool
     public var measure: Measure
+    /// The user's consumer this scenario runs (nil: the probe consumes the queue itself).
+    public var consumer: ConsumerSpec?
+    public var consumerKind: ConsumerSpec.Kind?
     /// Changes host-global sysctls: the host guest must run it from the initial namespace.
     public var touchesGlobalSysctls: Bool { parameters.rmem != nil }
 
     public var id: String { name }
+
+    public init(name: String, summary: String, parameters: ProbeParameters, needsOverflow: Bool, measure: Measure,
+                consumer: ConsumerSpec? = nil, consumerKind: ConsumerSpec.Kind? = nil) {
+        self.name = name
+        self.summary = summary
+        self.parameters = parameters
+        self.needsOverflow = needsOverflow
+        self.measure = measure
+        self.consumer = consumer
+        self.consumerKind = consumerKind
+    }
+
+    /// Whether a guest runs this scenario: the probe's own run everywhere, a consumer's only in
+    /// the guests that list it.
+    public func applies(to guest: GuestSpec) -> Bool {
+        consumer.map { guest.consumers.contains($0.name) } ?? true
+    }
+
+    /// What the cell records about its consumer before anything is known of the guest.
+    public var consumerCell: ConsumerCell? {
+        guard let consumer, let consumerKind else { return nil }
+        return ConsumerCell(name: consumer.name, kind: consumerKind, payloadBytes: parameters.payloadBytes)
+    }
+
+    /// The probe's command line in a guest where the consumer's bundle is at `bundle` and its
+    /// working folders go under `workRoot` (both absolute, the guest's own paths).
+    public func probeArguments(bundle: String, workRoot: String) -> [String] {
+        guard let consumer else { return parameters.arguments }
+        let dir = workRoot + "/" + Self.folderName(name)
+        return parameters.arguments + [
+            "--queue", String(Self.consumerQueue),
+            "--agent-dir", dir,
+            "--agent-ready-ms", String(consumer.readySeconds * 1000),
+            "--agent-stop-signal", String(consumer.stop.number),
+            "--",
+        ] + ConsumerSpec.expand(consumer.start, bundle: bundle, dir: dir, queue: Self.consumerQueue)
+    }
+
+    /// The queue a user's consumer is started on (`{queue}`): the probe's default.
+    public static let consumerQueue = 4242
+
+    /// A scenario name as one path component (`suricata:overflow-64` → `suricata_overflow-64`).
+    static func folderName(_ name: String) -> String {
+        String(name.unicodeScalars.map { InputRules.isAlphanumeric($0) || "-._".unicodeScalars.contains($0) ? Character($0) : "_" })
+    }
 }
 
 extension Scenario {
@@ -113,6 +163,34 @@ extension Scenario {
         parameters: ProbeParameters(packets: 200, maxlen: defaultMaxlen, failOpen: true, receiveBuffer: .plain(bytes: 4096), consumer: .paused,
                                     tcpProbes: 5, tcpTimeoutMilliseconds: 1000),
         needsOverflow: true, measure: .connects)
+
+    /// One of a user's consumer's scenarios (`ConsumerSpec.scenarios`): 2000 datagrams of
+    /// `payload` bytes while the consumer is stalled (docs/probe.md, "The user's own consumer").
+    public static func consumer(_ consumer: ConsumerSpec, kind: ConsumerSpec.Kind, payload: Int) -> Scenario {
+        var parameters = ProbeParameters(packets: 2000, payloadBytes: payload, maxlen: 0, failOpen: false, receiveBuffer: .kernelDefault, consumer: .external)
+        let name: String
+        let summary: String
+        switch kind {
+        case .overflow:
+            name = "\(consumer.name):overflow-\(payload)"
+            summary = "\(consumer.name) stalled (SIGSTOP), 2000 datagrams of \(payload) B, then resumed"
+        case .liveness:
+            name = "\(consumer.name):liveness"
+            parameters.tcpProbes = 5
+            summary = "\(consumer.name) stalled after 2000 datagrams of \(payload) B; 5 TCP connects with a 1 s timeout, like a kubelet probe"
+        case .rmem:
+            name = "\(consumer.name):rmem"
+            parameters.rmem = consumerRmem
+            summary = "as \(consumer.name):overflow-\(payload) with rmem_default/rmem_max at \(consumerRmem >> 20) MiB before it starts"
+        }
+        return Scenario(name: name, summary: summary, parameters: parameters, needsOverflow: true,
+                        measure: kind == .liveness ? .connects : .datagrams, consumer: consumer, consumerKind: kind)
+    }
+
+    /// The mitigation for a consumer whose queue size kmatrix does not know: room for 2000
+    /// messages of the largest charge a 8000-byte datagram has (about 16 KiB), so a consumer
+    /// that takes its buffer from rmem_default can hold the whole burst.
+    public static let consumerRmem = 64 << 20
 
     /// Every scenario, in report column order.
     public static let catalogue: [Scenario] = [

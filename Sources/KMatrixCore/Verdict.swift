@@ -11,14 +11,17 @@ public struct RowVerdict: Sendable, Hashable, Codable {
     public var symptom: VerdictWord
     /// One line for tables, e.g. "affected; rmem fix works; probes fail".
     public var summary: String
+    /// One per user's consumer the row ran, in words.
+    public var consumers: [ConsumerVerdict]
 
-    public init(guest: String, kernel: String?, affected: VerdictWord, mitigation: VerdictWord, symptom: VerdictWord) {
+    public init(guest: String, kernel: String?, affected: VerdictWord, mitigation: VerdictWord, symptom: VerdictWord, consumers: [ConsumerVerdict] = []) {
         self.guest = guest
         self.kernel = kernel
         self.affected = affected
         self.mitigation = mitigation
         self.symptom = symptom
         self.summary = RowVerdict.summary(affected: affected, mitigation: mitigation, symptom: symptom)
+        self.consumers = consumers
     }
 
     /// Unknown words are named by what they would have said, so "unknown" alone never stands for
@@ -65,9 +68,13 @@ public enum Verdicts {
     static func derive(guests: [String], cells: [CellResult]) -> [RowVerdict] {
         // One pass over the cells, so a large run is not scanned once per row and question.
         var byRow: [String: [String: CellResult]] = [:]
+        var consumerCells: [String: [CellResult]] = [:]
         var kernels: [String: String] = [:]
         for cell in cells {
-            if byRow[cell.guest]?[cell.scenario] == nil { byRow[cell.guest, default: [:]][cell.scenario] = cell }
+            if byRow[cell.guest]?[cell.scenario] == nil {
+                byRow[cell.guest, default: [:]][cell.scenario] = cell
+                if cell.consumer != nil { consumerCells[cell.guest, default: []].append(cell) }
+            }
             if kernels[cell.guest] == nil, let kernel = cell.kernel { kernels[cell.guest] = kernel }
         }
         return guests.map { guest in
@@ -79,7 +86,8 @@ public enum Verdicts {
                 mitigation: word(row[Scenario.rmemMitigation.name], guest: guest, scenario: Scenario.rmemMitigation.name,
                                  yes: "rmem fix works", no: "rmem fix fails", partly: "rmem fix partly works", yesOutcome: .reinjected),
                 symptom: word(row[Scenario.livenessProbe.name], guest: guest, scenario: Scenario.livenessProbe.name,
-                              yes: "probes fail", no: "probes pass", partly: "some probes fail", yesOutcome: .dropped))
+                              yes: "probes fail", no: "probes pass", partly: "some probes fail", yesOutcome: .dropped),
+                consumers: ConsumerVerdict.derive(row: row, ordered: consumerCells[guest] ?? []))
         }
     }
 

@@ -32,6 +32,7 @@ public enum MatrixLoading {
                 matrix.guests[index].image = .kernel(source.resolvingPaths { FilePaths.resolve($0, against: base).path })
             }
         }
+        matrix.resolveConsumerFiles { FilePaths.resolve($0, against: base).path }
         return LoadedMatrix(matrix: matrix, name: shown)
     }
 }
@@ -43,6 +44,33 @@ extension KernelSource {
         case .debian, .recipe: self
         case .packages(let format, let paths): .packages(format, paths: paths.map(resolve))
         case .bzImage(let path, let modules): .bzImage(path: resolve(path), modules: modules.map(resolve))
+        }
+    }
+}
+
+extension Matrix {
+    /// Consumers' files and the scenarios that carry the consumers, with every `from` rewritten.
+    mutating func resolveConsumerFiles(_ resolve: (String) -> String) {
+        for index in consumers.indices {
+            for file in consumers[index].files.indices {
+                consumers[index].files[file].from = resolve(consumers[index].files[file].from)
+            }
+        }
+        // Expectations are keyed by name, and scenarios are made from the consumers: nothing else to rewrite.
+    }
+}
+
+/// The users' consumers' own files, checked before anything builds or boots: each must be a
+/// readable regular file (never a device or a folder).
+public enum ConsumerInputs {
+    public static func check(_ consumers: [ConsumerSpec]) throws {
+        for consumer in consumers {
+            for file in consumer.files {
+                _ = try FileIdentity.regularFile(URL(fileURLWithPath: file.from), what: "file \(file.to) of consumer \(consumer.name)")
+                guard access(file.from, R_OK) == 0 else {
+                    throw KMatrixError(.invalidInput, "cannot read \(file.from) (file \(file.to) of consumer \(consumer.name)): \(String(cString: strerror(errno)))")
+                }
+            }
         }
     }
 }

@@ -19,8 +19,10 @@ public final class RunEngine: Sendable {
     let logger: Logger
     let makeProgress: @Sendable () -> any ProgressReporter
 
+    /// `consumers` are built (or found up to date) before anything boots: a package the suite
+    /// lacks is the user's mistake, reported before the first guest starts.
     public static func start(environment: EngineEnvironment, hosts: [HostEntry], needsVirtualMachines: Bool, defaults: Defaults, outDirectory: URL,
-                      started: Date, logger: Logger) async throws -> RunEngine {
+                             consumers: [ConsumerSpec] = [], started: Date, logger: Logger) async throws -> RunEngine {
         let runID = RunIdentifier.make(at: started)
         let checkout = try environment.checkout()
         let commands = environment.commands(runID)
@@ -39,9 +41,16 @@ public final class RunEngine: Sendable {
             // A killed run's keys, namespaces and processes go before this one adds its own.
             _ = await environment.collector(commands: commands, logger: logger).collectDeadRuns(keeping: runID, hypervisors: [])
             let probe = try await checkout.ensureProbe(commands: commands)
-            let runContext = RunContext(runID: runID, owner: owner, outputDirectory: outDirectory, probe: probe, defaults: defaults, ledger: registration,
+            var runContext = RunContext(runID: runID, owner: owner, outputDirectory: outDirectory, probe: probe, defaults: defaults, ledger: registration,
                                         clock: environment.clock)
             let images = ImageCatalog(checkout: checkout, cache: environment.cache, commands: commands)
+            for consumer in consumers {
+                let started = environment.clock.now
+                let bundle = try await images.consumerBundle(consumer)
+                runContext.consumers[consumer.name] = bundle
+                let contents = (bundle.identity.packages.map { "\($0.name) \($0.version)" } + bundle.identity.files.map(\.path)).joined(separator: ", ")
+                logger.notice("consumer \(consumer.name): \(contents) (layer \(bundle.layerBytes >> 10) KiB, ready in \(Int((environment.clock.now - started).seconds)) s)")
+            }
             let wiring = try await RunWiring.make(needsVirtualMachines: needsVirtualMachines, uris: hosts, run: run, images: images,
                                                   context: runContext, commands: commands, environment: environment, logger: logger)
             return RunEngine(runID: runID, started: started, registration: registration, run: run, commands: commands, checkout: checkout,
@@ -93,8 +102,8 @@ public final class RunEngine: Sendable {
         }
         let context = runContext
         let logger = self.logger
-        // Each guest yields one cell per scenario, in its batch's order: cells go back to their
-        // guests by position (a row relabelled with its kernel keeps its guest's place).
+        // Each guest yields one cell per scenario that applies to it, in its batch's order: cells
+        // go back to their guests by position (a row relabelled with its kernel keeps its guest's place).
         let byGuest = await withTaskGroup(of: [String: [CellResult]].self) { group in
             for batch in batches {
                 let launcher = batch.launcher
@@ -103,9 +112,11 @@ public final class RunEngine: Sendable {
                     let cells = await orchestrator.run(matrix: matrix, guests: batch.guests, scenarios: scenarios, context: context,
                                                        repeats: repeats, guestFinished: guestFinished)
                     var byGuest: [String: [CellResult]] = [:]
-                    for (index, guest) in batch.guests.enumerated() {
-                        let start = index * scenarios.count
-                        byGuest[guest.name] = Array(cells[min(start, cells.count)..<min(start + scenarios.count, cells.count)])
+                    var start = 0
+                    for guest in batch.guests {
+                        let count = scenarios.filter { $0.applies(to: guest) }.count
+                        byGuest[guest.name] = Array(cells[min(start, cells.count)..<min(start + count, cells.count)])
+                        start += count
                     }
                     return byGuest
                 }

@@ -29,6 +29,8 @@ public struct RunPlan: Sendable {
     public var matrixName: String
     public var guests: [GuestSpec]
     public var scenarios: [Scenario]
+    /// The users' consumers the selected guests run.
+    public var consumers: [ConsumerSpec]
     public var baseline: RunResult?
     public var baselineName: String?
 
@@ -50,15 +52,25 @@ public struct RunPlan: Sendable {
         if let text = command.shard, let (shard, count) = Shard.parse(text) {
             guests = Shard.pick(guests, shard: shard, of: count)
         }
-        let scenarios = command.scenarios.isEmpty
-            ? matrix.scenarios
-            : try Selection.pick(command.scenarios, from: Scenario.catalogue.map(\.name), what: "scenario").compactMap(Scenario.named)
+        let known = matrix.allScenarios
+        var seen = Set<String>()
+        let names = (Scenario.catalogue + known).map(\.name).filter { seen.insert($0).inserted }
+        let chosen = command.scenarios.isEmpty
+            ? known
+            : try Selection.pick(command.scenarios, from: names, what: "scenario").compactMap { name in
+                known.first { $0.name == name } ?? Scenario.named(name)
+            }
+        // Columns no selected guest would fill are left out.
+        let scenarios = chosen.filter { scenario in guests.contains { scenario.applies(to: $0) } }
+        let consumers = matrix.consumers.filter { consumer in scenarios.contains { $0.consumer?.name == consumer.name } }
         try KernelInputs.check(guests)
+        try ConsumerInputs.check(consumers)
         let baseline = try command.baseline.map { try ResultFiles.load($0, environment: environment) }
         if let baseline, baseline.cells.isEmpty, let name = command.baseline {
             throw KMatrixError(.invalidInput, "--baseline \(SafeText.terminal(name)) holds no cells: there is nothing to compare against")
         }
-        return RunPlan(matrix: matrix, matrixName: loaded.name, guests: guests, scenarios: scenarios, baseline: baseline, baselineName: command.baseline)
+        return RunPlan(matrix: matrix, matrixName: loaded.name, guests: guests, scenarios: scenarios, consumers: consumers, baseline: baseline,
+                       baselineName: command.baseline)
     }
 }
 

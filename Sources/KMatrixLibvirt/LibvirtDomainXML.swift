@@ -78,6 +78,9 @@ public enum LibvirtDomainXML {
         if spec.accelerator == .kvm {
             // The host CPU as is: no CPUID filtering cost, and guests see real features.
             domain.append(E.element("cpu", ["mode": "host-passthrough"]))
+        } else if let model = spec.cpuModel {
+            domain.append(E.element("cpu", ["mode": "custom", "match": "exact", "check": "none"],
+                                    children: [E.element("model", ["fallback": "allow"], text: model)]))
         }
         domain += [
             E.element("clock", ["offset": "utc"]),

@@ -68,8 +68,14 @@ struct KernelBootPlan: BootPlan {
         var provenance = Provenance()
         provenance.imageSha256 = image.kernelSha256
         provenance.rootfsBuildId = image.rootfsBuildID
-        return PreparedBoot(files: .kernel(kernel: image.kernel, kernelSha256: image.bootKernelSha256, initrd: image.initramfs,
-                                           initrdSha256: image.initramfsSha256, cmdline: "\(Self.commandLine) kmatrix.sshkey=\(key)"),
+        var layers: [ConsumerBundle] = []
+        for name in guest.consumers {
+            guard let bundle = context.consumers[name] else { throw KMatrixError(.image, "consumer \(name) was not built for this run") }
+            layers.append(bundle)
+        }
+        let initrd = try await images.layeredInitramfs(image, layers: layers)
+        return PreparedBoot(files: .kernel(kernel: image.kernel, kernelSha256: image.bootKernelSha256, initrd: initrd.url,
+                                           initrdSha256: initrd.sha256, cmdline: "\(Self.commandLine) kmatrix.sshkey=\(key)"),
                             provenance: provenance, cleanup: [], translationCacheMiB: Self.translationCacheMiB)
     }
 

@@ -65,6 +65,10 @@ public struct CacheLayout: Sendable {
     public var images: URL { root.appendingPathComponent("images") }
     /// Vendor disk images registered with `kmatrix images add`.
     public var cloudImages: URL { images.appendingPathComponent("cloud") }
+    /// Users' consumers as bundles (`<name>-<key>`), one folder each.
+    public var consumers: URL { images.appendingPathComponent("consumers") }
+    /// Kernel guests' initramfs with consumer layers appended, by content.
+    public var layeredInitramfs: URL { images.appendingPathComponent("initrd-layers") }
     /// Rootfs builds by build id (the kernel-rootfs recipe's own store).
     public var builds: URL { root.appendingPathComponent("builds") }
     /// Downloaded packages by sha256.

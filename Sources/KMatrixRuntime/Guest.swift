@@ -28,7 +28,7 @@ public enum GuestPhase: Sendable, Equatable, CustomStringConvertible {
         case .preparing: "preparing image"
         case .booting: "booting"
         case .waitingForReady: "waiting for SSH"
-        case .deploying: "deploying probe"
+        case .deploying: "deploying"
         case .running(let scenario, let index, let total): "\(scenario) (\(index)/\(total))"
         case .tearingDown: "tearing down"
         case .finished(let summary): summary
@@ -61,6 +61,8 @@ public struct RunContext: Sendable {
     public var ledger: any RunLedger
     /// What every wait of the run reads (`WaitClock`).
     public var clock: WaitClock
+    /// The users' consumers the run's guests deploy, built before the first boot (by name).
+    public var consumers: [String: ConsumerBundle] = [:]
 
     public init(runID: String, owner: RunOwner, outputDirectory: URL, probe: URL, defaults: Defaults, ledger: any RunLedger, clock: WaitClock) {
         self.runID = runID
@@ -94,12 +96,20 @@ public protocol GuestSession: Sendable {
     func stopped() async -> MachineStop?
     /// What the guest reported its kernel lacks for the scenarios (our rootfs's checks).
     var missingFeatures: [MissingFeature] { get }
+    /// Where the guest keeps the users' consumers it deployed (nil: none).
+    var consumerPlacement: ConsumerPlacement? { get }
+    /// Runs a consumer's own command (its version line) in the guest, as root, no shell.
+    func runConsumerCommand(_ arguments: [String], timeout: Duration) async throws -> CommandResult
     func shutdown() async
 }
 
 extension GuestSession {
     public var missingFeatures: [MissingFeature] { [] }
     public func stopped() async -> MachineStop? { nil }
+    public var consumerPlacement: ConsumerPlacement? { nil }
+    public func runConsumerCommand(_ arguments: [String], timeout: Duration) async throws -> CommandResult {
+        throw KMatrixError(.probe, "this guest runs no consumer")
+    }
 }
 
 /// Brings one kind of guest up.

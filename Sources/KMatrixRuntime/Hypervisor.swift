@@ -32,9 +32,12 @@ public struct MachineSpec: Sendable, Equatable {
     /// TCG's translation-block cache in MiB, or nil for QEMU's default (up to 1 GiB, touched
     /// lazily). Chosen per guest kind by its boot plan, from measurements.
     public var translationCacheMiB: Int?
+    /// Under TCG, the CPU model QEMU emulates (nil: its default, qemu64).
+    public var cpuModel: String?
 
     public init(name: String, runID: String, owner: RunOwner, boot: Boot, memoryMiB: Int, vcpus: Int, sshPort: Int, consoleLog: URL,
-                accelerator: Accelerator, translationCacheMiB: Int?) {
+                accelerator: Accelerator, translationCacheMiB: Int?, cpuModel: String? = nil) {
+        self.cpuModel = cpuModel
         self.name = name
         self.runID = runID
         self.owner = owner

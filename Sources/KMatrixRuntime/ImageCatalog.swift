@@ -64,6 +64,7 @@ public actor ImageCatalog {
     /// Recipes' output on this process's stderr (`images build`), or in a log file per image.
     let showBuildOutput: Bool
     var builds: [String: Task<KernelImage, any Error>] = [:]
+    var consumerBuilds: [String: Task<ConsumerBundle, any Error>] = [:]
 
 
     public init(checkout: Checkout, cache: CacheLayout, commands: any CommandRunner, showBuildOutput: Bool = false) {

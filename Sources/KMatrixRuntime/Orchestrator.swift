@@ -25,7 +25,8 @@ public struct Orchestrator: Sendable {
         self.launcher = launcher
     }
 
-    /// Returns the cells in guest order, scenario order. `guestFinished` sees each guest's cells as
+    /// Returns the cells in guest order, scenario order (each guest runs the scenarios that apply
+    /// to it: the probe's, and its own consumers'). `guestFinished` sees each guest's cells as
     /// soon as they exist, so a caller can save partial results.
     public func run(
         matrix: Matrix, guests: [GuestSpec], scenarios: [Scenario], context: RunContext, repeats: Int = 1,
@@ -67,7 +68,8 @@ public struct Orchestrator: Sendable {
         return guests.flatMap { byGuest[$0.name] ?? [] }
     }
 
-    func runGuest(_ guest: GuestSpec, matrix: Matrix, scenarios: [Scenario], context: RunContext, repeats: Int, labels: RowLabels) async -> [CellResult] {
+    func runGuest(_ guest: GuestSpec, matrix: Matrix, scenarios all: [Scenario], context: RunContext, repeats: Int, labels: RowLabels) async -> [CellResult] {
+        let scenarios = all.filter { $0.applies(to: guest) }
         let clock = context.clock
         let started = clock.now
         let launcher = launcher(guest)
@@ -130,6 +132,7 @@ public struct Orchestrator: Sendable {
             if guest.labelledByKernel && builder.facts.row == guest.name {
                 builder.facts.row = labels.claim(session.identity.kernel)
             }
+            builder.facts.consumers = await consumerIdentities(guest, matrix: matrix, session: session, context: context)
 
             var stop: CellFailure?
             var bootAgain = false
@@ -189,9 +192,16 @@ public struct Orchestrator: Sendable {
             guard let crash = await session.crashLine() else { return nil }
             return CellFailure(.guestPanic, phase: .scenario, "guest crashed: \(crash)", consoleLine: crash)
         }
+        var arguments = scenario.parameters.arguments
+        if let consumer = scenario.consumer {
+            guard let placement = session.consumerPlacement, let bundle = placement.bundles[consumer.name] else {
+                return errorCell(CellFailure(.probe, phase: .scenario, "consumer \(consumer.name) is not deployed in this guest"))
+            }
+            arguments = scenario.probeArguments(bundle: bundle, workRoot: placement.workRoot)
+        }
         let output: CommandResult
         do {
-            output = try await session.runProbe(scenario.parameters.arguments, scenario: scenario, timeout: .seconds(context.timeouts.scenario))
+            output = try await session.runProbe(arguments, scenario: scenario, timeout: .seconds(context.timeouts.scenario))
         } catch {
             if let crash = await crashed() { return errorCell(crash) }
             let error = KMatrixError.from(error)
@@ -214,6 +224,32 @@ public struct Orchestrator: Sendable {
         }
         logger.debug("probe result", metadata: ["guest": "\(builder.facts.row)", "scenario": "\(scenario.name)", "stdout": "\(output.stdoutText)"])
         return builder.measured(scenario, probe: probe, durationS: (clock.now - started).seconds)
+    }
+}
+
+extension Orchestrator {
+    /// What each of the guest's consumers is there: the bundle's packages and digests, and the
+    /// first line its version command prints in this guest (bounded, cleaned; none if it fails).
+    func consumerIdentities(_ guest: GuestSpec, matrix: Matrix, session: any GuestSession, context: RunContext) async -> [String: ConsumerIdentity] {
+        var identities: [String: ConsumerIdentity] = [:]
+        for name in guest.consumers {
+            guard var identity = context.consumers[name]?.identity else { continue }
+            if let command = matrix.consumer(named: name)?.version, let placement = session.consumerPlacement,
+               let bundle = placement.bundles[name] {
+                let arguments = ConsumerSpec.expand(command, bundle: bundle, dir: placement.workRoot, queue: Scenario.consumerQueue)
+                do {
+                    let result = try await session.runConsumerCommand(arguments, timeout: .seconds(context.timeouts.deploy))
+                    let line = (result.stdoutText + "\n" + result.stderr).split(whereSeparator: \.isNewline).first.flatMap { ConsoleTail.make(String($0)) }
+                    if result.succeeded, let line {
+                        identity.version = String(line.prefix(120))
+                    } else { logger.warning("consumer version command failed", metadata: ["guest": "\(guest.name)", "consumer": "\(name)", "status": "\(result.status)"]) }
+                } catch {
+                    logger.warning("consumer version command failed", metadata: ["guest": "\(guest.name)", "consumer": "\(name)", "error": "\(error)"])
+                }
+            }
+            identities[name] = identity
+        }
+        return identities
     }
 }
 

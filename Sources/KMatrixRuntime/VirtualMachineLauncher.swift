@@ -110,7 +110,8 @@ public struct VirtualMachineLauncher: GuestLauncher {
         var session = VirtualMachineSession(machine: machine, ssh: ssh, console: log, channel: channel, storage: storage, hostFiles: hostFiles,
                                             cleanupFiles: localFiles, port: port,
                                             identity: GuestIdentity(kernel: "unknown", distro: "unknown"), provenance: provenance,
-                                            probePath: plan.probePath, sudo: plan.user != "root")
+                                            probePath: plan.probePath, sudo: plan.user != "root",
+                                            consumerPlacement: guest.consumers.isEmpty ? nil : .inGuest(guest.consumers))
         do {
             progress(.waitingForReady)
             let reachableWithin = try await plan.waitForConsole(log, context: context)
@@ -132,6 +133,13 @@ public struct VirtualMachineLauncher: GuestLauncher {
                 try await Self.settling(clock: context.clock) {
                     try await Self.deploy(probe: context.probe, to: plan.probePath, sudo: sudo, over: ssh, timeout: .seconds(context.timeouts.deploy))
                 }
+                // Kernel guests carry their consumers in the initramfs; a distro disk gets them now.
+                for name in guest.consumers {
+                    guard let bundle = context.consumers[name] else { throw KMatrixError(.probe, "consumer \(name) was not built for this run") }
+                    try await Self.settling(clock: context.clock) {
+                        try await Self.deploy(consumer: bundle, sudo: sudo, over: ssh, timeout: .seconds(context.timeouts.deploy))
+                    }
+                }
             }
             return session
         } catch {
@@ -151,7 +159,7 @@ public struct VirtualMachineLauncher: GuestLauncher {
             port = hypervisor.jump == nil ? try LoopbackPort.reserve() : Int.random(in: 20000...60999)
             let spec = MachineSpec(name: domainName, runID: context.runID, owner: context.owner, boot: boot, memoryMiB: guest.memoryMiB ?? context.defaults.memoryMiB,
                                    vcpus: guest.vcpus ?? context.defaults.vcpus, sshPort: port, consoleLog: console, accelerator: accelerator,
-                                   translationCacheMiB: translationCacheMiB)
+                                   translationCacheMiB: translationCacheMiB, cpuModel: guest.consumers.isEmpty ? nil : Self.consumerCPUModel)
             let hypervisor = self.hypervisor
             do {
                 return try await withTimeout(.seconds(context.timeouts.boot), clock: context.clock, what: "the domain start") {
@@ -233,6 +241,28 @@ public struct VirtualMachineLauncher: GuestLauncher {
         }
     }
 
+    /// A user's consumer is a distribution's binary, built for machines people run: QEMU's
+    /// default qemu64 model lacks SSE4.2, and Suricata 7's pattern matcher dies of SIGILL on it
+    /// (docs/architecture.md, "Consumers"). Nehalem is x86-64-v2, what RHEL 9 itself requires.
+    static let consumerCPUModel = "Nehalem"
+
+    /// Unpacks a consumer's bundle at its fixed place (`ConsumerPlacement.guestRoot`), replacing
+    /// any earlier copy, in one SSH round trip; the tarball streams through stdin.
+    static func deploy(consumer: ConsumerBundle, sudo: Bool, over ssh: SSHClient, timeout: Duration) async throws {
+        let data: Data
+        do {
+            data = try Data(contentsOf: consumer.tarball)
+        } catch {
+            throw KMatrixError.from(error, whileDoing: "reading \(consumer.tarball.path)")
+        }
+        let folder = ShellQuote.quote("\(ConsumerPlacement.guestRoot)/\(consumer.name)")
+        let unpack = "rm -rf \(folder) && mkdir -p \(folder) && tar -xzf - --no-same-owner -C \(folder)"
+        let result = try await ssh.run(shell: (sudo ? "sudo -n " : "") + "sh -c \(ShellQuote.quote(unpack))", input: data, timeout: timeout)
+        guard result.succeeded else {
+            throw KMatrixError(.probe, "deploying consumer \(consumer.name) failed (exit \(result.status)): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
     static func remove(_ files: [URL]) {
         for file in files { try? FileManager.default.removeItem(at: file) }
     }
@@ -252,12 +282,17 @@ struct VirtualMachineSession: GuestSession {
     var provenance: Provenance
     var probePath: String
     let sudo: Bool
+    let consumerPlacement: ConsumerPlacement?
     var missingFeatures: [MissingFeature] = []
 
     var consoleLog: URL? { console.url }
 
     func runProbe(_ arguments: [String], scenario: Scenario, timeout: Duration) async throws -> CommandResult {
         try await ssh.run((sudo ? ["sudo", "-n"] : []) + [probePath] + arguments, timeout: timeout)
+    }
+
+    func runConsumerCommand(_ arguments: [String], timeout: Duration) async throws -> CommandResult {
+        try await ssh.run((sudo ? ["sudo", "-n"] : []) + arguments, timeout: timeout)
     }
 
     func crashLine() async -> String? { console.crashLine() }

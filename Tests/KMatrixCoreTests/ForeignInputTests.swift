@@ -98,14 +98,14 @@ import Testing
         #expect(Self.reading(minimum)?.contains("cells[0].sent") == true, "\(Self.reading(minimum) ?? "accepted")")
         let huge = try Self.tampered { $0.replacingOccurrences(of: "\"duration_s\" : 1.5", with: "\"duration_s\" : 1e300") }
         #expect(Self.reading(huge)?.contains("out of range") == true, "\(Self.reading(huge) ?? "accepted")")
-        let schema = try Self.tampered { $0.replacingOccurrences(of: "\"schema\" : 3", with: "\"schema\" : 1e20") }
+        let schema = try Self.tampered { $0.replacingOccurrences(of: "\"schema\" : \(RunResult.currentSchema)", with: "\"schema\" : 1e20") }
         #expect(Self.reading(schema) == "x.json is not a kmatrix results.json (schema: \"1e+20\" is out of range (at most 2^53 in size))"
                 || Self.reading(schema)?.contains("schema") == true, "\(Self.reading(schema) ?? "accepted")")
-        let digits = try Self.tampered { $0.replacingOccurrences(of: "\"schema\" : 3", with: "\"schema\" : 123456789012345678901234") }
+        let digits = try Self.tampered { $0.replacingOccurrences(of: "\"schema\" : \(RunResult.currentSchema)", with: "\"schema\" : 123456789012345678901234") }
         #expect(Self.reading(digits)?.contains("schema") == true && Self.reading(digits)?.contains("not JSON") == false)
         let negative = try Self.tampered { $0.replacingOccurrences(of: "\"sent\" : 2000", with: "\"sent\" : -1") }
         #expect(Self.reading(negative)?.contains("negative count") == true)
-        let newer = try Self.tampered { $0.replacingOccurrences(of: "\"schema\" : 3", with: "\"schema\" : 9") }
+        let newer = try Self.tampered { $0.replacingOccurrences(of: "\"schema\" : \(RunResult.currentSchema)", with: "\"schema\" : 9") }
         #expect(Self.reading(newer)?.contains("written by a newer kmatrix") == true)
     }
 

@@ -53,7 +53,7 @@ import Testing
         #expect(merged.run.started == b.run.started)
         #expect(merged.run.durationS == 60)
         #expect(merged.run.sources?.map(\.id) == ["0312ab", "0315cd"])
-        #expect(merged.run.sources?.map(\.schema) == [3, 3])
+        #expect(merged.run.sources?.map(\.schema) == [RunResult.currentSchema, RunResult.currentSchema])
 
         let page = HTMLReportTests.withoutIndentation(HTMLReport.render(merged))
         #expect(page.contains("<dt>merged from</dt><dd>0315cd on ci-b, started 2026-11-18T10:06:40Z, 60.0 s, kvm, QEMU 7.2.0, libvirt 9.0.0</dd>"))
@@ -109,8 +109,8 @@ import Testing
         object.removeValue(forKey: "verdicts")
         let old = try RunResult.decode(JSONSerialization.data(withJSONObject: object))
         let merged = try Merge.merge([old, b])
-        #expect(merged.schema == 3)
-        #expect(merged.run.sources?.map(\.schema) == [1, 3])
+        #expect(merged.schema == RunResult.currentSchema)
+        #expect(merged.run.sources?.map(\.schema) == [1, RunResult.currentSchema])
         #expect(merged.verdicts.count == 3)
     }
 
@@ -123,11 +123,12 @@ import Testing
         #expect(Self.message { _ = try Merge.merge([]) } == "nothing to merge: give at least one results.json")
         let (a, b) = try Self.shards()
         var newer = b
-        newer.schema = 4
-        #expect(Self.message { _ = try Merge.merge([a, newer]) } == "run 0315cd (host ci-b) was written by a newer kmatrix (schema 4); this kmatrix reads schema ≤ 3")
+        newer.schema = RunResult.currentSchema + 1
+        #expect(Self.message { _ = try Merge.merge([a, newer]) }
+                == "run 0315cd (host ci-b) was written by a newer kmatrix (schema \(RunResult.currentSchema + 1)); this kmatrix reads schema ≤ \(RunResult.currentSchema)")
         var broken = b
         broken.schema = 0
-        #expect(Self.message { _ = try Merge.merge([a, broken]) } == "run 0315cd (host ci-b) says schema 0, which no kmatrix writes; this kmatrix reads schema 1 to 3")
+        #expect(Self.message { _ = try Merge.merge([a, broken]) } == "run 0315cd (host ci-b) says schema 0, which no kmatrix writes; this kmatrix reads schema 1 to \(RunResult.currentSchema)")
     }
 
     @Test func oneRunMergesIntoItselfWithItsSource() throws {

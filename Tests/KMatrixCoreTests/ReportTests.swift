@@ -60,10 +60,10 @@ import Testing
 
     @Test func resultsJSONHasTheContractKeys() throws {
         let object = try #require(try JSONSerialization.jsonObject(with: Self.sampleRun().encoded()) as? [String: Any])
-        #expect(object["schema"] as? Int == 3)
+        #expect(object["schema"] as? Int == 4)
         let verdicts = try #require(object["verdicts"] as? [[String: Any]])
         #expect(verdicts.map { $0["guest"] as? String } == ["host", "legacy-6.1-failopen-reverted", "rhel-7.9"])
-        #expect(Set(try #require(verdicts.first).keys) == ["guest", "kernel", "affected", "mitigation", "symptom", "summary"])
+        #expect(Set(try #require(verdicts.first).keys) == ["guest", "kernel", "affected", "mitigation", "symptom", "summary", "consumers"])
         let cell = try #require((object["cells"] as? [[String: Any]])?.first)
         for key in ["guest", "scenario", "kernel", "distro", "outcome", "expected", "matches", "sent", "received", "lost", "enobufs", "counters", "reason", "duration_s"] {
             #expect(cell[key] != nil, "cell lacks \(key)")
