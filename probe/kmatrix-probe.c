@@ -886,9 +886,20 @@ static int agent_start(void)
 {
 	char log[PATH_MAX];
 	agent_log_path(log, sizeof log);
-	if (mkdir(R.agent_dir, 0755) != 0 && errno != EEXIST) {
-		set_error("creating the consumer's folder %s: %s", R.agent_dir, strerror(errno));
-		return -1;
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s", R.agent_dir);
+	for (char *p = path + 1;; p++) { /* mkdir -p */
+		char c = *p;
+		if (c != '/' && c != 0)
+			continue;
+		*p = 0;
+		if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+			set_error("creating the consumer's folder %s: %s", path, strerror(errno));
+			return -1;
+		}
+		*p = c;
+		if (!c)
+			break;
 	}
 	int out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (out < 0) {

@@ -62,7 +62,7 @@ struct ExternalConsumerClassifier {
                 return fail("nothing overflowed, yet \(passed) datagrams went past the stalled consumer and the drop counters moved by \(dropCounters) (\(trace))")
             }
             classification.outcome = .notTriggered
-            classification.reason = "no overflow: the stalled consumer held all \(held) datagrams; neither its queue nor its socket filled (\(trace))\(fate)"
+            classification.reason = "no overflow: the stalled consumer held all \(held) datagrams; neither its queue nor its socket filled (\(trace)).\(fate)"
             return classification
         }
         guard passed + dropCounters == overflowed else {
@@ -73,12 +73,12 @@ struct ExternalConsumerClassifier {
         guard lostHeld >= 0, lostHeld <= held else {
             return fail("\(result.lost) datagrams lost, but the drop counters say \(dropCounters) and the consumer held \(held) (\(trace))")
         }
-        let heldNote = lostHeld > 0 ? "; \(lostHeld) of the \(held) held datagrams never got a verdict" : ""
+        let heldNote = lostHeld > 0 ? " \(lostHeld) of the \(held) held datagrams never got a verdict." : ""
         let what = "\(paths(unicastFailures, bypassed)) (\(trace))"
         switch (passed, dropCounters) {
         case (_, 0):
             classification.outcome = .reinjected
-            classification.reason = "overflow proven: \(what); all \(overflowed) passed while the consumer was stalled\(heldNote)\(fate)"
+            classification.reason = "overflow proven: \(what); all \(overflowed) passed while the consumer was stalled.\(heldNote)\(fate)"
         case (0, _):
             classification.outcome = .dropped
             classification.reason = "overflow proven: \(what); all \(overflowed) were dropped. \(blame(deltas))\(heldNote)\(fate)"
@@ -99,7 +99,7 @@ struct ExternalConsumerClassifier {
         classification.lost = tcp.attempted - tcp.succeeded
         guard overflowed > 0 else {
             classification.outcome = .notTriggered
-            classification.reason = "the stalled consumer never overflowed (\(trace)), so the connects prove nothing\(fate)"
+            classification.reason = "the stalled consumer never overflowed (\(trace)), so the connects prove nothing.\(fate)"
             return classification
         }
         let completed = "\(tcp.succeeded) of \(tcp.attempted) connects completed"
@@ -113,7 +113,7 @@ struct ExternalConsumerClassifier {
             classification.reason = "every connect failed, yet no drop counter moved and nothing overflowed past the consumer (\(trace))"
         case (_, 0):
             classification.outcome = .reinjected
-            classification.reason = "\(completed) while the stalled consumer overflowed (\(trace))\(held)\(fate)"
+            classification.reason = "\(completed) while the stalled consumer overflowed (\(trace))\(held).\(fate)"
         case (0, _):
             classification.outcome = .dropped
             classification.reason = "\(completed): SYNs dropped behind the stalled consumer (\(trace)). \(blame(deltas))\(fate)"
@@ -147,12 +147,12 @@ struct ExternalConsumerClassifier {
 
     private func fateSentence(_ observation: ConsumerObservation) -> String {
         switch observation.fate {
-        case .alive?: return "; after SIGCONT the consumer gave verdicts again"
-        case .stuck?: return "; after SIGCONT the consumer ran but gave \(agent.freshReceived) of \(agent.freshSent) fresh datagrams a verdict"
+        case .alive?: return " After SIGCONT the consumer gave verdicts again."
+        case .stuck?: return " After SIGCONT the consumer ran but gave \(agent.freshReceived) of \(agent.freshSent) fresh datagrams a verdict."
         case .exited?:
             let how = observation.exitSignal.map { "on signal \($0)" } ?? observation.exitStatus.map { "with status \($0)" } ?? ""
             let last = observation.logTail?.split(whereSeparator: \.isNewline).last.map { ": \($0)" } ?? ""
-            return "; after SIGCONT the consumer exited \(how)\(last)"
+            return " After SIGCONT the consumer exited \(how)\(last)."
         case nil: return ""
         }
     }

@@ -90,13 +90,14 @@ extension ImageCatalog {
         let log = cache.logs.appendingPathComponent("consumer-\(spec.name).log")
         let script = checkout.images.appendingPathComponent(Recipes.consumer).path
         let result = try await commands.run("bash", [script] + arguments, timeout: .seconds(1800), errors: showBuildOutput ? .passthrough : .file(log))
-        let tail = String(decoding: FileManager.default.contents(atPath: log.path) ?? Data(), as: UTF8.self)
-            .split(whereSeparator: \.isNewline).suffix(3).joined(separator: " / ")
+        let lines = String(decoding: FileManager.default.contents(atPath: log.path) ?? Data(), as: UTF8.self).split(whereSeparator: \.isNewline)
+        let tail = lines.suffix(3).joined(separator: " / ")
         switch result.status {
         case 0: break
         case 3:
-            throw KMatrixError(.invalidInput, "consumer \(spec.name): \(tail.isEmpty ? "a package is not in the suite" : tail); "
-                + "check debian.packages and debian.suite (https://packages.debian.org/\(spec.debian?.suite ?? ""))")
+            let why = lines.last.map { String($0.dropFirst($0.hasPrefix("consumer: ") ? 10 : 0)) } ?? "a package is not in the suite"
+            throw KMatrixError(.invalidInput, "consumer \(spec.name): \(SafeText.terminal(why)); check debian.packages and debian.suite "
+                + "(packages.debian.org lists what each suite has)")
         case 4:
             throw KMatrixError(.image, "consumer \(spec.name): Debian's archive cannot be reached to resolve its packages (\(tail)); full log: \(log.path)")
         default:
