@@ -126,8 +126,19 @@ public struct ConsumerSpec: Sendable, Hashable {
 
     /// Why a bundle path (`files[].to`) cannot be used, or nil: relative, inside the bundle.
     public static func bundlePathProblem(_ path: String) -> String? {
+        relativePathProblem(path, inside: "the bundle")
+    }
+
+    /// Why a consumer's own file (`files[].from`) cannot be named so, or nil: relative to the
+    /// matrix file and inside its folder (where it leads once links are followed is checked when
+    /// the matrix is loaded).
+    public static func sourcePathProblem(_ path: String) -> String? {
+        relativePathProblem(path, inside: "the matrix file's folder")
+    }
+
+    static func relativePathProblem(_ path: String, inside place: String) -> String? {
         guard !path.isEmpty, path.utf8.count <= 200 else { return "must be 1 to 200 bytes" }
-        guard !path.hasPrefix("/") else { return "must be relative to the bundle" }
+        guard !path.hasPrefix("/") else { return "must be relative to \(place)" }
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
         for part in parts {
             guard let problem = InputRules.fileNameProblem(String(part)) else { continue }

@@ -223,7 +223,8 @@ public enum MatrixParser {
                             var to: String?
                             for part in try mapping(item, "a file", allowed: ["from", "to"]) {
                                 if part.key == "from" {
-                                    from = try checked(part.value, "from", InputRules.pathProblem, fix: "give the path to the file (relative to the matrix file)")
+                                    from = try checked(part.value, "from", ConsumerSpec.sourcePathProblem,
+                                                       fix: "give the file's path relative to the matrix file's folder, which must hold it (e.g. agent/agent.yaml)")
                                 } else {
                                     to = try checked(part.value, "to", ConsumerSpec.bundlePathProblem,
                                                      fix: "give a path inside the bundle, e.g. bin/my-agent or etc/agent.conf")
@@ -397,6 +398,7 @@ public enum MatrixParser {
                 var name: String?
                 var image: ImageSpec?
                 var spec = GuestSpec(name: "", image: .host)
+                var consumersNode: Node?
                 for entry in try mapping(guestNode, "a guest", allowed: ["name", "image", "memory_mib", "vcpus", "expect", "kernel", "consumers"]) {
                     switch entry.key {
                     case "name":
@@ -417,6 +419,7 @@ public enum MatrixParser {
                             spec.expect[override.key] = try outcome(override.value)
                         }
                     case "consumers":
+                        consumersNode = entry.value
                         spec.consumers = try list(entry.value, "consumers", fix: "write consumers: [NAME], naming entries of the top-level consumers:") { item throws(MatrixError) in
                             let name = try string(item, "consumer")
                             guard consumers.contains(name) else {
@@ -432,6 +435,10 @@ public enum MatrixParser {
                 guard let name else { throw error(at: guestNode, "this guest has no name", fix: "add name: my-guest") }
                 guard let image else {
                     throw error(at: guestNode, "guest \"\(name)\" has no image", fix: "add image: { kind: host }, { kind: kernel, suite: bookworm } or { kind: cloud, file: …, user: … }")
+                }
+                if image == .host, !spec.consumers.isEmpty, let node = consumersNode {
+                    throw error(at: node, "the host guest cannot run a consumer: its command would run as root on this machine, outside any VM",
+                                fix: "give the consumer to a kernel guest booting this machine's kernel (kmatrix run --kernel) or to a VM guest")
                 }
                 spec.name = name
                 spec.image = image

@@ -32,7 +32,7 @@ public enum MatrixLoading {
                 matrix.guests[index].image = .kernel(source.resolvingPaths { FilePaths.resolve($0, against: base).path })
             }
         }
-        matrix.resolveConsumerFiles { FilePaths.resolve($0, against: base).path }
+        try matrix.resolveConsumerFiles(inside: base, matrixName: shown)
         return LoadedMatrix(matrix: matrix, name: shown)
     }
 }
@@ -49,14 +49,24 @@ extension KernelSource {
 }
 
 extension Matrix {
-    /// Consumers' files and the scenarios that carry the consumers, with every `from` rewritten.
-    mutating func resolveConsumerFiles(_ resolve: (String) -> String) {
+    /// A consumer's files live beside the matrix that declares them: each `from` (relative, no
+    /// `..`: the parser saw to that) becomes an absolute path whose real location, links
+    /// followed, is still inside the matrix file's folder. A matrix someone else wrote cannot
+    /// make kmatrix copy /etc/shadow into a guest.
+    mutating func resolveConsumerFiles(inside base: URL, matrixName: String) throws {
+        let folder = base.standardizedFileURL.resolvingSymlinksInPath().path
         for index in consumers.indices {
             for file in consumers[index].files.indices {
-                consumers[index].files[file].from = resolve(consumers[index].files[file].from)
+                let given = consumers[index].files[file].from
+                let resolved = FilePaths.resolve(given, against: base)
+                let real = resolved.resolvingSymlinksInPath().path
+                guard real.hasPrefix(folder + "/") else {
+                    throw KMatrixError(.invalidInput, "\(matrixName): file \(InputRules.quoted(given)) of consumer \(consumers[index].name) leads out of the matrix file's folder "
+                        + "(to \(InputRules.quoted(real))); put the consumer's files beside the matrix")
+                }
+                consumers[index].files[file].from = real
             }
         }
-        // Expectations are keyed by name, and scenarios are made from the consumers: nothing else to rewrite.
     }
 }
 

@@ -36,33 +36,13 @@ public struct HostGuestLauncher: GuestLauncher {
 
     public func launch(_ guest: GuestSpec, context: RunContext, progress: @escaping @Sendable (GuestPhase) -> Void) async throws -> any GuestSession {
         progress(.booting)
-        var placement: ConsumerPlacement?
-        if !guest.consumers.isEmpty {
-            // The consumers run from their bundles in the cache; their working folders go in a
-            // private folder of this guest's, removed with it.
-            var bundles: [String: String] = [:]
-            for name in guest.consumers {
-                guard let bundle = context.consumers[name] else { throw KMatrixError(.probe, "consumer \(name) was not built for this run") }
-                bundles[name] = bundle.tree.path
-            }
-            var template = Array("/tmp/kmatrix-\(context.runID)-\(guest.name)-XXXXXX".utf8CString)
-            guard let made = mkdtemp(&template) else {
-                throw KMatrixError(.io, "cannot create a working folder for the consumers: \(String(cString: strerror(errno)))")
-            }
-            placement = ConsumerPlacement(bundles: bundles, workRoot: String(cString: made))
-        }
         let namespace = "kmatrix-\(context.runID)-\(guest.name)"
         // Recorded first: should the run die right after `ip netns add`, gc still knows it is ours.
-        do {
-            try context.ledger.recordNamespace(namespace)
-            try await commands.checked("ip", ["netns", "add", namespace], timeout: .seconds(10))
-        } catch {
-            if let workRoot = placement?.workRoot { try? FileManager.default.removeItem(atPath: workRoot) }
-            throw error
-        }
+        try context.ledger.recordNamespace(namespace)
+        try await commands.checked("ip", ["netns", "add", namespace], timeout: .seconds(10))
         let probeSha256 = try? await digests.sha256(of: context.probe)
         let session = HostGuestSession(namespace: namespace, probe: context.probe, commands: commands,
-                                       identity: Self.localIdentity(), probeSha256: probeSha256, consumerPlacement: placement)
+                                       identity: Self.localIdentity(), probeSha256: probeSha256)
         do {
             // Loopback stays down in a new namespace; the probe's datagrams need it.
             try await commands.checked("ip", ["-n", namespace, "link", "set", "lo", "up"], timeout: .seconds(10))
@@ -86,14 +66,8 @@ struct HostGuestSession: GuestSession {
     let commands: any CommandRunner
     let identity: GuestIdentity
     let probeSha256: String?
-    let consumerPlacement: ConsumerPlacement?
 
     var consoleLog: URL? { nil }
-
-    func runConsumerCommand(_ arguments: [String], timeout: Duration) async throws -> CommandResult {
-        guard let program = arguments.first else { throw KMatrixError(.probe, "empty consumer command") }
-        return try await commands.run(program, Array(arguments.dropFirst()), input: nil, timeout: timeout)
-    }
     var provenance: Provenance { Provenance(probeSha256: probeSha256, accelerator: "none (host kernel)") }
 
     func runProbe(_ arguments: [String], scenario: Scenario, timeout: Duration) async throws -> CommandResult {
@@ -111,7 +85,6 @@ struct HostGuestSession: GuestSession {
 
     func shutdown() async {
         _ = try? await commands.run("ip", ["netns", "del", namespace], timeout: .seconds(10))
-        if let workRoot = consumerPlacement?.workRoot { try? FileManager.default.removeItem(atPath: workRoot) }
     }
 }
 

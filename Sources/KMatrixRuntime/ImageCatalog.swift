@@ -383,6 +383,16 @@ public actor ImageCatalog {
             let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
             if modified < cutoff, (try? manager.removeItem(at: url)) != nil { removed.append("image \(name)") }
         }
+        // Consumers' bundles and the initramfs they were appended to: touched at every use.
+        for folder in [cache.consumers, cache.layeredInitramfs] where OwnedFolder.problem(folder) == nil {
+            for name in (try? manager.contentsOfDirectory(atPath: folder.path)) ?? [] where !name.hasSuffix(".lock") {
+                let url = folder.appendingPathComponent(name)
+                let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
+                if modified < cutoff, (try? manager.removeItem(at: url)) != nil {
+                    removed.append(folder == cache.consumers ? "consumer bundle \(name)" : "initramfs with consumers \(name)")
+                }
+            }
+        }
         var referenced: Set<String> = []
         var unreadable = false
         for name in (try? manager.contentsOfDirectory(atPath: cache.images.path)) ?? [] where name.starts(with: "kernel-") {

@@ -95,6 +95,18 @@ struct BadInputTests {
         Case(name: "a negative shard", matrix: hostMatrix, arguments: ["run", "--shard", "-1/3"], message: "--shard must be K/N with 1 ≤ K ≤ N"),
         Case(name: "a baseline whose numbers overflow", matrix: hostMatrix, files: ["old.json": #"{"schema": 1e20}"#],
              arguments: ["run", "--baseline", "old.json"], message: "old.json is not a kmatrix results.json (schema: \"1e+20\" is out of range"),
+        Case(name: "a consumer on the host guest", matrix: "consumers: { a: { files: [{ from: a, to: a }], start: [\"{bundle}/a\"] } }\n"
+             + "guests:\n  - { name: host, image: { kind: host }, consumers: [a] }\n",
+             arguments: ["run"], message: "matrix.yaml:3:53: the host guest cannot run a consumer: its command would run as root on this machine"),
+        Case(name: "a consumer file outside the matrix's folder", matrix: "consumers: { a: { files: [{ from: /etc/shadow, to: a }], start: [\"{bundle}/a\"] } }\n"
+             + "guests:\n  - { name: k, image: { kind: kernel, suite: bookworm }, consumers: [a] }\n",
+             arguments: ["run"], message: "matrix.yaml:1:35: from \"/etc/shadow\" must be relative to the matrix file's folder"),
+        Case(name: "a consumer file above the matrix's folder", matrix: "consumers: { a: { files: [{ from: ../x, to: a }], start: [\"{bundle}/a\"] } }\n"
+             + "guests:\n  - { name: k, image: { kind: kernel, suite: bookworm }, consumers: [a] }\n",
+             arguments: ["run"], message: "has a part \"..\" that must be a plain file name"),
+        Case(name: "a consumer file that is missing", matrix: "consumers: { a: { files: [{ from: agent, to: bin/agent }], start: [\"{bundle}/bin/agent\"] } }\n"
+             + "guests:\n  - { name: k, image: { kind: kernel, suite: bookworm }, consumers: [a] }\n",
+             arguments: ["run"], message: "cannot read file bin/agent of consumer a"),
         Case(name: "images add for a guest that is not cloud", matrix: hostMatrix, files: ["disk.img": "x"], arguments: ["images", "add", "host", "disk.img"],
              message: "host is a host guest built here; only vendor cloud guests take a downloaded image"),
     ]
@@ -115,6 +127,17 @@ struct BadInputTests {
         #expect(!world.stderr.contains("NSCocoaErrorDomain") && !world.stderr.contains("Error Domain="))
         #expect(!world.stderr.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" }, "no raw control characters on the terminal")
         #expect(world.stderr.split(separator: "\n").count <= 6, "one sentence, not a dump: \(world.stderr)")
+    }
+
+    /// A link beside the matrix may point anywhere: where it leads is what counts.
+    @Test func aConsumerFileThatLinksOutOfTheMatrixFolderIsRefused() async throws {
+        let world = try CLIWorld()
+        _ = try world.file("matrix.yaml", "consumers: { a: { files: [{ from: agent.conf, to: a.conf }], start: [\"{bundle}/a\"] } }\n"
+                           + "guests:\n  - { name: k, image: { kind: kernel, suite: bookworm }, consumers: [a] }\n")
+        try FileManager.default.createSymbolicLink(atPath: world.root.url.appendingPathComponent("agent.conf").path, withDestinationPath: "/etc/hostname")
+        #expect(await world.run(["run"]) == 2)
+        #expect(world.stderr.contains("matrix.yaml: file \"agent.conf\" of consumer a leads out of the matrix file's folder (to \"/etc/hostname\")"), "\(world.stderr)")
+        #expect(world.commands.calls.isEmpty)
     }
 
     @Test func theUnknownGuestErrorIsBoundedAndSuggests() async throws {

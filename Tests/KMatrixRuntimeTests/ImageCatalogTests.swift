@@ -115,6 +115,8 @@ struct ImageCatalogTests {
 
     /// gc's share of the image cache: old `--kernel` images, rootfs builds nothing refers to,
     /// and digests of files that are gone; what is in use stays.
+    func left(_ folder: URL) -> Set<String> { Set((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []) }
+
     @Test func pruneRemovesOnlyWhatNoRunWillAskFor() throws {
         let world = try LauncherWorld()
         defer { world.root.remove() }
@@ -131,12 +133,20 @@ struct ImageCatalogTests {
         _ = try world.root.file("cache/digests/\(live)", "1:2:3:4:5 \(String(repeating: "c", count: 64)) \(kept.path)\n")
         _ = try world.root.file("cache/digests/\(dead)", "1:2:3:4:5 \(String(repeating: "c", count: 64)) \(world.root.url.path)/gone dir/k.deb\n")
         _ = try world.root.file("cache/digests/\(live).4242", "1:2:3:4:5 \(String(repeating: "c", count: 64)) \(kept.path)\n")
+        for name in ["consumers/agent-old/manifest.json", "consumers/agent-new/manifest.json", "initrd-layers/0ld.gz", "initrd-layers/new.gz"] {
+            _ = try world.root.file(images + name, "x")
+        }
+        for name in ["consumers/agent-old", "initrd-layers/0ld.gz"] {
+            try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: world.cache.images.appendingPathComponent(name).path)
+        }
 
         let removed = world.catalog.prune(unusedDays: 30)
         #expect(Set(removed) == ["image kernel-file-0ld", "rootfs build b-old", "rootfs build b-orphan",
-                                 "digest of \(world.root.url.path)/gone dir/k.deb", "digest of \(live).4242"])
-        let left = { (folder: URL) in Set((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []) }
-        #expect(left(world.cache.images) == ["kernel-file-fresh", "kernel-bookworm"])
+                                 "digest of \(world.root.url.path)/gone dir/k.deb", "digest of \(live).4242",
+                                 "consumer bundle agent-old", "initramfs with consumers 0ld.gz"])
+        #expect(left(world.cache.consumers) == ["agent-new"])
+        #expect(left(world.cache.layeredInitramfs) == ["new.gz"])
+        #expect(left(world.cache.images) == ["kernel-file-fresh", "kernel-bookworm", "consumers", "initrd-layers"])
         #expect(left(world.cache.builds) == ["b-fresh", "b-suite"])
         #expect(left(world.cache.recipeDigests) == [live])
     }
@@ -152,7 +162,7 @@ struct ImageCatalogTests {
 
     @Test func everyRecipeTheMatrixAcceptsHasItsScript() throws {
         let images = CLIPackage.root.appendingPathComponent("images")
-        for script in Recipes.all.map(\.script) + [Recipes.rootfs] {
+        for script in Recipes.all.map(\.script) + [Recipes.rootfs, Recipes.consumer] {
             #expect(FileManager.default.isReadableFile(atPath: images.appendingPathComponent(script).path), "\(script)")
         }
         #expect(try MatrixParser.parse("guests:\n  - { name: l, image: { kind: kernel, recipe: legacy-failopen } }\n", file: "m").guests.count == 1)
