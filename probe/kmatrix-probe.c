@@ -136,6 +136,7 @@ static struct {
 	pid_t agent_pid;
 	int agent_done, agent_exited_early, agent_code, agent_signal, agent_stopped;
 	unsigned long peer_portid, received_stalled, fresh_sent, fresh_received;
+	long long fresh_queued, fresh_unicast_failed; /* -1: the rows could not be read */
 	long long agent_ready_after;
 	const char *fate;
 } R;
@@ -997,13 +998,20 @@ static int agent_signal_group(int sig)
 }
 
 /* After the stall: does the consumer still give verdicts? Fresh datagrams (sequence numbers after
- * the burst's) must arrive: alive; none or some: stuck; the process is gone: exited. */
+ * the burst's) must all arrive *through the queue*: each takes an id (id_sequence moves by their
+ * number) and no unicast to the consumer fails (its Drops stay) — with fail-open, traffic also
+ * gets past a consumer that reads nothing, so arriving alone proves nothing. Then: alive; else
+ * stuck; the process is gone: exited. */
 static void agent_fate(void)
 {
+	R.fresh_queued = R.fresh_unicast_failed = -1;
 	if (agent_reap(0)) {
 		R.fate = "exited";
 		return;
 	}
+	struct qrow q0, q1;
+	long long d0 = 0, d1 = 0;
+	int rows = read_qrow(&q0) == 0 && read_drops(&d0) == 0;
 	unsigned long first = R.packets + 1;
 	for (unsigned long s = first; s < first + R.fate_packets; s++) {
 		if (send_one(s) != 0)
@@ -1016,10 +1024,17 @@ static void agent_fate(void)
 		poll(&p, 1, 20);
 		drain_udp();
 	}
+	rows = rows && read_qrow(&q1) == 0 && read_drops(&d1) == 0;
+	if (rows) {
+		R.fresh_queued = (long long)(q1.idseq - q0.idseq);
+		R.fresh_unicast_failed = d1 - d0;
+	}
 	if (agent_reap(0))
 		R.fate = "exited";
+	else if (rows && R.fresh_received == R.fresh_sent && R.fresh_queued == (long long)R.fresh_sent && R.fresh_unicast_failed == 0)
+		R.fate = "alive";
 	else
-		R.fate = R.fresh_received == R.fresh_sent ? "alive" : "stuck";
+		R.fate = "stuck";
 }
 
 /* Stops the consumer: SIGCONT (a stalled one cannot act on a signal), its stop signal (SIGTERM
@@ -1477,10 +1492,20 @@ static void print_json(void)
 		printf("  \"rmem\": null,\n");
 	if (R.external) {
 		printf("  \"agent\": {\"pid\": %d, \"peer_portid\": %lu, \"ready_ms\": %lld, \"exited_early\": %s,\n"
-		       "            \"received_while_stalled\": %lu, \"fresh_sent\": %lu, \"fresh_received\": %lu,\n"
-		       "            \"fate\": ",
+		       "            \"received_while_stalled\": %lu, \"fresh_sent\": %lu, \"fresh_received\": %lu,\n",
 		       (int)R.agent_pid, R.peer_portid, R.agent_ready_after, R.agent_exited_early ? "true" : "false",
 		       R.received_stalled, R.fresh_sent, R.fresh_received);
+		printf("            \"fresh_queued\": ");
+		if (R.fresh_queued >= 0)
+			printf("%lld", R.fresh_queued);
+		else
+			fputs("null", stdout);
+		printf(", \"fresh_unicast_failed\": ");
+		if (R.fresh_unicast_failed >= 0)
+			printf("%lld", R.fresh_unicast_failed);
+		else
+			fputs("null", stdout);
+		printf(", \"fate\": ");
 		json_str(R.fate);
 		printf(", \"exit_status\": ");
 		if (R.agent_done && !R.agent_signal)
@@ -1657,6 +1682,7 @@ int main(int argc, char **argv)
 	R.fate_packets = 20;
 	R.fate_wait_ms = 2000;
 	R.agent_stop_signal = SIGTERM;
+	R.fresh_queued = R.fresh_unicast_failed = -1;
 	R.firewall = FW_AUTO;
 	R.fw_kind = FW_NONE;
 	R.nl_fd = R.udp_rx = R.udp_tx = R.tcp_lis = R.rmem_def_fd = R.rmem_max_fd = -1;

@@ -148,7 +148,12 @@ struct ExternalConsumerClassifier {
     private func fateSentence(_ observation: ConsumerObservation) -> String {
         switch observation.fate {
         case .alive?: return " After SIGCONT the consumer gave verdicts again."
-        case .stuck?: return " After SIGCONT the consumer ran but gave \(agent.freshReceived) of \(agent.freshSent) fresh datagrams a verdict."
+        case .stuck?:
+            if let failed = agent.freshUnicastFailed, failed > 0 {
+                return " After SIGCONT the consumer ran but read nothing: \(failed) of \(agent.freshSent) fresh datagrams found its socket still full."
+            }
+            let unqueued = agent.freshSent - min(agent.freshSent, agent.freshQueued ?? 0)
+            return " After SIGCONT the consumer ran but \(unqueued) of \(agent.freshSent) fresh datagrams did not reach its queue or got no verdict."
         case .exited?:
             let how = observation.exitSignal.map { "on signal \($0)" } ?? observation.exitStatus.map { "with status \($0)" } ?? ""
             let last = observation.logTail?.split(whereSeparator: \.isNewline).last.map { ": \($0)" } ?? ""

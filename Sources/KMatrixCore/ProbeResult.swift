@@ -38,6 +38,10 @@ public struct ProbeResult: Sendable, Hashable, Codable {
         public var receivedWhileStalled: Int
         public var freshSent: Int
         public var freshReceived: Int
+        /// How many fresh datagrams took a queue id, and how many unicasts to the consumer failed
+        /// meanwhile (nil when the rows could not be read): alive means all queued, none failed.
+        public var freshQueued: Int?
+        public var freshUnicastFailed: Int?
         public var fate: String?
         public var exitStatus: Int?
         public var exitSignal: Int?

@@ -50,7 +50,11 @@ extension ImageCatalog {
     /// one consumer share the build. A package the suite does not have is the user's mistake
     /// (`invalidInput`, exit 2), found before anything boots.
     public func consumerBundle(_ spec: ConsumerSpec) async throws -> ConsumerBundle {
-        let out = cache.consumers.appendingPathComponent("\(spec.name)-\(Self.consumerSlot(spec))")
+        var contents: [String] = []
+        for file in spec.files {
+            contents.append(try await verdicts.sha256(of: URL(fileURLWithPath: file.from), what: "file of consumer \(spec.name)", digests: digests))
+        }
+        let out = cache.consumers.appendingPathComponent("\(spec.name)-\(Self.consumerSlot(spec, contents: contents))")
         let key = "consumer:" + out.lastPathComponent
         if let running = consumerBuilds[key] { return try await running.value }
         let task = Task { try await buildConsumer(spec, out: out) }
@@ -63,11 +67,12 @@ extension ImageCatalog {
         }
     }
 
-    /// One folder per declaration (name, suite, packages, where each file comes from and goes):
-    /// a changed file rebuilds that folder, another matrix's declaration of the same name gets its own.
-    nonisolated static func consumerSlot(_ spec: ConsumerSpec) -> String {
+    /// One folder per content (name, suite, packages, each file's digest and place in the
+    /// bundle): the same consumer declared by two matrices shares one bundle, a changed file gets
+    /// its own (and gc ages the old one out).
+    nonisolated static func consumerSlot(_ spec: ConsumerSpec, contents: [String]) -> String {
         var text = "\(spec.name)\n\(spec.debian?.suite ?? "")\n\(spec.debian?.packages.joined(separator: " ") ?? "")\n"
-        for file in spec.files { text += "\(file.from)\u{0}\(file.to)\n" }
+        for (file, digest) in zip(spec.files, contents) { text += "\(digest) \(file.to)\n" }
         return String(FileDigests.sha256(of: Data(text.utf8)).prefix(16))
     }
 

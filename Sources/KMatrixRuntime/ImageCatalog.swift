@@ -385,12 +385,15 @@ public actor ImageCatalog {
         }
         // Consumers' bundles and the initramfs they were appended to: touched at every use.
         for folder in [cache.consumers, cache.layeredInitramfs] where OwnedFolder.problem(folder) == nil {
-            for name in (try? manager.contentsOfDirectory(atPath: folder.path)) ?? [] where !name.hasSuffix(".lock") {
+            let names = (try? manager.contentsOfDirectory(atPath: folder.path)) ?? []
+            for name in names where !name.hasSuffix(".lock") || !names.contains(String(name.dropLast(5))) {
                 let url = folder.appendingPathComponent(name)
                 let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
-                if modified < cutoff, (try? manager.removeItem(at: url)) != nil {
-                    removed.append(folder == cache.consumers ? "consumer bundle \(name)" : "initramfs with consumers \(name)")
-                }
+                guard modified < cutoff, (try? manager.removeItem(at: url)) != nil else { continue }
+                if name.hasSuffix(".lock") { continue }
+                removed.append(folder == cache.consumers ? "consumer bundle \(name)" : "initramfs with consumers \(name)")
+                // The recipe's lock beside a bundle goes with it.
+                try? manager.removeItem(at: folder.appendingPathComponent(name + ".lock"))
             }
         }
         var referenced: Set<String> = []

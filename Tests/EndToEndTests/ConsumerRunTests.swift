@@ -29,6 +29,7 @@ extension EndToEnd {
             _ = try Self.tinyConsumer(in: work)
             try Self.write("maxlen = 1024\nfail_open = 1\non_enobufs = exit\n", to: work.appendingPathComponent("exits.conf"))
             try Self.write("bind = 0\n", to: work.appendingPathComponent("hangs.conf"))
+            try Self.write("maxlen = 1024\nfail_open = 1\non_enobufs = hang\n", to: work.appendingPathComponent("wedges.conf"))
             try Self.write("""
             consumers:
               exits:
@@ -42,15 +43,25 @@ extension EndToEnd {
                 sizes: [64]
                 scenarios: [overflow]
                 ready_timeout: 3
+              wedges:
+                files: [{ from: tiny-nfq, to: bin/tiny-nfq }, { from: wedges.conf, to: tiny.conf }]
+                start: ["{bundle}/bin/tiny-nfq", "{bundle}/tiny.conf", "{queue}"]
+                sizes: [64]
+                scenarios: [overflow]
             scenarios: [failopen-socket-overflow]
             guests:
-              - { name: debian-12-6.1, image: { kind: kernel, suite: bookworm }, consumers: [exits, hangs] }
+              - { name: debian-12-6.1, image: { kind: kernel, suite: bookworm }, consumers: [exits, hangs, wedges] }
             """, to: work.appendingPathComponent("matrix.yaml"))
             let started = Date()
             let run = try Harness.run(["run", "--matrix", work.appendingPathComponent("matrix.yaml").path])
             #expect(run.status == 1, "the never-binding consumer's cell is an error\n\(run.stdout)\n\(run.stderr)")
             let result = try run.results()
-            #expect(result.scenarios == ["failopen-socket-overflow", "exits:overflow-64", "hangs:overflow-64"])
+            #expect(result.scenarios == ["failopen-socket-overflow", "exits:overflow-64", "hangs:overflow-64", "wedges:overflow-64"])
+            let wedges = try #require(result.cell(guest: "debian-12-6.1", scenario: "wedges:overflow-64"))
+            #expect(wedges.consumer?.observed?.fate == .stuck, "fresh traffic passing by fail-open is no sign of life: \(wedges.reason)")
+            #expect(wedges.reason.contains("read nothing"))
+            let verdict = try #require(result.verdicts.first?.consumers.first { $0.consumer == "wedges" })
+            #expect(verdict.text.hasSuffix("it stops giving verdicts after the stall"), "\(verdict.text)")
 
             let exits = try #require(result.cell(guest: "debian-12-6.1", scenario: "exits:overflow-64"))
             #expect(exits.consumer?.observed?.fate == .exited, "\(exits.reason)")
@@ -134,7 +145,8 @@ extension EndToEnd {
 
         /// The done-when of issue 21: a consumer given as a static binary plus a config file,
         /// with no Debian package, in a kernel guest (initramfs layer) and in the cloud stand-in
-        /// (unpacked over SSH), judged with no code of kmatrix's knowing it.
+        /// (unpacked over SSH), judged with no code of kmatrix's knowing it; and Suricata from
+        /// trixie (glibc 2.41) running on the stand-in's Debian 11 (glibc 2.31) with its own libraries.
         @Test(.enabled(if: Harness.virtualMachinesEnabled, "set KMATRIX_E2E_VMS=1 (scripts/test does)"))
         func aStaticBinaryWithItsConfigRunsInAKernelGuestAndTheCloudStandIn() throws {
             let work = try Harness.scratchDirectory("consumers-vm")
@@ -142,11 +154,20 @@ extension EndToEnd {
             _ = try Self.tinyConsumer(in: work)
             // A small queue and a socket forced large enough for it: the queue fills first.
             try Self.write("maxlen = 64\nfail_open = 1\nrcvbuf = 4194304\n", to: work.appendingPathComponent("tiny.conf"))
+            try FileManager.default.copyItem(at: Harness.packageRoot.appendingPathComponent("examples/consumers/suricata/suricata.yaml"),
+                                             to: work.appendingPathComponent("suricata.yaml"))
             try Self.write("""
             consumers:
               tiny:
                 files: [{ from: tiny-nfq, to: bin/tiny-nfq }, { from: tiny.conf, to: tiny.conf }]
                 start: ["{bundle}/bin/tiny-nfq", "{bundle}/tiny.conf", "{queue}"]
+                sizes: [64]
+                scenarios: [overflow]
+              suricata:
+                debian: { suite: trixie, packages: [suricata] }
+                files: [{ from: suricata.yaml, to: suricata.yaml }]
+                start: ["{bundle}/bin/suricata", "-c", "{bundle}/suricata.yaml", "-q", "{queue}", "--disable-detection", "-k", "none", "-l", "{dir}"]
+                version: ["{bundle}/bin/suricata", "-V"]
                 sizes: [64]
                 scenarios: [overflow]
             scenarios: [failopen-queue-full]
@@ -158,10 +179,11 @@ extension EndToEnd {
                 image: { kind: cloud, file: debian-11-cloud-standin.qcow2, user: cloud-user, recipe: cloud-standin }
                 memory_mib: 512
                 vcpus: 2
-                consumers: [tiny]
+                consumers: [tiny, suricata]
             expect:
               failopen-queue-full: [{ outcome: reinjected }]
               tiny:overflow-64: [{ outcome: reinjected }]
+              suricata:overflow-64: [{ outcome: reinjected }]
             """, to: work.appendingPathComponent("matrix.yaml"))
             let run = try Harness.run(["run", "--matrix", work.appendingPathComponent("matrix.yaml").path])
             #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
@@ -174,6 +196,10 @@ extension EndToEnd {
                 #expect(cell.consumer?.observed?.fate == .alive)
                 #expect(cell.consumer?.identity?.files.count == 2)
             }
+            let suricata = try #require(result.cell(guest: "cloud-standin-debian-11", scenario: "suricata:overflow-64"))
+            #expect(suricata.outcome == .reinjected && suricata.consumer?.observed?.fate == .alive, "\(suricata.reason)")
+            #expect(suricata.consumer?.identity?.version?.contains("7.0.10") == true)
+            #expect(result.cell(guest: "debian-12-6.1", scenario: "suricata:overflow-64") == nil, "a guest runs only its own consumers")
             let definition = try String(contentsOf: run.output.appendingPathComponent("domains/cloud-standin-debian-11.xml"), encoding: .utf8)
             #expect(definition.contains("Nehalem"), "guests with a consumer get an x86-64-v2 CPU model")
             #expect(Harness.kmatrixLeftovers().isEmpty)

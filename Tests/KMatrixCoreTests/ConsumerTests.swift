@@ -169,6 +169,29 @@ import Testing
         #expect(result.reason.contains("exited with status 1: tiny-nfq: recv: No buffer space available"))
     }
 
+    /// tiny-nfq with on_enobufs = hang: it reads ENOBUFS and then nothing more. Fresh traffic
+    /// still arrives (fail-open passes it by the full socket), which is why arriving is not enough.
+    @Test func aConsumerThatStopsReadingIsStuckAlthoughTrafficStillFlows() throws {
+        let probe = try Fixture.probe("consumer-tiny-hangs-6.18")
+        #expect(probe.agent?.freshReceived == 20 && probe.agent?.freshUnicastFailed == 20)
+        let result = Classifier.classify(probe, scenario: Scenario.consumer(try Self.suricata(), kind: .overflow, payload: 64))
+        #expect(result.observation?.fate == .stuck)
+        #expect(result.reason.contains("After SIGCONT the consumer ran but read nothing: 20 of 20 fresh datagrams found its socket still full."), "\(result.reason)")
+    }
+
+    @Test func theStopSignalAndReadyTimeoutReachTheProbe() throws {
+        let matrix = try MatrixParser.parse("""
+        consumers:
+          a: { files: [{ from: a, to: bin/a }], start: ["{bundle}/bin/a"], stop: sigint, ready_timeout: 7, sizes: [100], scenarios: [overflow] }
+        guests: [{ name: k, image: { kind: kernel, suite: bookworm }, consumers: [a] }]
+        """, file: "m.yaml")
+        let scenario = try #require(matrix.allScenarios.last)
+        #expect(scenario.name == "a:overflow-100")
+        let arguments = scenario.probeArguments(bundle: "/b", workRoot: "/w")
+        #expect(arguments.contains("--agent-stop-signal") && arguments[arguments.firstIndex(of: "--agent-stop-signal")! + 1] == "2")
+        #expect(arguments[arguments.firstIndex(of: "--agent-ready-ms")! + 1] == "7000")
+    }
+
     @Test func aConsumerThatNeverBindsIsAnErrorThatSaysSo() throws {
         let result = try classify("consumer-tiny-never-binds-6.18", payload: 64)
         #expect(result.outcome == .error)

@@ -8,7 +8,8 @@
  *
  * CONFIG keys (defaults in brackets): maxlen [1024], rcvbuf [0: the kernel's default; else
  * SO_RCVBUFFORCE bytes], fail_open [1], no_enobufs [0: set NETLINK_NO_ENOBUFS],
- * on_enobufs [continue|exit], bind [1; 0 never binds the queue, to test a consumer that hangs].
+ * on_enobufs [continue|exit|hang: stop reading, as a wedged agent], bind [1; 0 never binds the
+ * queue, to test a consumer that never gets ready].
  * Build: musl-gcc -static -Os -o tiny-nfq tiny-nfq.c
  */
 #define _GNU_SOURCE
@@ -31,7 +32,9 @@ struct nlh { uint32_t len; uint16_t type, flags; uint32_t seq, pid; };
 struct nfg { uint8_t family, version; uint16_t res_id; };
 struct nla { uint16_t len, type; };
 
-static unsigned maxlen = 1024, rcvbuf, fail_open = 1, no_enobufs, exit_on_enobufs, do_bind = 1;
+static unsigned maxlen = 1024, rcvbuf, fail_open = 1, no_enobufs, do_bind = 1;
+static const char *on_enobufs = "continue";
+static char on_enobufs_word[64];
 static char buf[1 << 17];
 
 static void put_attr(char *msg, uint16_t type, const void *data, uint16_t len)
@@ -79,8 +82,9 @@ static void read_config(const char *path)
 			else if (!strcmp(key, "fail_open")) fail_open = value;
 			else if (!strcmp(key, "no_enobufs")) no_enobufs = value;
 			else if (!strcmp(key, "bind")) do_bind = value;
-		} else if (sscanf(line, " on_enobufs = %63s", word) == 1) {
-			exit_on_enobufs = !strcmp(word, "exit");
+		} else if (sscanf(line, " on_enobufs = %15s", word) == 1) {
+			snprintf(on_enobufs_word, sizeof on_enobufs_word, "%s", word);
+			on_enobufs = on_enobufs_word;
 		}
 	}
 	fclose(f);
@@ -96,7 +100,7 @@ int main(int argc, char **argv)
 	uint16_t queue = (uint16_t)atoi(argv[2]);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("tiny-nfq: queue %u maxlen %u rcvbuf %u fail_open %u no_enobufs %u on_enobufs %s\n", queue, maxlen, rcvbuf,
-	       fail_open, no_enobufs, exit_on_enobufs ? "exit" : "continue");
+	       fail_open, no_enobufs, on_enobufs);
 	if (!do_bind) {
 		puts("tiny-nfq: bind = 0, not binding the queue");
 		for (;;)
@@ -134,9 +138,14 @@ int main(int argc, char **argv)
 			if (errno == EINTR)
 				continue;
 			printf("tiny-nfq: recv: %s (after %lu verdicts)\n", strerror(errno), accepted);
-			if (errno == ENOBUFS && !exit_on_enobufs)
-				continue;
-			return 1;
+			if (errno != ENOBUFS || !strcmp(on_enobufs, "exit"))
+				return 1;
+			if (!strcmp(on_enobufs, "hang")) {
+				puts("tiny-nfq: on_enobufs = hang, reading no more");
+				for (;;)
+					pause();
+			}
+			continue;
 		}
 		for (struct nlh *h = (struct nlh *)buf; n >= (ssize_t)sizeof *h && h->len >= sizeof *h && h->len <= (size_t)n;
 		     n -= (h->len + 3) & ~3u, h = (struct nlh *)((char *)h + ((h->len + 3) & ~3u))) {
