@@ -29,6 +29,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Modules directory (/lib/modules/<release> or its parent) for the bare bzImages given with --kernel.")
     var modules: String?
 
+    @Option(name: .customLong("consumer"), help: "Also run this consumer of the matrix's `consumers:` in the --kernel guests (repeatable).")
+    var consumers: [String] = []
+
     @Option(parsing: .unconditional, help: "Guests booted at once (default: from cores and memory).")
     var jobs: Int?
 
@@ -59,7 +62,8 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let context = CommandContext.current
         let logger = Logs.logger(verbose: global.verbose, context: context)
-        let request = RunRequest(matrix: matrix, guests: guests, scenarios: scenarios, kernels: kernels, modules: modules, shard: shard, baseline: baseline)
+        let request = RunRequest(matrix: matrix, guests: guests, scenarios: scenarios, kernels: kernels, modules: modules, shard: shard, baseline: baseline,
+                                 consumers: consumers)
         let plan = try RunPlan.make(request, environment: context.engine)
         let started = Date()
         let outDirectory = try OutputDirectory.prepare(out, relativeTo: context.workingDirectory, startedAt: started)

@@ -4,6 +4,8 @@ public struct Comparison: Sendable, Equatable {
         case outcomeChanged(guest: String, scenario: String, from: Outcome, to: Outcome, expected: Outcome?)
         case countMoved(guest: String, scenario: String, field: String, from: Int, to: Int)
         case kernelChanged(guest: String, from: String, to: String)
+        /// A user's consumer deployed differently (another version, other files) on a row.
+        case consumerChanged(guest: String, consumer: String, from: String, to: String)
         case guestAdded(String)
         case guestRemoved(String)
         case scenarioAdded(String)
@@ -45,6 +47,13 @@ public struct Comparison: Sendable, Equatable {
             if let oldKernel = base.kernel(of: guest), let newKernel = new.kernel(of: guest), oldKernel != newKernel {
                 changes.append(.kernelChanged(guest: guest, from: oldKernel, to: newKernel))
             }
+            // Consumer cells pair by scenario, which names the consumer; what was deployed under
+            // that name may have changed, and says so like a kernel that moved on.
+            let oldConsumers = consumers(of: guest, in: base), newConsumers = consumers(of: guest, in: new)
+            for (name, now) in newConsumers.sorted(by: { $0.key < $1.key }) {
+                guard let before = oldConsumers[name], before != now else { continue }
+                changes.append(.consumerChanged(guest: guest, consumer: name, from: before.description, to: now.description))
+            }
             for scenario in new.scenarios where baseScenarios.contains(scenario) {
                 guard let old = base.cell(guest: guest, scenario: scenario), let cell = new.cell(guest: guest, scenario: scenario) else { continue }
                 if old.outcome != cell.outcome {
@@ -59,6 +68,22 @@ public struct Comparison: Sendable, Equatable {
             }
         }
         return Comparison(changes: changes)
+    }
+
+    /// What a row deployed of each consumer: its label and its bundle's digest.
+    struct Deployed: Equatable, CustomStringConvertible {
+        var label: String
+        var bundle: String?
+        var description: String { label + (bundle.map { " (bundle \($0.prefix(12)))" } ?? "") }
+    }
+
+    static func consumers(of guest: String, in result: RunResult) -> [String: Deployed] {
+        var found: [String: Deployed] = [:]
+        for cell in result.cells(of: guest) {
+            guard let consumer = cell.consumer, let identity = consumer.identity, found[consumer.name] == nil else { continue }
+            found[consumer.name] = Deployed(label: identity.label(name: consumer.name), bundle: identity.bundleSha256)
+        }
+        return found
     }
 
     /// In floating point: counts read from another machine's file are bounded (`ResultReader`),
@@ -80,6 +105,8 @@ public struct Comparison: Sendable, Equatable {
                 lines.append("moved \(guest) / \(scenario): \(field) \(from) → \(to)")
             case .kernelChanged(let guest, let from, let to):
                 lines.append("kernel \(guest): \(from) → \(to)")
+            case .consumerChanged(let guest, let consumer, let from, let to):
+                lines.append("consumer \(guest) / \(consumer): \(from) → \(to)")
             case .guestAdded(let guest): lines.append("new guest \(guest)")
             case .guestRemoved(let guest): lines.append("removed guest \(guest)")
             case .scenarioAdded(let scenario): lines.append("new scenario \(scenario)")

@@ -11,8 +11,12 @@ public struct RunRequest: Sendable {
     public var modules: String?
     public var shard: String?
     public var baseline: String?
+    /// The matrix's consumers the `--kernel` guests run.
+    public var consumers: [String]
 
-    public init(matrix: String?, guests: [String], scenarios: [String], kernels: [String], modules: String?, shard: String?, baseline: String?) {
+    public init(matrix: String?, guests: [String], scenarios: [String], kernels: [String], modules: String?, shard: String?, baseline: String?,
+                consumers: [String] = []) {
+        self.consumers = consumers
         self.matrix = matrix
         self.guests = guests
         self.scenarios = scenarios
@@ -44,6 +48,15 @@ public struct RunPlan: Sendable {
         if command.modules != nil && !kernelGuests.contains(where: { if case .kernel(.bzImage) = $0.image { true } else { false } }) {
             throw KMatrixError(.invalidInput, "--modules goes with a bare kernel image given with --kernel")
         }
+        if !command.consumers.isEmpty {
+            guard !kernelGuests.isEmpty else { throw KMatrixError(.invalidInput, "--consumer goes with --kernel: it gives the kernels under test a consumer of the matrix") }
+            let names = try Selection.pick(command.consumers, from: matrix.consumers.map(\.name), what: "consumer")
+            for index in kernelGuests.indices {
+                kernelGuests[index].consumers = names
+                let memory = matrix.memoryMiB(of: kernelGuests[index])
+                if memory != matrix.defaults.memoryMiB { kernelGuests[index].memoryMiB = memory }
+            }
+        }
         let selected = try Selection.pick(command.guests, from: matrix.guests.map(\.name), what: "guest").compactMap { name in
             matrix.guests.first { $0.name == name }
         }
@@ -52,7 +65,9 @@ public struct RunPlan: Sendable {
         if let text = command.shard, let (shard, count) = Shard.parse(text) {
             guests = Shard.pick(guests, shard: shard, of: count)
         }
-        let known = matrix.allScenarios
+        var withKernels = matrix
+        withKernels.guests += kernelGuests
+        let known = withKernels.allScenarios
         var seen = Set<String>()
         let names = (Scenario.catalogue + known).map(\.name).filter { seen.insert($0).inserted }
         let chosen = command.scenarios.isEmpty

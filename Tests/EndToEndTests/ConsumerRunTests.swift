@@ -80,6 +80,34 @@ extension EndToEnd {
             #expect(Harness.kmatrixLeftovers().isEmpty)
         }
 
+        /// Validating a kernel with your agent: `--kernel FILE --consumer NAME` gives the kernel
+        /// under test a consumer the matrix declares; only the asked-for scenario runs.
+        @Test(.enabled(if: Harness.virtualMachinesEnabled, "set KMATRIX_E2E_VMS=1 (scripts/test does)"))
+        func aKernelUnderTestRunsTheMatrixsConsumer() throws {
+            let deb = try #require(try Harness.cachedKernelDebs()["bookworm"])
+            let work = try Harness.scratchDirectory("consumers-kernel")
+            defer { try? FileManager.default.removeItem(at: work) }
+            _ = try Self.tinyConsumer(in: work)
+            try Self.write("maxlen = 64\nfail_open = 1\nrcvbuf = 4194304\n", to: work.appendingPathComponent("tiny.conf"))
+            try Self.write("""
+            consumers:
+              tiny:
+                files: [{ from: tiny-nfq, to: bin/tiny-nfq }, { from: tiny.conf, to: tiny.conf }]
+                start: ["{bundle}/bin/tiny-nfq", "{bundle}/tiny.conf", "{queue}"]
+                sizes: [64]
+            guests:
+              - { name: host, image: { kind: host } }
+            """, to: work.appendingPathComponent("matrix.yaml"))
+            let run = try Harness.run(["run", "--matrix", work.appendingPathComponent("matrix.yaml").path, "--kernel", "candidate=\(deb.path)",
+                                       "--consumer", "tiny", "--scenario", "tiny:overflow-64"])
+            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            let result = try run.results()
+            #expect(result.guests == ["candidate"] && result.scenarios == ["tiny:overflow-64"])
+            let cell = try #require(result.cell(guest: "candidate", scenario: "tiny:overflow-64"))
+            #expect(cell.outcome == .reinjected && cell.consumer?.observed?.path == .queueFull, "\(cell.reason)")
+            #expect(Harness.kmatrixLeftovers().isEmpty)
+        }
+
         /// A package the suite does not have is the matrix's mistake: exit 2 before anything boots.
         @Test func aPackageNotInTheSuiteIsExitTwoBeforeTheFirstBoot() throws {
             let work = try Harness.scratchDirectory("consumers-missing")

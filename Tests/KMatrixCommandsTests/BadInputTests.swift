@@ -107,6 +107,10 @@ struct BadInputTests {
         Case(name: "a consumer file that is missing", matrix: "consumers: { a: { files: [{ from: agent, to: bin/agent }], start: [\"{bundle}/bin/agent\"] } }\n"
              + "guests:\n  - { name: k, image: { kind: kernel, suite: bookworm }, consumers: [a] }\n",
              arguments: ["run"], message: "cannot read file bin/agent of consumer a"),
+        Case(name: "--consumer without --kernel", matrix: hostMatrix, arguments: ["run", "--consumer", "suricata"],
+             message: "--consumer goes with --kernel"),
+        Case(name: "--consumer the matrix does not declare", files: ["bzImage": String(repeating: "\0", count: 0x202) + "HdrS"],
+             arguments: ["run", "--kernel", "bzImage", "--consumer", "nope"], message: "unknown consumer \"nope\""),
         Case(name: "images add for a guest that is not cloud", matrix: hostMatrix, files: ["disk.img": "x"], arguments: ["images", "add", "host", "disk.img"],
              message: "host is a host guest built here; only vendor cloud guests take a downloaded image"),
     ]

@@ -253,6 +253,39 @@ import Testing
         #expect(verdict.affected == .no)
     }
 
+    static func night(_ id: String, day: Double, version: String, outcome: Outcome, bundle: String) -> RunResult {
+        var cell = Self.cell("suricata:overflow-8000", outcome, payload: 8000)
+        cell.consumer?.identity?.version = version
+        cell.consumer?.identity?.bundleSha256 = bundle
+        return RunResult(run: RunMetadata(id: id, started: Date(timeIntervalSince1970: day * 86400), durationS: 1, host: "h", hostKernel: "6.18",
+                                          matrix: "m", kmatrixVersion: "t"), guests: ["k"], scenarios: ["suricata:overflow-8000"], cells: [cell])
+    }
+
+    /// compare, merge and history pair consumer cells by row and scenario — the scenario names
+    /// the consumer — and compare says when what was deployed under that name changed.
+    @Test func compareMergeAndHistoryPairCellsByConsumer() throws {
+        let monday = Self.night("r1", day: 1, version: "This is Suricata version 7.0.10 RELEASE", outcome: .reinjected, bundle: String(repeating: "a", count: 64))
+        let tuesday = Self.night("r2", day: 2, version: "This is Suricata version 7.0.11 RELEASE", outcome: .dropped, bundle: String(repeating: "b", count: 64))
+        let comparison = Comparison.compare(base: monday, new: tuesday)
+        #expect(comparison.changes.contains(.consumerChanged(guest: "k", consumer: "suricata", from: "suricata 7.0.10 (bundle aaaaaaaaaaaa)",
+                                                             to: "suricata 7.0.11 (bundle bbbbbbbbbbbb)")))
+        #expect(comparison.text.contains("consumer k / suricata: suricata 7.0.10 (bundle aaaaaaaaaaaa) → suricata 7.0.11 (bundle bbbbbbbbbbbb)"))
+        #expect(comparison.text.contains("changed k / suricata:overflow-8000: reinjected → dropped"))
+        #expect(Comparison.compare(base: monday, new: monday).changes.isEmpty)
+
+        let history = HistoryBuilder.build([tuesday, monday])
+        let series = try #require(history.rows.first?.scenarios.first)
+        #expect(series.scenario == "suricata:overflow-8000")
+        #expect(series.flips.map(\.to) == [.dropped])
+
+        var shard = Self.night("r3", day: 3, version: "This is Suricata version 7.0.10 RELEASE", outcome: .reinjected, bundle: "c")
+        shard.guests = ["other"]
+        shard.cells = shard.cells.map { var cell = $0; cell.guest = "other"; return cell }
+        let merged = try Merge.merge([monday, shard])
+        #expect(merged.cell(guest: "other", scenario: "suricata:overflow-8000")?.consumer?.name == "suricata")
+        #expect(merged.verdicts.map { $0.consumers.first?.label } == ["suricata 7.0.10", "suricata 7.0.10"])
+    }
+
     @Test func consumerCellsRoundTripThroughResultsJSONAndTheReaderChecksThem() throws {
         let cells = [Self.cell("suricata:overflow-64", .reinjected, payload: 64)]
         let result = RunResult(run: RunMetadata(id: "r1", started: Date(timeIntervalSince1970: 0), durationS: 1, host: "h", hostKernel: "6.18",
