@@ -64,7 +64,7 @@ struct RunCommand: AsyncParsableCommand {
         let logger = Logs.logger(verbose: global.verbose, context: context)
         let request = RunRequest(matrix: matrix, guests: guests, scenarios: scenarios, kernels: kernels, modules: modules, shard: shard, baseline: baseline,
                                  consumers: consumers)
-        let plan = try RunPlan.make(request, environment: context.engine)
+        let plan = try await RunPlan.make(request, environment: context.engine)
         let started = Date()
         let outDirectory = try OutputDirectory.prepare(out, relativeTo: context.workingDirectory, startedAt: started)
         let engine = try await RunEngine.start(environment: context.engine, hosts: try global.hosts(plan.matrix), needsVirtualMachines: plan.guests.contains { $0.image != .host },

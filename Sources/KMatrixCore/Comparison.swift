@@ -6,7 +6,11 @@ public struct Comparison: Sendable, Equatable {
         case kernelChanged(guest: String, from: String, to: String)
         /// A user's consumer deployed differently (another version, other files) on a row.
         case consumerChanged(guest: String, consumer: String, from: String, to: String)
-        case guestAdded(String)
+        /// A new row (a kernel the archive just published) whose verdict is not the one of the
+        /// newest older kernel of its series in the same run.
+        case newKernelDiffers(guest: String, verdict: String, previous: String, previousVerdict: String)
+        /// A row the base did not have, with its verdict (a kernel set's newly published kernel).
+        case guestAdded(String, verdict: String? = nil)
         case guestRemoved(String)
         case scenarioAdded(String)
         case scenarioRemoved(String)
@@ -17,10 +21,11 @@ public struct Comparison: Sendable, Equatable {
     /// A cell that matched its expectation before and does not now, or that now errors or flakes.
     public var hasRegression: Bool {
         changes.contains { change in
-            if case .outcomeChanged(_, _, let from, let to, let expected) = change {
-                return Self.isRegression(from: from, to: to, expected: expected)
+            switch change {
+            case .outcomeChanged(_, _, let from, let to, let expected): Self.isRegression(from: from, to: to, expected: expected)
+            case .newKernelDiffers: true
+            default: false
             }
-            return false
         }
     }
 
@@ -36,7 +41,10 @@ public struct Comparison: Sendable, Equatable {
         var changes: [Change] = []
         let baseGuests = Set(base.guests), newGuests = Set(new.guests)
         let baseScenarios = Set(base.scenarios), newScenarios = Set(new.scenarios)
-        for guest in new.guests where !baseGuests.contains(guest) { changes.append(.guestAdded(guest)) }
+        for guest in new.guests where !baseGuests.contains(guest) {
+            changes.append(.guestAdded(guest, verdict: new.verdicts.first { $0.guest == guest }?.summary))
+            if let differs = newKernelDiffers(guest, base: baseGuests, in: new) { changes.append(differs) }
+        }
         for guest in base.guests where !newGuests.contains(guest) { changes.append(.guestRemoved(guest)) }
         for scenario in new.scenarios where !baseScenarios.contains(scenario) { changes.append(.scenarioAdded(scenario)) }
         for scenario in base.scenarios where !newScenarios.contains(scenario) { changes.append(.scenarioRemoved(scenario)) }
@@ -68,6 +76,23 @@ public struct Comparison: Sendable, Equatable {
             }
         }
         return Comparison(changes: changes)
+    }
+
+    /// A new row's verdict against the newest older kernel of its series that both runs have:
+    /// what a nightly run over a kernel set flags when the archive publishes a kernel.
+    static func newKernelDiffers(_ guest: String, base: Set<String>, in new: RunResult) -> Change? {
+        guard let kernel = new.kernel(of: guest), let version = KernelVersion(release: kernel) else { return nil }
+        let series = ArchiveKernel.series(of: kernel)
+        let older = new.guests.filter { base.contains($0) }.compactMap { other -> (String, String)? in
+            guard let release = new.kernel(of: other), ArchiveKernel.series(of: release) == series,
+                  let otherVersion = KernelVersion(release: release), otherVersion <= version,
+                  release != kernel, DebianVersion.compare(release, kernel) < 0 else { return nil }
+            return (other, release)
+        }
+        guard let previous = older.max(by: { DebianVersion.compare($0.1, $1.1) < 0 }) else { return nil }
+        let verdicts = Dictionary(new.verdicts.map { ($0.guest, $0.summary) }, uniquingKeysWith: { first, _ in first })
+        guard let mine = verdicts[guest], let theirs = verdicts[previous.0], mine != theirs, mine != "unknown", theirs != "unknown" else { return nil }
+        return .newKernelDiffers(guest: guest, verdict: mine, previous: previous.0, previousVerdict: theirs)
     }
 
     /// What a row deployed of each consumer: its label and its bundle's digest.
@@ -107,7 +132,9 @@ public struct Comparison: Sendable, Equatable {
                 lines.append("kernel \(guest): \(from) → \(to)")
             case .consumerChanged(let guest, let consumer, let from, let to):
                 lines.append("consumer \(guest) / \(consumer): \(from) → \(to)")
-            case .guestAdded(let guest): lines.append("new guest \(guest)")
+            case .guestAdded(let guest, let verdict): lines.append("new guest \(guest)" + (verdict.map { ": \($0)" } ?? ""))
+            case .newKernelDiffers(let guest, let verdict, let previous, let previousVerdict):
+                lines.append("NEW KERNEL DIFFERS \(guest): \(verdict) (the kernel before it in its series, \(previous): \(previousVerdict))")
             case .guestRemoved(let guest): lines.append("removed guest \(guest)")
             case .scenarioAdded(let scenario): lines.append("new scenario \(scenario)")
             case .scenarioRemoved(let scenario): lines.append("removed scenario \(scenario)")

@@ -16,9 +16,11 @@ public enum HTMLReport {
         }
         let columns = 3 + result.scenarios.count
         var body: [Node<HTML.TableContext>] = []
-        for group in groups(result) {
+        for group in seriesGroups(groups(result), verdicts: verdicts) {
+            var header: [Node<HTML.BodyContext>] = [.escapedText(group.title)]
+            if let summary = group.summary { header.append(.span(.classes("group-summary"), .escapedText(summary))) }
             body.append(.tr(.classes("group"), .th(.escapedAttribute("colspan", String(columns)), .escapedAttribute("scope", "colgroup"),
-                                                  .escapedText(group.title))))
+                                                  .group(header))))
             for row in group.rows {
                 let rowCells = cells[row.guest] ?? [:]
                 body.append(.tr(
@@ -59,6 +61,51 @@ public enum HTMLReport {
     struct Group {
         var title: String
         var rows: [Row]
+        /// For a group of one kernel series: its range and what its verdicts say.
+        var summary: String?
+    }
+
+    /// A distribution with more rows than a screen holds (a kernel set) is read series by series:
+    /// one group per kernel series (6.12, 6.1, 5.10), newest series and newest kernel first, each
+    /// with a one-line summary.
+    static let seriesThreshold = 8
+
+    static func seriesGroups(_ groups: [Group], verdicts: [String: RowVerdict]) -> [Group] {
+        groups.flatMap { group -> [Group] in
+            guard group.rows.count > seriesThreshold else { return [group] }
+            var order: [String] = []
+            var members: [String: [Row]] = [:]
+            for row in group.rows {
+                let series = row.kernel.map(ArchiveKernel.series(of:)) ?? "?"
+                if members[series] == nil { order.append(series) }
+                members[series, default: []].append(row)
+            }
+            // Rows came oldest first: the last series is the newest.
+            return order.reversed().map { series in
+                let rows = members[series] ?? []
+                return Group(title: "\(group.title) · \(series) series", rows: rows.reversed(), summary: seriesSummary(rows, verdicts: verdicts))
+            }
+        }
+    }
+
+    /// "6.1.0-47-cloud-amd64 … 6.1.0-57-cloud-amd64 (11 kernels): not affected; rmem fix works;
+    /// probes pass", or where along the series the verdict changes.
+    static func seriesSummary(_ ascending: [Row], verdicts: [String: RowVerdict]) -> String {
+        guard let first = ascending.first, let last = ascending.last else { return "" }
+        let name = { (row: Row) in row.kernel ?? row.guest }
+        var text = ascending.count == 1 ? "\(name(first)) (1 kernel)" : "\(name(first)) … \(name(last)) (\(ascending.count) kernels)"
+        var changes: [(Row, String)] = []
+        for row in ascending {
+            let summary = verdicts[row.guest]?.summary ?? "unknown"
+            if changes.last?.1 != summary { changes.append((row, summary)) }
+        }
+        if changes.count == 1 {
+            text += ": \(changes[0].1)"
+        } else {
+            text += ": " + changes.prefix(4).map { "from \(name($0.0)): \($0.1)" }.joined(separator: "; ")
+            if changes.count > 4 { text += "; … (\(changes.count - 4) more changes)" }
+        }
+        return text
     }
 
     /// Distributions ordered by their oldest kernel, rows by kernel version within one; rows whose
@@ -254,6 +301,7 @@ public enum HTMLReport {
     td.verdict ul.words { margin: .3rem 0 0; padding-left: 1.1rem; font-size: .82rem; }
     td.verdict li.state-unknown { color: var(--muted); }
     td.verdict p.consumer-verdict { margin: .4rem 0 0; font-size: .82rem; }
+    tr.group span.group-summary { display: block; font-weight: normal; font-size: .85rem; margin-top: .15rem; }
     td.verdict p.consumer-verdict.state-yes { border-left: 4px solid var(--dropped); padding-left: .4rem; }
     details > summary { cursor: pointer; }
     dl.evidence { display: grid; grid-template-columns: max-content minmax(8rem, 1fr); gap: 1px 8px; margin: .4rem 0 0; font-size: .78rem; }

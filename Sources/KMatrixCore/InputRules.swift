@@ -2,7 +2,8 @@
 /// kmatrix runs as root: every value that reaches a command line, a path, domain XML or YAML is
 /// checked here first, against a whitelist, before anything uses it.
 public enum InputRules {
-    /// Guest and row names become domain, namespace and file names: letters, digits, `-._`,
+    /// Guest and row names become domain, namespace and file names: letters, digits, `-._+`
+    /// (`+` for kernel releases such as 6.12.118+deb13-cloud-amd64, which name kernel-set rows),
     /// starting with a letter or digit (so never an option), at most 48 characters (a domain is
     /// `kmatrix-<run id>-<name>`, a namespace file lives in /run/netns).
     public static let maximumNameLength = 48
@@ -11,8 +12,8 @@ public enum InputRules {
         guard !name.isEmpty else { return "is empty" }
         guard name.count <= maximumNameLength else { return "is \(name.count) characters long; at most \(maximumNameLength) fit in domain and namespace names" }
         guard let first = name.unicodeScalars.first, isAlphanumeric(first) else { return "must start with a letter or a digit" }
-        guard name.unicodeScalars.allSatisfy({ isAlphanumeric($0) || "-._".unicodeScalars.contains($0) }) else {
-            return "may hold only letters, digits, '-', '.' and '_'"
+        guard name.unicodeScalars.allSatisfy({ isAlphanumeric($0) || "-._+".unicodeScalars.contains($0) }) else {
+            return "may hold only letters, digits, '-', '.', '_' and '+'"
         }
         return nil
     }

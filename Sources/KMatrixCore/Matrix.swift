@@ -10,6 +10,9 @@ public struct Matrix: Sendable, Hashable {
     public var hosts: [HostEntry]
     /// Users' own NFQUEUE consumers (`consumers:`), in the order the file declares them.
     public var consumers: [ConsumerSpec]
+    /// Sets of a distribution's kernels (`kernels:`), each expanded to one row per kernel once
+    /// the archive's index is read (`KernelSet.select`, `Matrix.expanding`).
+    public var kernelSets: [KernelSet] = []
 
     public init(guests: [GuestSpec], scenarios: [Scenario] = Scenario.catalogue, expectations: [String: [ExpectationRule]] = [:], defaults: Defaults = Defaults(),
                 hosts: [HostEntry] = [], consumers: [ConsumerSpec] = []) {
@@ -28,6 +31,25 @@ public struct Matrix: Sendable, Hashable {
 
     public func consumer(named name: String) -> ConsumerSpec? {
         consumers.first { $0.name == name }
+    }
+
+    /// The matrix with its kernel sets expanded to rows (named by release, after the matrix's
+    /// own guests), given what the archive lists. A release that names a guest already is left
+    /// to that guest.
+    public func expanding(_ listed: [KernelSet.Flavour: [ArchiveKernel]]) -> Matrix {
+        var matrix = self
+        var names = Set(guests.map(\.name))
+        for set in kernelSets {
+            for kernel in set.select(listed[set.flavour] ?? []) where names.insert(kernel.release).inserted {
+                var guest = GuestSpec(name: kernel.release, image: .kernel(.archive(kernel)), nominalKernel: kernel.release)
+                guest.consumers = set.consumers
+                let memory = matrix.memoryMiB(of: guest)
+                if memory != defaults.memoryMiB { guest.memoryMiB = memory }
+                matrix.guests.append(guest)
+            }
+        }
+        matrix.kernelSets = []
+        return matrix
     }
 
     /// A guest's memory: its own (or the default), raised to what its consumers ask for.
@@ -137,6 +159,8 @@ public enum KernelSource: Sendable, Hashable {
     case packages(PackageFormat, paths: [String])
     /// A bare kernel image on this machine, with its modules directory if it has one.
     case bzImage(path: String, modules: String?)
+    /// One kernel of a kernel set: an exact package of Debian's archive, checked by its sha256.
+    case archive(ArchiveKernel)
     /// A kernel built by a recipe under `images/` (e.g. `legacy-failopen`).
     case recipe(String)
 }
@@ -145,7 +169,7 @@ extension KernelSource {
     /// The files on this machine the guest boots from (none for archive kernels and recipes).
     public var files: [String] {
         switch self {
-        case .debian, .recipe: []
+        case .debian, .recipe, .archive: []
         case .packages(_, let paths): paths
         case .bzImage(let path, let modules): [path] + (modules.map { [$0] } ?? [])
         }

@@ -140,7 +140,7 @@ public enum MatrixParser {
         func matrix(_ root: Node) throws(MatrixError) -> Matrix {
             var matrix = Matrix(guests: [])
             var sawGuests = false
-            let entries = try mapping(root, "the matrix", allowed: ["guests", "scenarios", "expect", "defaults", "hosts", "consumers"])
+            let entries = try mapping(root, "the matrix", allowed: ["guests", "scenarios", "expect", "defaults", "hosts", "consumers", "kernels"])
             // Consumers first: guests name them and expectations name their scenarios.
             if let entry = entries.first(where: { $0.key == "consumers" }) {
                 matrix.consumers = try consumers(entry.value)
@@ -164,12 +164,14 @@ public enum MatrixParser {
                     matrix.defaults = try defaults(entry.value)
                 case "hosts":
                     matrix.hosts = try hosts(entry.value)
+                case "kernels":
+                    matrix.kernelSets = try kernelSets(entry.value, consumers: matrix.consumers.map(\.name))
                 default:
                     break
                 }
             }
-            guard sawGuests, !matrix.guests.isEmpty else {
-                throw error(at: root, "the matrix has no guests", fix: "add a `guests:` list, e.g. `- { name: host, image: { kind: host } }`")
+            guard (sawGuests && !matrix.guests.isEmpty) || !matrix.kernelSets.isEmpty else {
+                throw error(at: root, "the matrix has no guests", fix: "add a `guests:` list, e.g. `- { name: host, image: { kind: host } }`, or a `kernels:` set")
             }
             for index in matrix.guests.indices where !matrix.guests[index].consumers.isEmpty {
                 let memory = matrix.memoryMiB(of: matrix.guests[index])
@@ -179,6 +181,46 @@ public enum MatrixParser {
         }
 
         static let consumerSuites = ["bullseye", "bookworm", "bookworm-backports", "trixie"]
+
+        func kernelSets(_ node: Node, consumers: [String]) throws(MatrixError) -> [KernelSet] {
+            try list(node, "kernels", fix: "write kernels: [{ debian: [bookworm-security, trixie-backports], flavour: cloud, versions: all }]") { item throws(MatrixError) in
+                var set = KernelSet(suites: [])
+                for field in try mapping(item, "a kernel set", allowed: ["debian", "flavour", "versions", "consumers"]) {
+                    switch field.key {
+                    case "debian":
+                        set.suites = try list(field.value, "debian", fix: "write debian: [bookworm-security, trixie-backports]") { suite throws(MatrixError) in
+                            let name = try string(suite, "suite")
+                            guard KernelSet.knownSuites.contains(name) else {
+                                throw error(at: suite, "unknown Debian suite \(InputRules.quoted(name))",
+                                            fix: "use bullseye, bookworm or trixie, each optionally with -updates, -security or -backports")
+                            }
+                            return name
+                        }
+                    case "flavour":
+                        let text = try string(field.value, "flavour")
+                        guard let flavour = KernelSet.Flavour(rawValue: text) else {
+                            throw error(at: field.value, "unknown flavour \(InputRules.quoted(text))", fix: "use cloud or amd64")
+                        }
+                        set.flavour = flavour
+                    case "versions":
+                        let text = try string(field.value, "versions")
+                        guard let versions = KernelSet.Versions(parsing: text) else {
+                            throw error(at: field.value, "versions \(InputRules.quoted(text)) is not all, newest, \"newest per series\" or a version rule",
+                                        fix: "write versions: all, or e.g. versions: \">= 6.1\"")
+                        }
+                        set.versions = versions
+                    default:
+                        set.consumers = try list(field.value, "consumers", fix: "name entries of the top-level consumers:") { name throws(MatrixError) in
+                            let text = try string(name, "consumer")
+                            guard consumers.contains(text) else { throw error(at: name, "unknown consumer \(InputRules.quoted(text))", fix: "declare it under consumers:") }
+                            return text
+                        }
+                    }
+                }
+                guard !set.suites.isEmpty else { throw error(at: item, "a kernel set needs its suites", fix: "add debian: [bookworm-security]") }
+                return set
+            }
+        }
 
         func consumers(_ node: Node) throws(MatrixError) -> [ConsumerSpec] {
             let keys = ["debian", "files", "start", "version", "sizes", "scenarios", "ready_timeout", "stop", "memory_mib"]

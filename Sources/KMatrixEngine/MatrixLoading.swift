@@ -41,7 +41,7 @@ extension KernelSource {
     /// The same source with every file path rewritten.
     func resolvingPaths(_ resolve: (String) -> String) -> KernelSource {
         switch self {
-        case .debian, .recipe: self
+        case .debian, .recipe, .archive: self
         case .packages(let format, let paths): .packages(format, paths: paths.map(resolve))
         case .bzImage(let path, let modules): .bzImage(path: resolve(path), modules: modules.map(resolve))
         }
@@ -132,7 +132,7 @@ public enum KernelInputs {
         for guest in guests {
             guard case .kernel(let source) = guest.image else { continue }
             switch source {
-            case .debian, .recipe: continue
+            case .debian, .recipe, .archive: continue
             case .packages(let format, let paths):
                 for path in paths { try checkFile(path, guest: guest.name, expected: format == .deb ? .deb : .rpm) }
             case .bzImage(let path, let modules):

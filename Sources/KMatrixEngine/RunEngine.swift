@@ -102,6 +102,27 @@ public final class RunEngine: Sendable {
         }
         let context = runContext
         let logger = self.logger
+        // A kernel set's rows fetch and build their images ahead of their boots, a few at once:
+        // downloads overlap boots instead of queuing behind them (each build is shared with the
+        // guest that asks for it later).
+        let images = self.images
+        let ahead = machines.compactMap { guest -> KernelSource? in
+            if case .kernel(let source) = guest.image, case .archive(let kernel) = source, kernel.unavailable == nil { return source }
+            return nil
+        }
+        let prefetch = Task {
+            await withTaskGroup(of: Void.self) { group in
+                var pending = ahead[...]
+                for _ in 0..<min(Self.prefetchWidth, pending.count) {
+                    let source = pending.removeFirst()
+                    group.addTask { _ = try? await images.kernelImage(source, probe: context.probe) }
+                }
+                while await group.next() != nil, !Task.isCancelled, let source = pending.popFirst() {
+                    group.addTask { _ = try? await images.kernelImage(source, probe: context.probe) }
+                }
+            }
+        }
+        defer { prefetch.cancel() }
         // Each guest yields one cell per scenario that applies to it, in its batch's order: cells
         // go back to their guests by position (a row relabelled with its kernel keeps its guest's place).
         let byGuest = await withTaskGroup(of: [String: [CellResult]].self) { group in
@@ -128,6 +149,10 @@ public final class RunEngine: Sendable {
         reporter.finish()
         return guests.flatMap { byGuest[$0.name] ?? [] }
     }
+
+    /// Kernel images fetched and built ahead of their guests at once: downloads are I/O, builds
+    /// one core each; more would only take cores from the guests booting meanwhile.
+    static let prefetchWidth = 3
 
     public func close() async {
         await wiring.cleanup(runID: runID, owner: runContext.owner)

@@ -38,9 +38,10 @@ public struct RunPlan: Sendable {
     public var baseline: RunResult?
     public var baselineName: String?
 
-    public static func make(_ command: RunRequest, environment: EngineEnvironment) throws -> RunPlan {
+    public static func make(_ command: RunRequest, environment: EngineEnvironment) async throws -> RunPlan {
         let loaded = try MatrixLoading.load(command.matrix, environment: environment)
-        let matrix = loaded.matrix
+        // Kernel sets become rows before anything picks rows by name or shard.
+        let matrix = try await KernelSets.expand(loaded.matrix, environment: environment)
         var kernelGuests: [GuestSpec] = []
         for argument in command.kernels {
             kernelGuests.append(try KernelUnderTest.guest(for: argument, modules: command.modules, existing: matrix.guests + kernelGuests, environment: environment))

@@ -35,6 +35,9 @@ struct KernelImageManifest: Decodable {
     /// `vmlinux` when the recipe found a PVH entry, else `vmlinuz`; absent in older images.
     var bootKernel: String?
     var bootKernelSha256: String?
+    /// The shared userspace archive the initramfs starts with (`builds/base-<id>`); absent in
+    /// images built before the userspace was shared.
+    var baseId: String?
 }
 
 /// `manifest.json` of images/legacy-kernel.
@@ -65,6 +68,8 @@ public actor ImageCatalog {
     let showBuildOutput: Bool
     var builds: [String: Task<KernelImage, any Error>] = [:]
     var consumerBuilds: [String: Task<ConsumerBundle, any Error>] = [:]
+    /// Kernel-set rows whose packages the archive's pool no longer has (found while fetching).
+    var goneFromPool: [String: String] = [:]
 
 
     public init(checkout: Checkout, cache: CacheLayout, commands: any CommandRunner, showBuildOutput: Bool = false) {
@@ -81,6 +86,9 @@ public actor ImageCatalog {
 
     /// Why a guest's image is not on this machine, with how to get it (a `skipped` cell), or nil.
     public nonisolated func unavailability(of guest: GuestSpec) -> CellFailure? {
+        if case .kernel(.archive(let kernel)) = guest.image, let reason = kernel.unavailable {
+            return CellFailure(.imageMissing, phase: .prepare, reason)
+        }
         guard case .cloud(let image) = guest.image, image.recipe == nil else { return nil }
         let registered = cache.cloudImages.appendingPathComponent(image.file)
         guard !FileManager.default.fileExists(atPath: registered.path) else { return nil }
@@ -103,6 +111,9 @@ public actor ImageCatalog {
             return built(kernel: "kernel-\(suite)") ?? "not built yet: `kmatrix images build \(guest.name)` (downloads the \(suite) kernel)"
         case .kernel(.recipe(let name)):
             return built(kernel: "kernel-\(name)") ?? "not built yet: `kmatrix images build \(guest.name)` (compiles a kernel, ~10 min)"
+        case .kernel(.archive(let kernel)):
+            if let reason = kernel.unavailable { return "UNAVAILABLE: \(reason)" }
+            return built(kernel: "kernel-pkg-" + kernel.sha256.prefix(16)) ?? "not built yet (\(kernel.package) \(kernel.version) from \(kernel.suite))"
         case .kernel(let source):
             let missing = source.files.filter { !FileManager.default.fileExists(atPath: $0) }
             return missing.isEmpty ? "kernel files \(source.files.joined(separator: ", "))" : "MISSING: \(missing.joined(separator: ", ")) does not exist"
@@ -163,7 +174,15 @@ public actor ImageCatalog {
         case .recipe(let name): "recipe-\(name)"
         case .packages(let format, let paths): "\(format.rawValue)-\(paths.joined(separator: ","))"
         case .bzImage(let path, let modules): "bzimage-\(path)-\(modules ?? "")"
+        case .archive(let kernel): "archive-\(kernel.sha256)"
         }
+    }
+
+    /// Why a kernel-set row cannot boot although its index lists it (its pool lost the file),
+    /// once fetching found out: a `skipped` cell, not an error.
+    public func archiveUnavailability(of guest: GuestSpec) -> CellFailure? {
+        guard case .kernel(.archive(let kernel)) = guest.image, let reason = goneFromPool[kernel.sha256] else { return nil }
+        return CellFailure(.imageMissing, phase: .prepare, reason)
     }
 
     private func build(_ source: KernelSource, key: String, probe: URL) async throws -> KernelImage {
@@ -195,6 +214,10 @@ public actor ImageCatalog {
             kernelFile = files.first
             out = try await slot(for: files)
             for file in files { arguments += ["--\(format.rawValue)", file.path] }
+        case .archive(let kernel):
+            if let reason = kernel.unavailable ?? goneFromPool[kernel.sha256] { throw KMatrixError(.image, reason) }
+            out = cache.images.appendingPathComponent("kernel-pkg-" + kernel.sha256.prefix(16))
+            arguments += ["--suite", kernel.suite, "--flavour", kernel.flavour.rawValue] + kernel.pins.flatMap { ["--pin", $0] }
         case .bzImage(let path, let modules):
             let files = try Self.kernelFiles([path])
             kernelFile = files.first
@@ -203,7 +226,16 @@ public actor ImageCatalog {
         }
         let existed = FileManager.default.fileExists(atPath: out.path)
         do {
-            try await runRecipe(recipe, arguments + ["--out", out.path], what: "kernel image \(out.lastPathComponent)", limit: .seconds(1800))
+            try await runRecipe(recipe, arguments + ["--out", out.path], what: "kernel image \(out.lastPathComponent)", limit: .seconds(1800), special: [5])
+        } catch let error as RecipeStatus where error.status == 5 {
+            if !existed { try? FileManager.default.removeItem(at: out) }
+            guard case .archive(let kernel) = source else { throw error.failure }
+            let reason = "Debian's \(kernel.suite) index lists \(kernel.package) \(kernel.version) but its pool no longer has the file (HTTP 404)"
+            goneFromPool[kernel.sha256] = reason
+            throw KMatrixError(.image, reason)
+        } catch let error as RecipeStatus {
+            if !existed { try? FileManager.default.removeItem(at: out) }
+            throw error.failure
         } catch {
             // A failed first build must not leave an empty folder that looks like an image.
             if !existed { try? FileManager.default.removeItem(at: out) }
@@ -242,7 +274,9 @@ public actor ImageCatalog {
         return cache.images.appendingPathComponent("kernel-file-" + digests.joined(separator: "-"))
     }
 
-    func runRecipe(_ script: String, _ arguments: [String], what: String, limit: Duration) async throws {
+    /// Runs a recipe; a failure is a `KMatrixError`, or a `RecipeStatus` for the statuses the
+    /// caller gives a meaning (`special`).
+    func runRecipe(_ script: String, _ arguments: [String], what: String, limit: Duration, special: Set<Int32> = []) async throws {
         do {
             try FileManager.default.createDirectory(at: cache.logs, withIntermediateDirectories: true)
         } catch {
@@ -254,8 +288,17 @@ public actor ImageCatalog {
         guard result.succeeded else {
             let tail = showBuildOutput ? "" : String(decoding: FileManager.default.contents(atPath: log.path) ?? Data(), as: UTF8.self)
                 .split(whereSeparator: \.isNewline).suffix(4).joined(separator: " / ")
-            throw KMatrixError(.image, "building the \(what) failed (exit \(result.status))" + (tail.isEmpty ? "" : ": \(tail); full log: \(log.path)"))
+            let failure = KMatrixError(.image, "building the \(what) failed (exit \(result.status))" + (tail.isEmpty ? "" : ": \(tail); full log: \(log.path)"))
+            if special.contains(result.status) { throw RecipeStatus(status: result.status, failure: failure) }
+            throw failure
         }
+    }
+
+    /// A recipe that exited non-zero: its status (some mean something: 5, a file gone from the
+    /// archive's pool) and the error to show.
+    struct RecipeStatus: Error {
+        var status: Int32
+        var failure: KMatrixError
     }
 
     // MARK: cloud images
@@ -378,7 +421,9 @@ public actor ImageCatalog {
         let cutoff = Date().addingTimeInterval(-Double(unusedDays) * 86400)
         var removed: [String] = []
         let images = (try? manager.contentsOfDirectory(atPath: cache.images.path)) ?? []
-        for name in images where name.starts(with: "kernel-file-") {
+        // Images of --kernel files and of kernel sets' rows: made for a file or a package that
+        // may never come back; touched at every use.
+        for name in images where name.starts(with: "kernel-file-") || name.starts(with: "kernel-pkg-") {
             let url = cache.images.appendingPathComponent(name)
             let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
             if modified < cutoff, (try? manager.removeItem(at: url)) != nil { removed.append("image \(name)") }
@@ -396,12 +441,24 @@ public actor ImageCatalog {
                 try? manager.removeItem(at: folder.appendingPathComponent(name + ".lock"))
             }
         }
+        // Downloaded kernel packages: a kernel set's are touched whenever their row is built, and
+        // any of them comes back from the archive when asked for again.
+        if OwnedFolder.problem(cache.debs) == nil {
+            for name in (try? manager.contentsOfDirectory(atPath: cache.debs.path)) ?? [] where name.hasSuffix(".deb") {
+                let url = cache.debs.appendingPathComponent(name)
+                let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
+                guard modified < cutoff, (try? manager.removeItem(at: url)) != nil else { continue }
+                try? manager.removeItem(at: cache.debs.appendingPathComponent(String(name.dropLast(4)) + ".meta"))
+                removed.append("kernel package \(name.prefix(16))")
+            }
+        }
         var referenced: Set<String> = []
         var unreadable = false
         for name in (try? manager.contentsOfDirectory(atPath: cache.images.path)) ?? [] where name.starts(with: "kernel-") {
             let folder = cache.images.appendingPathComponent(name)
             if let manifest: KernelImageManifest = Self.manifest(in: folder) {
                 referenced.insert(manifest.buildId)
+                if let base = manifest.baseId { referenced.formUnion(["base-\(base)", "base-\(base).lock"]) }
             } else if manager.fileExists(atPath: folder.appendingPathComponent("manifest.json").path) {
                 unreadable = true
             }

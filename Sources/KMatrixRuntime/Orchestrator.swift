@@ -114,6 +114,11 @@ public struct Orchestrator: Sendable {
                 if Task.isCancelled && error.code != .interrupted {
                     failure = CellFailure(.interrupted, phase: failure.phase, "interrupted while starting the guest")
                 }
+                // Preparing the image can find out that it cannot exist (a kernel set's package its
+                // archive's pool no longer has): that is `skipped`, with why, not an error.
+                if error.code == .image, cells.isEmpty, let unavailable = await launcher.unavailability(guest, context: context) {
+                    return finish(unmeasured(.skipped, unavailable))
+                }
                 if failure.kind == .hypervisorLost && bootsLeft > 0 {
                     logger.warning("the hypervisor destroyed the guest while it booted; booting it once more",
                                    metadata: ["guest": "\(guest.name)", "error": "\(error.message)"])

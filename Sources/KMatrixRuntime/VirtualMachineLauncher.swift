@@ -31,7 +31,8 @@ public struct VirtualMachineLauncher: GuestLauncher {
     }
 
     public func unavailability(_ guest: GuestSpec, context: RunContext) async -> CellFailure? {
-        images.unavailability(of: guest)
+        if let missing = images.unavailability(of: guest) { return missing }
+        return await images.archiveUnavailability(of: guest)
     }
 
     func plan(for guest: GuestSpec) throws -> any BootPlan {

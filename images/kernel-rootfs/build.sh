@@ -3,7 +3,7 @@
 #
 # Usage:
 #   build.sh --suite bullseye|bookworm|trixie --probe PATH --cache DIR --out DIR
-#            [--deb FILE]... [--rpm FILE]... [--bzimage FILE [--modules DIR]]
+#            [--deb FILE]... [--rpm FILE]... [--bzimage FILE [--modules DIR]] [--pin SUITE:POOL@SHA256]...
 #            [--flavour auto|cloud|amd64] [--offline] [--refresh] [--force]
 #
 #   --suite    which Debian kernel to resolve: bullseye = 5.10 (bullseye-security),
@@ -15,6 +15,10 @@
 #   --rpm      use these .rpm files (repeatable: RHEL 8's kernel-core + kernel-modules).
 #              The kernel is boot/vmlinuz-* (RHEL 7, Amazon Linux 2) or
 #              lib/modules/<release>/vmlinuz (RHEL 8 and later).
+#   --pin      an exact package of a Debian suite's pool (a kernel set's row, images/kernel-set):
+#              fetched from the mirror unless $CACHE/debs has it, checked against the sha256
+#              the signed index gave (repeatable: a split kernel's linux-binary + linux-modules).
+#              Exit 5 when the pool no longer has the file.
 #   --bzimage  a bare kernel image; its release is read from the image's setup header.
 #   --modules  with --bzimage: /lib/modules/<release> (or its parent) of that kernel.
 #              Without it everything must be built in (README, "Validate a kernel"); /init reports
@@ -33,7 +37,11 @@
 #   vmlinuz        the kernel, as shipped in the .deb
 #   vmlinux        only for a kernel with a PVH entry (CONFIG_PVH): its decompressed ELF, which
 #                  the guest boots instead (manifest "boot_kernel"; docs/architecture.md, "Boot")
-#   initramfs.gz   gzip'd cpio (newc) rootfs, bit-for-bit reproducible from the same inputs
+#   initramfs.gz   gzip'd cpio (newc) rootfs, bit-for-bit reproducible from the same inputs: the
+#                  userspace archive every kernel shares (builds/base-ID/base.cpio.gz: busybox,
+#                  dropbear, iptables, nft, the probe, /init; built once) followed by this
+#                  kernel's own (its modules, /etc/kmatrix/modules*, /etc/os-release); the kernel
+#                  unpacks concatenated archives in turn
 #   manifest.json  {"suite","package","version","deb_sha256","kernel_release",
 #                   "initramfs_sha256","build_id","modules":[...], ...}
 #   .kmatrix-stamp the input key of the build; a second run with the same inputs is a
@@ -97,7 +105,7 @@ die() { km_die "$@"; }
 km_need xz zstd lz4 gzip readelf od
 
 SUITE="" PROBE="" CACHE="" OUT="" FLAVOUR=auto OFFLINE=0 REFRESH=0 FORCE=0
-DEBS=() RPMS=() BZIMAGE="" MODULES_DIR=""
+DEBS=() RPMS=() BZIMAGE="" MODULES_DIR="" PINS=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--suite) SUITE=${2:?}; shift 2 ;;
@@ -108,6 +116,7 @@ while [ $# -gt 0 ]; do
 	--cache) CACHE=${2:?}; shift 2 ;;
 	--out) OUT=${2:?}; shift 2 ;;
 	--deb) DEBS+=("${2:?}"); shift 2 ;;
+	--pin) PINS+=("${2:?}"); shift 2 ;;
 	--flavour|--flavor) FLAVOUR=${2:?}; shift 2 ;;
 	--offline) OFFLINE=1; shift ;;
 	--refresh) REFRESH=1; shift ;;
@@ -124,6 +133,31 @@ KIND=archive GIVEN=()
 [ ${#DEBS[@]} -eq 0 ] || { KIND=deb GIVEN=("${DEBS[@]}"); }
 [ ${#RPMS[@]} -eq 0 ] || { [ "$KIND" = archive ] || die "give either --deb, --rpm or --bzimage"; KIND=rpm GIVEN=("${RPMS[@]}"); }
 [ -z "$BZIMAGE" ] || { [ "$KIND" = archive ] || die "give either --deb, --rpm or --bzimage"; KIND=bzimage GIVEN=("$BZIMAGE"); }
+if [ ${#PINS[@]} -gt 0 ]; then
+	[ "$KIND" = archive ] || die "give either --pin, --deb, --rpm or --bzimage"
+	[ -n "$CACHE" ] || die "--cache is required"
+	km_need curl
+	mkdir -p "$CACHE/debs"
+	# Each pin: the pool path and sha256 the signed index gave; the file is fetched by them.
+	for pin in "${PINS[@]}"; do
+		[[ $pin =~ ^((bullseye|bookworm|trixie)(-updates|-security|-backports)?):(pool/(updates/)?main/[a-z0-9]+/[a-z0-9.+-]+/[A-Za-z0-9.+~_%-]+\.deb)@([0-9a-f]{64})$ ]] ||
+			die "bad --pin: $pin"
+		pin_suite=${BASH_REMATCH[1]} pool=${BASH_REMATCH[4]} want=${BASH_REMATCH[6]}
+		deb=$CACHE/debs/$want.deb
+		if [ ! -f "$deb" ]; then
+			case "$pin_suite" in *-security) url=$SECURITY/$pool ;; *) url=$MIRROR/$pool ;; esac
+			part=$(mktemp "$CACHE/debs/.dl.XXXXXX")
+			code=$(curl -sS -L --retry 2 --max-time 600 -o "$part" -w '%{http_code}' "$url" || true)
+			if [ "$code" = 404 ]; then rm -f "$part"; km_log "the $pin_suite pool no longer has ${pool##*/} (HTTP 404)"; exit 5; fi
+			[ "$code" = 200 ] || { rm -f "$part"; die "downloading $url failed (HTTP $code)"; }
+			[ "$(km_sha256 "$part")" = "$want" ] || { rm -f "$part"; die "sha256 mismatch for $url"; }
+			km_deb_store "$CACHE" "$part" "$pin_suite" pinned >/dev/null
+		fi
+		touch "$deb" # its age tells `kmatrix gc` when it was last used
+		GIVEN+=("$deb")
+	done
+	KIND=deb DEBS=("${GIVEN[@]}") SUITE=${SUITE:-pinned}
+fi
 [ -z "$MODULES_DIR" ] || [ "$KIND" = bzimage ] || die "--modules goes with --bzimage"
 if [ "$KIND" = archive ]; then
 	case "$SUITE" in
@@ -298,7 +332,11 @@ publish() { # copy builds/ID to OUT, stamp it
 	local b=$CACHE/builds/$1 f
 	rm -f "$OUT/vmlinux"
 	for f in vmlinuz initramfs.gz manifest.json $([ -f "$b/vmlinux" ] && echo vmlinux); do
-		cp -p "$b/$f" "$OUT/.$f.new" && mv "$OUT/.$f.new" "$OUT/$f"
+		# A link where the file system allows: builds are never written in place, and a kernel
+		# set of 80 kernels would otherwise keep every vmlinux twice.
+		rm -f "$OUT/.$f.new"
+		ln "$b/$f" "$OUT/.$f.new" 2>/dev/null || cp -p "$b/$f" "$OUT/.$f.new"
+		mv "$OUT/.$f.new" "$OUT/$f"
 	done
 	printf '%s\n' "$INPUT_KEY" >"$OUT/.kmatrix-stamp"
 	log "done: $OUT ($(km_manifest_get "$b/manifest.json" kernel_release), initramfs $(stat -c %s "$OUT/initramfs.gz") bytes, sha256 $(km_manifest_get "$b/manifest.json" initramfs_sha256))"
@@ -327,156 +365,24 @@ if [ "$FORCE" = 0 ] && built_ok "$KEY"; then
 	log "reusing $CACHE/builds/$KEY"; publish "$KEY"; exit 0
 fi
 
-# ---------------------------------------------------------------- build
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/kmatrix-kernel-rootfs.XXXXXX")
-STAGE=""
-trap 'rm -rf "$TMP" ${STAGE:+"$STAGE"}' EXIT
-
-norm() { local n=${1##*/}; n=${n%%.ko*}; echo "${n//-/_}"; }
-
-# The release string of a bzImage, from its setup header (kernel_version at 0x20E + 0x200).
-bzimage_release() {
-	[ "$(dd if="$1" bs=1 skip=514 count=4 2>/dev/null)" = HdrS ] || return 1
-	local offset
-	offset=$(od -An -tu2 -j526 -N2 "$1" | tr -d ' ')
-	[ -n "$offset" ] && [ "$offset" -gt 0 ] || return 1
-	dd if="$1" bs=1 skip=$((offset + 512)) count=256 2>/dev/null | tr '\0' '\n' | head -n1 | cut -d' ' -f1
-}
-
-# extract_kernel: the kernel files -> $TMP/kernel, VMLINUZ, KVER, MODSRC (may be ""), index of modules
-extract_kernel() {
-	local k=$TMP/kernel d
-	rm -rf "$k"; mkdir -p "$k"
-	case "$KIND" in
-	archive|deb)
-		for d in "${DEBS[@]}"; do
-			dpkg-deb --fsys-tarfile "$d" | tar -x -C "$k" --no-same-owner --wildcards \
-				'./boot/vmlinuz-*' './lib/modules/*' './usr/lib/modules/*' 2>/dev/null || true
-		done ;;
-	rpm)
-		for d in "${GIVEN[@]}"; do
-			(cd "$k" && rpm2cpio "$d" | cpio -idm --quiet --no-absolute-filenames \
-				'./boot/vmlinuz-*' './lib/modules/*' './usr/lib/modules/*' 2>/dev/null) ||
-				die "cannot unpack $d (rpm2cpio | cpio failed): not an RPM, or a truncated one"
-		done ;;
-	bzimage)
-		local release
-		release=$(bzimage_release "$BZIMAGE") || die "$BZIMAGE is not an x86 bzImage (no HdrS setup header)"
-		[[ $release =~ ^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$ ]] || die "$BZIMAGE names its release '${release//[^[:print:]]/?}', not a plain release string"
-		mkdir -p "$k/boot"
-		cp "$BZIMAGE" "$k/boot/vmlinuz-$release"
-		if [ -n "$MODULES_DIR" ]; then
-			local from=$MODULES_DIR
-			[ -d "$from/kernel" ] || [ -f "$from/modules.order" ] || from=$MODULES_DIR/$release
-			[ -d "$from" ] || die "--modules $MODULES_DIR holds neither the modules of $release nor a $release directory"
-			mkdir -p "$k/lib/modules"
-			cp -a "$from" "$k/lib/modules/$release"
-		fi ;;
-	esac
-	local vm
-	vm=$(find "$k/boot" -maxdepth 1 -name 'vmlinuz-*' 2>/dev/null | sort | head -n1 || true)
-	if [ -n "$vm" ]; then KVER=${vm##*/vmlinuz-}
-	else
-		# RHEL 8 and later ship the kernel inside its modules directory
-		vm=$(find "$k/lib/modules" "$k/usr/lib/modules" -mindepth 2 -maxdepth 2 -name vmlinuz 2>/dev/null | sort | head -n1 || true)
-		[ -n "$vm" ] || die "no boot/vmlinuz-* or lib/modules/*/vmlinuz in ${GIVEN[*]:-${DEBS[*]}}"
-		KVER=$(basename "$(dirname "$vm")")
-	fi
-	VMLINUZ=$vm
-	# The release names folders and files: a hostile image must not smuggle a path in.
-	[[ $KVER =~ ^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$ ]] || die "kernel release '${KVER//[^[:print:]]/?}' is not a plain release string"
-	MODSRC=""
-	for d in "$k/lib/modules/$KVER" "$k/usr/lib/modules/$KVER"; do [ -d "$d" ] && MODSRC=$d; done
-	[ -n "$MODSRC" ] || [ "$KIND" = bzimage ] || die "no modules for $KVER in ${GIVEN[*]:-${DEBS[*]}} (a split kernel package? give its modules package too)"
-	declare -gA MODFILE=() BUILTIN=()
-	[ -n "$MODSRC" ] || return 0
-	local f
-	while IFS= read -r f; do MODFILE[$(norm "$f")]=$f; done < <(cd "$MODSRC" && find . -name '*.ko' -o -name '*.ko.xz' -o -name '*.ko.zst' -o -name '*.ko.gz' | sed 's|^\./||' | sort)
-	if [ -f "$MODSRC/modules.builtin" ]; then
-		while IFS= read -r f; do BUILTIN[$(norm "$f")]=1; done <"$MODSRC/modules.builtin"
-	fi
-}
-missing_required() {
-	# a bare kernel without modules.builtin: only the guest can tell (its /init checks)
-	[ -n "$MODSRC" ] && [ -f "$MODSRC/modules.builtin" ] || { echo ""; return 0; }
-	local m out=()
-	for m in "${REQUIRED_MODULES[@]}"; do
-		[ -n "${MODFILE[$m]:-}" ] || [ -n "${BUILTIN[$m]:-}" ] || out+=("$m")
-	done
-	echo "${out[*]}"
-}
-
-extract_kernel
-MISSING=$(missing_required)
-if [ -n "$MISSING" ] && [ "$FLAVOUR" = auto ] && [ "$R_FLAV" = cloud ]; then
-	log "cloud flavour $R_PKG lacks: $MISSING -> using the plain amd64 flavour"
-	pick_deb amd64 || die "no amd64 kernel for $SUITE"
-	DEBS=("$CACHE/debs/$R_SHA.deb"); DEB_SHAS=("$R_SHA")
-	extract_kernel
-	MISSING=$(missing_required)
-fi
-[ -z "$MISSING" ] || log "warning: kernel $KVER lacks required modules: $MISSING (the guest will print KMATRIX-MISSING)"
-BUILD_ID=$(build_id_for "${DEB_SHAS[@]}")
-case "$KIND" in
-deb)
-	R_PKG=$(dpkg-deb -f "${DEBS[0]}" Package) R_VER=$(dpkg-deb -f "${DEBS[0]}" Version)
-	for d in "${DEBS[@]}"; do
-		case "$(dpkg-deb -f "$d" Package)" in linux-image-*) R_PKG=$(dpkg-deb -f "$d" Package) R_VER=$(dpkg-deb -f "$d" Version) ;; esac
-	done ;;
-rpm) R_PKG=$(basename "${GIVEN[0]}" .rpm) R_VER=$KVER ;;
-bzimage) R_PKG=$(basename "$BZIMAGE") R_VER=$KVER ;;
-esac
-
-# Finished build in the cache? (same inputs from another --out)
-BUILT=$CACHE/builds/$BUILD_ID
-if [ "$FORCE" = 0 ] && built_ok "$BUILD_ID"; then
-	log "reusing $BUILT"
-else
-	log "building $SUITE: $R_PKG $R_VER ($KVER), build $BUILD_ID"
-	ROOT=$TMP/root
-	mkdir -p "$ROOT"/{usr/bin,usr/sbin,usr/lib/x86_64-linux-gnu,usr/lib64,etc/kmatrix,proc,sys,dev,run,tmp,root,var/log}
+# ---------------------------------------------------------------- the shared userspace
+# build_base -> BASE_CPIO: busybox, dropbear, iptables, nft, the probe, /etc and /init, the same
+# for every kernel (builds/base-ID, ID from the recipe, the probe and the host's packages), made
+# once and appended to by each kernel's own archive.
+build_base() {
+	BASE_ID=$( { echo "kmatrix-kernel-rootfs-base/1"; echo "recipe=$RECIPE_SHA"; echo "probe=$PROBE_SHA"; echo "sde=$SDE"; echo "$HOST_VERSIONS"; } |
+		sha256sum | cut -d' ' -f1)
+	local dir=$CACHE/builds/base-$BASE_ID
+	BASE_CPIO=$dir/base.cpio.gz
+	mkdir -p "$CACHE/builds"
+	exec 7>"$dir.lock"; flock 7
+	if [ -f "$BASE_CPIO" ]; then exec 7>&-; touch "$dir"; return 0; fi
+	log "building the shared userspace $BASE_ID"
+	local ROOT=$TMP/base
+	mkdir -p "$ROOT"/{usr/bin,usr/sbin,usr/lib/x86_64-linux-gnu,usr/lib64,usr/lib/modules,etc/kmatrix,proc,sys,dev,run,tmp,root,var/log}
 	ln -s usr/bin "$ROOT/bin"; ln -s usr/sbin "$ROOT/sbin"; ln -s usr/lib "$ROOT/lib"; ln -s usr/lib64 "$ROOT/lib64"
 	ln -s ../run "$ROOT/var/run"
 	chmod 700 "$ROOT/root"; chmod 1777 "$ROOT/tmp"
-
-	# --- modules: closure over modinfo `depends`, decompressed, depmod'ed
-	MODDST=$ROOT/usr/lib/modules/$KVER
-	mkdir -p "$MODDST"
-	declare -A INCLUDED=()
-	LOAD=() ABSENT=() BUILTINS=() MISSING_LIST=()
-	add_module() {
-		local m=$1 f dep
-		[ -z "${INCLUDED[$m]:-}" ] || return 0
-		f=${MODFILE[$m]:-}
-		[ -n "$f" ] || return 1
-		INCLUDED[$m]=1
-		for dep in $(modinfo -F depends "$MODSRC/$f" | tr ',' ' '); do
-			add_module "$(norm "$dep")" || [ -n "${BUILTIN[$(norm "$dep")]:-}" ] || die "$m depends on $dep, not found"
-		done
-		mkdir -p "$MODDST/$(dirname "$f")"
-		case "$f" in
-		*.ko) cp "$MODSRC/$f" "$MODDST/$f" ;;
-		*.ko.xz) xz -dc "$MODSRC/$f" >"$MODDST/${f%.xz}" ;;
-		*.ko.zst) zstd -qdc "$MODSRC/$f" >"$MODDST/${f%.zst}" ;;
-		*.ko.gz) gzip -dc "$MODSRC/$f" >"$MODDST/${f%.gz}" ;;
-		esac
-	}
-	is_required() { local r; for r in "${REQUIRED_MODULES[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
-	for m in "${MODULE_ORDER[@]}"; do
-		if add_module "$m"; then LOAD+=("$m")
-		elif [ -n "${BUILTIN[$m]:-}" ]; then BUILTINS+=("$m")
-		elif is_required "$m" && [ -n "$MODSRC" ] && [ -f "$MODSRC/modules.builtin" ]; then MISSING_LIST+=("$m")
-		else ABSENT+=("$m"); fi
-	done
-	for f in modules.builtin modules.builtin.modinfo modules.order; do
-		[ -f "$MODSRC/$f" ] && cp "$MODSRC/$f" "$MODDST/$f"
-	done
-	depmod -b "$ROOT" "$KVER" 2>"$TMP/depmod.err" || { cat "$TMP/depmod.err" >&2; die "depmod failed"; }
-	rm -f "$MODDST"/*.bin
-	printf '%s\n' "${LOAD[@]}" >"$ROOT/etc/kmatrix/modules"
-	printf '%s\n' "${MISSING_LIST[@]}" | sed '/^$/d' >"$ROOT/etc/kmatrix/modules-missing"
-	ALL_KO=$(cd "$MODDST" && find . -name '*.ko' | sed 's|.*/||; s|\.ko$||' | sort | tr '\n' ' ')
-
 	# --- userland from the host
 	ELFS=()
 	cp /bin/busybox "$ROOT/usr/bin/busybox"
@@ -547,6 +453,170 @@ else
 	printf '127.0.0.1 localhost\n10.0.2.15 kmatrix\n' >"$ROOT/etc/hosts"
 	# busybox init: nothing to start (the /init script did it); just reap and handle poweroff.
 	printf '::ctrlaltdel:/sbin/reboot -f\n::shutdown:/bin/sync\n' >"$ROOT/etc/inittab"
+	install -m 0755 "$HERE/init" "$ROOT/init"
+	find "$ROOT" -exec touch -h -d "@$SDE" {} +
+	# "." first: it sets the mode of / in the guest (else the kernel leaves it 1777)
+	(cd "$ROOT" && { echo .; find . -mindepth 1 -printf '%P\n' | sort; } |
+		cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -n -6 >"$TMP/base.cpio.gz"
+	rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
+	mv "$TMP/base.cpio.gz" "$dir.tmp/base.cpio.gz"
+	rm -rf "$dir"; mv "$dir.tmp" "$dir"
+	exec 7>&-
+}
+
+# ---------------------------------------------------------------- build
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kmatrix-kernel-rootfs.XXXXXX")
+STAGE=""
+trap 'rm -rf "$TMP" ${STAGE:+"$STAGE"}' EXIT
+
+norm() { local n=${1##*/}; n=${n%%.ko*}; echo "${n//-/_}"; }
+
+# The release string of a bzImage, from its setup header (kernel_version at 0x20E + 0x200).
+bzimage_release() {
+	[ "$(dd if="$1" bs=1 skip=514 count=4 2>/dev/null)" = HdrS ] || return 1
+	local offset
+	offset=$(od -An -tu2 -j526 -N2 "$1" | tr -d ' ')
+	[ -n "$offset" ] && [ "$offset" -gt 0 ] || return 1
+	dd if="$1" bs=1 skip=$((offset + 512)) count=256 2>/dev/null | tr '\0' '\n' | head -n1 | cut -d' ' -f1
+}
+
+# extract_kernel: the kernel files -> $TMP/kernel, VMLINUZ, KVER, MODSRC (may be ""), index of modules
+extract_kernel() {
+	local k=$TMP/kernel d
+	rm -rf "$k"; mkdir -p "$k"
+	case "$KIND" in
+	archive|deb)
+		for d in "${DEBS[@]}"; do
+			dpkg-deb --fsys-tarfile "$d" | tar -x -C "$k" --no-same-owner --wildcards \
+				'./boot/vmlinuz-*' './lib/modules/*' './usr/lib/modules/*' 2>/dev/null || true
+		done ;;
+	rpm)
+		for d in "${GIVEN[@]}"; do
+			(cd "$k" && rpm2cpio "$d" | cpio -idm --quiet --no-absolute-filenames \
+				'./boot/vmlinuz-*' './lib/modules/*' './usr/lib/modules/*' 2>/dev/null) ||
+				die "cannot unpack $d (rpm2cpio | cpio failed): not an RPM, or a truncated one"
+		done ;;
+	bzimage)
+		local release
+		release=$(bzimage_release "$BZIMAGE") || die "$BZIMAGE is not an x86 bzImage (no HdrS setup header)"
+		[[ $release =~ ^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$ ]] || die "$BZIMAGE names its release '${release//[^[:print:]]/?}', not a plain release string"
+		mkdir -p "$k/boot"
+		cp "$BZIMAGE" "$k/boot/vmlinuz-$release"
+		if [ -n "$MODULES_DIR" ]; then
+			local from=$MODULES_DIR
+			[ -d "$from/kernel" ] || [ -f "$from/modules.order" ] || from=$MODULES_DIR/$release
+			[ -d "$from" ] || die "--modules $MODULES_DIR holds neither the modules of $release nor a $release directory"
+			mkdir -p "$k/lib/modules"
+			cp -a "$from" "$k/lib/modules/$release"
+		fi ;;
+	esac
+	local vm
+	vm=$(find "$k/boot" -maxdepth 1 -name 'vmlinuz-*' 2>/dev/null | sort | head -n1 || true)
+	if [ -n "$vm" ]; then KVER=${vm##*/vmlinuz-}
+	else
+		# RHEL 8 and later ship the kernel inside its modules directory
+		vm=$(find "$k/lib/modules" "$k/usr/lib/modules" -mindepth 2 -maxdepth 2 -name vmlinuz 2>/dev/null | sort | head -n1 || true)
+		[ -n "$vm" ] || die "no boot/vmlinuz-* or lib/modules/*/vmlinuz in ${GIVEN[*]:-${DEBS[*]}}"
+		KVER=$(basename "$(dirname "$vm")")
+	fi
+	VMLINUZ=$vm
+	# The release names folders and files: a hostile image must not smuggle a path in.
+	[[ $KVER =~ ^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$ ]] || die "kernel release '${KVER//[^[:print:]]/?}' is not a plain release string"
+	MODSRC=""
+	for d in "$k/lib/modules/$KVER" "$k/usr/lib/modules/$KVER"; do [ -d "$d" ] && MODSRC=$d; done
+	[ -n "$MODSRC" ] || [ "$KIND" = bzimage ] || die "no modules for $KVER in ${GIVEN[*]:-${DEBS[*]}} (a split kernel package? give its modules package too)"
+	declare -gA MODFILE=() BUILTIN=()
+	[ -n "$MODSRC" ] || return 0
+	local f
+	while IFS= read -r f; do MODFILE[$(norm "$f")]=$f; done < <(cd "$MODSRC" && find . -name '*.ko' -o -name '*.ko.xz' -o -name '*.ko.zst' -o -name '*.ko.gz' | sed 's|^\./||' | sort)
+	if [ -f "$MODSRC/modules.builtin" ]; then
+		while IFS= read -r f; do BUILTIN[$(norm "$f")]=1; done <"$MODSRC/modules.builtin"
+	fi
+	# A module built into an object of another name (7.2 on: nfnetlink inside netfilter.ko)
+	# is only named in modules.builtin.modinfo, as `name.key=value` records.
+	if [ -f "$MODSRC/modules.builtin.modinfo" ]; then
+		while IFS= read -r f; do BUILTIN[$(norm "$f")]=1; done < <(tr '\0' '\n' <"$MODSRC/modules.builtin.modinfo" | sed -n 's/^\([A-Za-z0-9_-]*\)\..*/\1/p' | sort -u)
+	fi
+}
+missing_required() {
+	# a bare kernel without modules.builtin: only the guest can tell (its /init checks)
+	[ -n "$MODSRC" ] && [ -f "$MODSRC/modules.builtin" ] || { echo ""; return 0; }
+	local m out=()
+	for m in "${REQUIRED_MODULES[@]}"; do
+		[ -n "${MODFILE[$m]:-}" ] || [ -n "${BUILTIN[$m]:-}" ] || out+=("$m")
+	done
+	echo "${out[*]}"
+}
+
+extract_kernel
+MISSING=$(missing_required)
+if [ -n "$MISSING" ] && [ "$FLAVOUR" = auto ] && [ "$R_FLAV" = cloud ]; then
+	log "cloud flavour $R_PKG lacks: $MISSING -> using the plain amd64 flavour"
+	pick_deb amd64 || die "no amd64 kernel for $SUITE"
+	DEBS=("$CACHE/debs/$R_SHA.deb"); DEB_SHAS=("$R_SHA")
+	extract_kernel
+	MISSING=$(missing_required)
+fi
+[ -z "$MISSING" ] || log "warning: kernel $KVER lacks required modules: $MISSING (the guest will print KMATRIX-MISSING)"
+BUILD_ID=$(build_id_for "${DEB_SHAS[@]}")
+case "$KIND" in
+deb)
+	R_PKG=$(dpkg-deb -f "${DEBS[0]}" Package) R_VER=$(dpkg-deb -f "${DEBS[0]}" Version)
+	for d in "${DEBS[@]}"; do
+		case "$(dpkg-deb -f "$d" Package)" in linux-image-*) R_PKG=$(dpkg-deb -f "$d" Package) R_VER=$(dpkg-deb -f "$d" Version) ;; esac
+	done ;;
+rpm) R_PKG=$(basename "${GIVEN[0]}" .rpm) R_VER=$KVER ;;
+bzimage) R_PKG=$(basename "$BZIMAGE") R_VER=$KVER ;;
+esac
+
+# Finished build in the cache? (same inputs from another --out)
+BUILT=$CACHE/builds/$BUILD_ID
+if [ "$FORCE" = 0 ] && built_ok "$BUILD_ID"; then
+	log "reusing $BUILT"
+else
+	log "building $SUITE: $R_PKG $R_VER ($KVER), build $BUILD_ID"
+	build_base
+	# --- this kernel's own archive: its modules (closure over modinfo `depends`, decompressed,
+	# depmod'ed), the list /init loads, and os-release naming the package
+	ROOT=$TMP/layer
+	mkdir -p "$ROOT"/{usr/lib,etc/kmatrix}
+	ln -s usr/lib "$ROOT/lib" # for depmod -b; the base archive has the same link, so it stays out of this one
+	MODDST=$ROOT/usr/lib/modules/$KVER
+	mkdir -p "$MODDST"
+	declare -A INCLUDED=()
+	LOAD=() ABSENT=() BUILTINS=() MISSING_LIST=()
+	add_module() {
+		local m=$1 f dep
+		[ -z "${INCLUDED[$m]:-}" ] || return 0
+		f=${MODFILE[$m]:-}
+		[ -n "$f" ] || return 1
+		INCLUDED[$m]=1
+		for dep in $(modinfo -F depends "$MODSRC/$f" | tr ',' ' '); do
+			add_module "$(norm "$dep")" || [ -n "${BUILTIN[$(norm "$dep")]:-}" ] || die "$m depends on $dep, not found"
+		done
+		mkdir -p "$MODDST/$(dirname "$f")"
+		case "$f" in
+		*.ko) cp "$MODSRC/$f" "$MODDST/$f" ;;
+		*.ko.xz) xz -dc "$MODSRC/$f" >"$MODDST/${f%.xz}" ;;
+		*.ko.zst) zstd -qdc "$MODSRC/$f" >"$MODDST/${f%.zst}" ;;
+		*.ko.gz) gzip -dc "$MODSRC/$f" >"$MODDST/${f%.gz}" ;;
+		esac
+	}
+	is_required() { local r; for r in "${REQUIRED_MODULES[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
+	for m in "${MODULE_ORDER[@]}"; do
+		if add_module "$m"; then LOAD+=("$m")
+		elif [ -n "${BUILTIN[$m]:-}" ]; then BUILTINS+=("$m")
+		elif is_required "$m" && [ -n "$MODSRC" ] && [ -f "$MODSRC/modules.builtin" ]; then MISSING_LIST+=("$m")
+		else ABSENT+=("$m"); fi
+	done
+	for f in modules.builtin modules.builtin.modinfo modules.order; do
+		[ -f "$MODSRC/$f" ] && cp "$MODSRC/$f" "$MODDST/$f"
+	done
+	depmod -b "$ROOT" "$KVER" 2>"$TMP/depmod.err" || { cat "$TMP/depmod.err" >&2; die "depmod failed"; }
+	rm -f "$MODDST"/*.bin
+	printf '%s\n' "${LOAD[@]}" >"$ROOT/etc/kmatrix/modules"
+	printf '%s\n' "${MISSING_LIST[@]}" | sed '/^$/d' >"$ROOT/etc/kmatrix/modules-missing"
+	ALL_KO=$(cd "$MODDST" && find . -name '*.ko' | sed 's|.*/||; s|\.ko$||' | sort | tr '\n' ' ')
 	cat >"$ROOT/etc/os-release" <<-EOF
 	PRETTY_NAME="kmatrix initramfs ($R_PKG $R_VER)"
 	NAME="kmatrix"
@@ -555,13 +625,11 @@ else
 	KMATRIX_KERNEL_PACKAGE="$R_PKG"
 	KMATRIX_KERNEL_VERSION="$R_VER"
 	EOF
-	install -m 0755 "$HERE/init" "$ROOT/init"
-
-	# --- reproducible cpio
+	rm "$ROOT/lib"
 	find "$ROOT" -exec touch -h -d "@$SDE" {} +
-	# "." first: it sets the mode of / in the guest (else the kernel leaves it 1777)
-	(cd "$ROOT" && { echo .; find . -mindepth 1 -printf '%P\n' | sort; } |
-		cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -n -6 >"$TMP/initramfs.gz"
+	# No "." entry: / keeps the mode the base archive gave it.
+	(cd "$ROOT" && find . -mindepth 1 -printf '%P\n' | sort | cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -n -6 >"$TMP/layer.cpio.gz"
+	cat "$BASE_CPIO" "$TMP/layer.cpio.gz" >"$TMP/initramfs.gz"
 
 	# --- outputs
 	STAGE=$CACHE/builds/.tmp.$BUILD_ID.$$
@@ -579,7 +647,8 @@ else
 		--argjson missing "$(km_json_list "${MISSING_LIST[@]}")" --arg package "$R_PKG" --arg probe "$PROBE_SHA" \
 		--arg suite "$SUITE" --arg version "$R_VER" --arg vmlinuz "$(sha "$STAGE/vmlinuz")" \
 		--arg boot "$BOOT_KERNEL" --arg boot_sha "$(sha "$STAGE/$BOOT_KERNEL")" \
-		'{boot_kernel: $boot, boot_kernel_sha256: $boot_sha, build_id: $build_id, deb_sha256: $deb, debs_sha256: $debs, flavour: $flavour, initramfs_sha256: $initramfs,
+		--arg base "$BASE_ID" --arg layer "$(sha "$TMP/layer.cpio.gz")" --argjson layer_size "$(stat -c %s "$TMP/layer.cpio.gz")" \
+		'{base_id: $base, layer_sha256: $layer, layer_size: $layer_size, boot_kernel: $boot, boot_kernel_sha256: $boot_sha, build_id: $build_id, deb_sha256: $deb, debs_sha256: $debs, flavour: $flavour, initramfs_sha256: $initramfs,
 		  initramfs_size: $size, kernel_release: $release, modules: $modules, modules_absent: $absent, modules_builtin: $builtin,
 		  modules_files: $files, modules_missing: $missing, package: $package, probe_sha256: $probe, schema: 1,
 		  suite: $suite, version: $version, vmlinuz_sha256: $vmlinuz}' >"$STAGE/manifest.json"
