@@ -51,6 +51,8 @@ struct FakeLauncher: GuestLauncher {
     var bootsLost = 0
     /// Boots whose launch the hypervisor destroys before they are ready.
     var launchesLost = 0
+    /// Boots whose kernel crashes before the guest is ready.
+    var bootsCrashed = 0
 
     func unavailability(_ guest: GuestSpec, context: RunContext) async -> CellFailure? {
         unavailable.map { CellFailure(.imageMissing, phase: .prepare, $0) }
@@ -62,6 +64,11 @@ struct FakeLauncher: GuestLauncher {
         if let launchFailure { throw KMatrixError(.boot, launchFailure) }
         if let launchError { throw launchError }
         let boot = ledger.boot()
+        if boot <= bootsCrashed {
+            progress(.waitingForReady)
+            throw KMatrixError(.guestPanic, "guest crashed: [    1.13] kernel BUG at kernel/irq_work.c:245!",
+                               consoleLine: "[    1.13] kernel BUG at kernel/irq_work.c:245!")
+        }
         if boot <= launchesLost {
             throw MachineStop("libvirtd stopped or restarted under the run and destroyed domain kmatrix-x", byHypervisor: true)
                 .error("before the rootfs ready marker appeared")
@@ -245,6 +252,20 @@ final class CellBox: Sendable {
         let lost = await orchestrator { _ in twice }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
         #expect(lost.map(\.failure?.kind) == [.hypervisorLost, .hypervisorLost])
         #expect(lost[0].reason.hasPrefix("the guest stopped before the rootfs ready marker appeared: libvirtd stopped or restarted"))
+        #expect(twice.ledger.snapshot.boots == 2)
+    }
+
+    @Test func aKernelThatCrashedWhileBootingIsBootedOnceMoreAndItsCellsSaySo() async {
+        let once = FakeLauncher(ledger: Ledger(), bootsCrashed: 1)
+        let matrix = matrix(["a"])
+        let cells = await orchestrator { _ in once }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(cells.map(\.outcome) == [.reinjected, .reinjected])
+        #expect(cells.allSatisfy { $0.reason.hasSuffix("The guest was booted twice: its first boot crashed ([    1.13] kernel BUG at kernel/irq_work.c:245!).") })
+        #expect(once.ledger.snapshot.boots == 2)
+
+        let twice = FakeLauncher(ledger: Ledger(), bootsCrashed: 2)
+        let crashed = await orchestrator { _ in twice }.run(matrix: matrix, guests: matrix.guests, scenarios: Self.scenarios, context: context())
+        #expect(crashed.map(\.failure?.kind) == [.guestPanic, .guestPanic])
         #expect(twice.ledger.snapshot.boots == 2)
     }
 
