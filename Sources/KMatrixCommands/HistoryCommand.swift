@@ -17,7 +17,7 @@ struct HistoryCommand: AsyncParsableCommand {
         let context = CommandContext.current
         let files = try ResultFiles.find(paths, environment: context.engine)
         guard !files.isEmpty else { throw KMatrixError(.invalidInput, "no results.json under \(paths.joined(separator: ", "))") }
-        let runs = try Merge.distinctRuns(try files.map { try ResultFiles.load($0.path, environment: context.engine) })
+        let runs = try Merge.distinctRuns(try await ResultFiles.loadAll(files, environment: context.engine))
         let history = HistoryBuilder.build(runs)
         let directory = out.map(context.path) ?? context.workingDirectory
         do {

@@ -17,7 +17,7 @@ struct MergeCommand: AsyncParsableCommand {
         let context = CommandContext.current
         let files = try ResultFiles.find(paths, environment: context.engine)
         guard files.count >= 1 else { throw KMatrixError(.invalidInput, "no results.json under \(paths.joined(separator: ", "))") }
-        let runs = try Merge.distinctRuns(try files.map { try ResultFiles.load($0.path, environment: context.engine) })
+        let runs = try Merge.distinctRuns(try await ResultFiles.loadAll(files, environment: context.engine))
         let merged = try Merge.merge(runs)
         let directory = context.path(out)
         do {

@@ -24,6 +24,8 @@ public enum SafeText {
     /// cursor, retitle the window, ring the bell or rewrite a line. Newlines and tabs stay when
     /// `keepLines` is set (kmatrix's own multi-line messages); a value never needs them.
     public static func terminal(_ text: some StringProtocol, keepLines: Bool = false) -> String {
+        // Nearly everything printed is plain: one look, no copy scalar by scalar.
+        if !text.unicodeScalars.contains(where: isUnsafe) { return String(text) }
         var out = ""
         out.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
         for scalar in text.unicodeScalars {

@@ -2,6 +2,11 @@
 /// escape itself (`HTMLSupport`); every other XML kmatrix writes is an element tree (FoundationXML).
 enum XMLText {
     static func escape(_ text: String) -> String {
+        // Most values (names, outcomes, numbers) need nothing: one pass over the bytes decides.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "&") || $0 == UInt8(ascii: "<") || $0 == UInt8(ascii: ">")
+            || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "'") }) {
+            return text
+        }
         var escaped = ""
         for scalar in text.unicodeScalars {
             switch scalar {

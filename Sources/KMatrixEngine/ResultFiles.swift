@@ -31,6 +31,20 @@ public enum ResultFiles {
         return entries.filter { !$0.starts(with: ".") }.flatMap { search(directory.appendingPathComponent($0), depth: depth - 1) }
     }
 
+    /// Several results.json, read and checked on every core at once (30 nights of a kernel set's
+    /// table took 0.7 s of reading one after another), in the order given; the first bad file
+    /// in that order is the error.
+    public static func loadAll(_ urls: [URL], environment: EngineEnvironment) async throws -> [RunResult] {
+        try await withThrowingTaskGroup(of: (Int, Result<RunResult, any Error>).self) { group in
+            for (index, url) in urls.enumerated() {
+                group.addTask { (index, Result { try load(url.path, environment: environment) }) }
+            }
+            var results = [Result<RunResult, any Error>?](repeating: nil, count: urls.count)
+            for try await (index, result) in group { results[index] = result }
+            return try results.map { try ($0 ?? .failure(KMatrixError(.io, "a results file was not read"))).get() }
+        }
+    }
+
     /// A results.json, or exit 2 with why it cannot be one.
     public static func load(_ path: String, environment: EngineEnvironment) throws -> RunResult {
         let url = environment.path(path)
