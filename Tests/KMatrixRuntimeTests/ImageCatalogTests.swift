@@ -207,3 +207,28 @@ struct ResultStoreTests {
 enum CLIPackage {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 }
+
+/// A kernel set's row whose package Debian's pool no longer serves (the recipe's exit 5) is
+/// `skipped` with why, never an error; the recipe is given the pinned package, nothing else.
+struct ArchiveKernelImageTests {
+    @Test func aPackageGoneFromThePoolMakesTheRowSkipped() async throws {
+        let root = try TemporaryDirectory("archive-kernel")
+        defer { root.remove() }
+        let commands = FakeCommands()
+        commands.on("bash", containing: "--pin") { _ in .failed(5, "kernel-rootfs: the bullseye-security pool no longer has it (HTTP 404)") }
+        let catalog = ImageCatalog(checkout: Checkout(root: root.url.appendingPathComponent("checkout")),
+                                   cache: CacheLayout(root: root.url.appendingPathComponent("cache")), commands: commands)
+        let kernel = ArchiveKernel(release: "5.10.0-44-cloud-amd64", flavour: .cloud, suite: "bullseye-security", package: "linux-image-5.10.0-44-cloud-amd64",
+                                   version: "5.10.257-1", sha256: String(repeating: "5", count: 64),
+                                   pool: "pool/updates/main/l/linux-signed-amd64/linux-image-5.10.0-44-cloud-amd64_5.10.257-1_amd64.deb")
+        let guest = GuestSpec(name: kernel.release, image: .kernel(.archive(kernel)), nominalKernel: kernel.release)
+        #expect(await catalog.archiveUnavailability(of: guest) == nil)
+        await #expect(throws: KMatrixError.self) { try await catalog.kernelImage(.archive(kernel), probe: root.url.appendingPathComponent("probe")) }
+        let skipped = try #require(await catalog.archiveUnavailability(of: guest))
+        #expect(skipped.kind == .imageMissing)
+        #expect(skipped.message == "Debian's bullseye-security index lists linux-image-5.10.0-44-cloud-amd64 5.10.257-1 but its pool no longer has the file (HTTP 404)")
+        let call = try #require(commands.calls(of: "bash").first)
+        #expect(call.arguments.contains("bullseye-security:\(kernel.pool)@\(kernel.sha256)"))
+        #expect(!FileManager.default.fileExists(atPath: root.url.appendingPathComponent("cache/images/kernel-pkg-5555555555555555").path))
+    }
+}
