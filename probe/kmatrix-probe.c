@@ -1005,36 +1005,54 @@ static int agent_signal_group(int sig)
 static void agent_fate(void)
 {
 	R.fresh_queued = R.fresh_unicast_failed = -1;
-	if (agent_reap(0)) {
-		R.fate = "exited";
-		return;
-	}
-	struct qrow q0, q1;
-	long long d0 = 0, d1 = 0;
-	int rows = read_qrow(&q0) == 0 && read_drops(&d0) == 0;
-	unsigned long first = R.packets + 1;
-	for (unsigned long s = first; s < first + R.fate_packets; s++) {
-		if (send_one(s) != 0)
-			break;
-		R.fresh_sent++;
-	}
+	/* Up to four rounds, 250 ms apart, each of a quarter of --fate-packets: a consumer busy with
+	 * the stall's backlog right after SIGCONT still counts as alive if a round gets through
+	 * within the wait; the reported numbers are the last round's. */
+	const int rounds = 4;
+	unsigned long per = R.fate_packets / rounds ? R.fate_packets / rounds : 1, next = R.packets + 1;
 	long long deadline = now_ms() + (long long)R.fate_wait_ms;
-	while (R.fresh_received < R.fresh_sent && now_ms() < deadline && !g_stop) {
-		struct pollfd p = {R.udp_rx, POLLIN, 0};
-		poll(&p, 1, 20);
-		drain_udp();
+	R.fate = "stuck";
+	unsigned long got = 0;
+	for (int round = 0; round < rounds && next + per <= R.packets + R.fate_packets + 1 && !g_stop; round++) {
+		if (agent_reap(0)) {
+			R.fate = "exited";
+			return;
+		}
+		struct qrow q0, q1;
+		long long d0 = 0, d1 = 0;
+		int rows = read_qrow(&q0) == 0 && read_drops(&d0) == 0;
+		unsigned long received_before = R.fresh_received;
+		R.fresh_sent = 0;
+		for (unsigned long i = 0; i < per; i++, next++) {
+			if (send_one(next) != 0)
+				break;
+			R.fresh_sent++;
+		}
+		long long round_end = now_ms() + (long long)R.fate_wait_ms / rounds;
+		while (R.fresh_received - received_before < R.fresh_sent && now_ms() < round_end && !g_stop) {
+			struct pollfd p = {R.udp_rx, POLLIN, 0};
+			poll(&p, 1, 20);
+			drain_udp();
+		}
+		got = R.fresh_received - received_before;
+		rows = rows && read_qrow(&q1) == 0 && read_drops(&d1) == 0;
+		R.fresh_queued = rows ? (long long)(q1.idseq - q0.idseq) : -1;
+		R.fresh_unicast_failed = rows ? d1 - d0 : -1;
+		if (agent_reap(0)) {
+			R.fate = "exited";
+			return;
+		}
+		if (rows && got == R.fresh_sent && R.fresh_queued == (long long)R.fresh_sent && R.fresh_unicast_failed == 0) {
+			R.fresh_received = got;
+			R.fate = "alive";
+			return;
+		}
+		if (now_ms() >= deadline)
+			break;
+		struct timespec ts = {0, 250 * 1000000L};
+		nanosleep(&ts, NULL);
 	}
-	rows = rows && read_qrow(&q1) == 0 && read_drops(&d1) == 0;
-	if (rows) {
-		R.fresh_queued = (long long)(q1.idseq - q0.idseq);
-		R.fresh_unicast_failed = d1 - d0;
-	}
-	if (agent_reap(0))
-		R.fate = "exited";
-	else if (rows && R.fresh_received == R.fresh_sent && R.fresh_queued == (long long)R.fresh_sent && R.fresh_unicast_failed == 0)
-		R.fate = "alive";
-	else
-		R.fate = "stuck";
+	R.fresh_received = got; /* the last round's, as fresh_sent is */
 }
 
 /* Stops the consumer: SIGCONT (a stalled one cannot act on a signal), its stop signal (SIGTERM
@@ -1085,6 +1103,19 @@ static void json_agent_log(void)
 }
 
 /* ---------- phases ---------- */
+/* The "before" rows: the queue's, and the Drops of the consumer's socket (ours, or the peer's). */
+static int read_before(void)
+{
+	if (read_qrow(&R.q_before) != 0) {
+		set_error("no row for queue %lu in /proc/net/netfilter/nfnetlink_queue", R.queue);
+		return -1;
+	}
+	R.have_drops_before = read_drops(&R.drops_before) == 0;
+	if (!R.have_drops_before)
+		logmsg("warning: no row for portid %lu in /proc/net/netlink", R.external ? R.peer_portid : (unsigned long)R.nl_pid);
+	return 0;
+}
+
 static int setup(void)
 {
 	/* 1. sysctl files (before setns), setns, rmem, lo, rules */
@@ -1131,14 +1162,7 @@ static int setup(void)
 		/* 2'. the user's consumer binds the queue itself, configured as it ships */
 		if (agent_start() != 0 || agent_wait_bound() != 0)
 			return -1;
-		if (read_qrow(&R.q_before) != 0) {
-			set_error("no row for queue %lu in /proc/net/netfilter/nfnetlink_queue", R.queue);
-			return -1;
-		}
-		R.have_drops_before = read_drops(&R.drops_before) == 0;
-		if (!R.have_drops_before)
-			logmsg("warning: no row for the consumer's portid %lu in /proc/net/netlink", R.peer_portid);
-		return 0;
+		return read_before();
 	}
 
 	/* 2. netlink socket, buffer, bind the queue */
@@ -1192,14 +1216,7 @@ static int setup(void)
 	R.nl_bound = 1;
 
 	/* 3. "before" rows */
-	if (read_qrow(&R.q_before) != 0) {
-		set_error("no row for queue %lu in /proc/net/netfilter/nfnetlink_queue", R.queue);
-		return -1;
-	}
-	R.have_drops_before = read_drops(&R.drops_before) == 0;
-	if (!R.have_drops_before)
-		logmsg("warning: no row for portid %u in /proc/net/netlink", R.nl_pid);
-	return 0;
+	return read_before();
 }
 
 static int tcp_probes(void)

@@ -135,13 +135,7 @@ public enum Classifier {
         _ result: ProbeResult, deltas: CounterDeltas, unicastFailures: Int, trace: String, into base: Classification
     ) -> Classification {
         var classification = base
-        guard let tcp = result.tcp, tcp.attempted > 0 else {
-            classification.reason = "the probe made no TCP connects"
-            return classification
-        }
-        classification.sent = tcp.attempted
-        classification.received = tcp.succeeded
-        classification.lost = tcp.attempted - tcp.succeeded
+        guard let tcp = countConnects(result, into: &classification) else { return classification }
         guard unicastFailures > 0 else {
             classification.outcome = .notTriggered
             classification.reason = "the consumer's socket never overflowed (\(trace)), so the connects prove nothing"
@@ -168,6 +162,19 @@ public enum Classifier {
             classification.reason = "\(timeout) while the consumer's socket overflowed (\(trace))"
         }
         return classification
+    }
+
+    /// Liveness cells count connects, not datagrams: the probe's TCP numbers, or nil (and the
+    /// cell's reason) when it made none.
+    static func countConnects(_ result: ProbeResult, into classification: inout Classification) -> ProbeResult.TCP? {
+        guard let tcp = result.tcp, tcp.attempted > 0 else {
+            classification.reason = "the probe made no TCP connects"
+            return nil
+        }
+        classification.sent = tcp.attempted
+        classification.received = tcp.succeeded
+        classification.lost = tcp.attempted - tcp.succeeded
+        return tcp
     }
 
     private static func overflowPaths(unicastFailures: Int, bypassed: Int) -> String {

@@ -90,13 +90,7 @@ struct ExternalConsumerClassifier {
     }
 
     private func connects(_ classification: inout Classification, overflowed: Int, trace: String, fate: String) -> Classification {
-        guard let tcp = result.tcp, tcp.attempted > 0 else {
-            classification.reason = "the probe made no TCP connects"
-            return classification
-        }
-        classification.sent = tcp.attempted
-        classification.received = tcp.succeeded
-        classification.lost = tcp.attempted - tcp.succeeded
+        guard let tcp = Classifier.countConnects(result, into: &classification) else { return classification }
         guard overflowed > 0 else {
             classification.outcome = .notTriggered
             classification.reason = "the stalled consumer never overflowed (\(trace)), so the connects prove nothing.\(fate)"

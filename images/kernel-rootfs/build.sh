@@ -323,10 +323,14 @@ outputs_ok() { # stamp in OUT says $1 and the files are intact
 	[ "$initramfs" = "$(known_sha "$OUT/initramfs.gz")" ] && [ -f "$OUT/$boot" ] && [ "$boot_sha" = "$(known_sha "$OUT/$boot")" ]
 }
 
+# A finished build is reused only while its files are what its manifest says: an output in --out
+# is a hard link to it, so a write there is a write here too.
 built_ok() {
 	local b=$CACHE/builds/$1 boot
 	[ -f "$b/manifest.json" ] && [ -f "$b/initramfs.gz" ] && [ -f "$b/vmlinuz" ] || return 1
-	boot=$(km_manifest_get "$b/manifest.json" boot_kernel); [ -n "$boot" ] && [ -f "$b/$boot" ]
+	boot=$(km_manifest_get "$b/manifest.json" boot_kernel); [ -n "$boot" ] && [ -f "$b/$boot" ] || return 1
+	[ "$(km_manifest_get "$b/manifest.json" initramfs_sha256)" = "$(known_sha "$b/initramfs.gz")" ] &&
+		[ "$(km_manifest_get "$b/manifest.json" boot_kernel_sha256)" = "$(known_sha "$b/$boot")" ]
 }
 publish() { # copy builds/ID to OUT, stamp it
 	local b=$CACHE/builds/$1 f
