@@ -40,9 +40,15 @@ enum LibvirtAcceleratorProbe {
         } catch {
             return .tcg
         }
-        defer { Task { await storage.release([channel.hostPath]) } }
-        let name = directory.lastPathComponent
-        let xml = domainXML(name: name, kernel: hostKernel, consoleLog: channel.hostPath)
+        let verdict = await boot(on: connection, name: directory.lastPathComponent, kernel: hostKernel, channel: channel, console: console, clock: clock)
+        // Awaited, not left to a task: a `doctor` that exits right after would leave the console
+        // volume on a remote host's pool.
+        await storage.release([channel.hostPath])
+        return verdict
+    }
+
+    private static func boot(on connection: Connection, name: String, kernel: URL, channel: any ConsoleChannel, console: URL, clock: WaitClock) async -> Accelerator {
+        let xml = domainXML(name: name, kernel: kernel, consoleLog: channel.hostPath)
         let domain: Domain
         do {
             // autodestroy: should this process die mid-probe, libvirt removes the guest.

@@ -69,22 +69,26 @@ public struct Collector: Sendable {
             // The run's folder in its own cache, which need not be this one.
             if let folder = record.cache.map({ RunDirectory.runsDirectory(cache: $0).appendingPathComponent(record.runID) }),
                OwnedFolder.problem(folder.deletingLastPathComponent()) == nil, OwnedFolder.problem(folder) == nil,
-               !OwnedFolder.isLocked(folder.appendingPathComponent(RunDirectory.lockName)) {
-                try? FileManager.default.removeItem(at: folder)
+               OwnedFolder.isDead(folder, lockName: RunDirectory.lockName) == true, OwnedFolder.removeWhole(folder) {
                 report.removed.append(Removal(kind: .runFolder, name: record.runID))
             }
             for host in record.remoteHosts where !reachable.contains(host.hostName) {
                 finished = false
                 report.notes.append("dead run \(record.runID) may have left volumes on \(host.hostName): `kmatrix gc --connect \(SafeText.terminal(host.text))` removes them")
             }
-            if finished {
-                try? FileManager.default.removeItem(at: record.url)
+            if finished, OwnedFolder.removeWhole(record.url) {
                 report.removed.append(Removal(kind: .record, name: record.runID))
             }
         }
-        for folder in RunDirectory.deadFolders(cache: cache, keeping: keeping) where !report.removed.contains(Removal(kind: .runFolder, name: folder.lastPathComponent)) {
-            try? FileManager.default.removeItem(at: folder)
+        for folder in RunDirectory.deadFolders(cache: cache, keeping: keeping) where !report.removed.contains(Removal(kind: .runFolder, name: folder.lastPathComponent)) && OwnedFolder.removeWhole(folder) {
             report.removed.append(Removal(kind: .runFolder, name: folder.lastPathComponent))
+        }
+        for (parent, lockName) in [(registry.root, RunRegistration.lockName), (RunDirectory.runsDirectory(cache: cache), RunDirectory.lockName)]
+        where OwnedFolder.problem(parent) == nil {
+            for folder in OwnedFolder.abandonedHiddenFolders(in: parent, lockName: lockName) {
+                try? FileManager.default.removeItem(at: folder)
+                report.removed.append(Removal(kind: .runFolder, name: folder.lastPathComponent))
+            }
         }
         let deadRuns = Set(dead.map(\.runID))
         for hypervisor in hypervisors {

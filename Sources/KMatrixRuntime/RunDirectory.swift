@@ -44,11 +44,10 @@ public final class RunDirectory: Sendable {
         }
         if let problem = OwnedFolder.problem(runs) { throw KMatrixError(.io, "\(runs.path) \(problem); remove it, kmatrix recreates it") }
         do {
-            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+            self.lock = try OwnedFolder.createLocked(url, lockName: Self.lockName)
         } catch {
             throw KMatrixError.from(error, whileDoing: "creating the run's folder under \(cache.path)")
         }
-        self.lock = try OwnedFolder.takeLock(url.appendingPathComponent(Self.lockName))
     }
 
     deinit {
@@ -57,7 +56,7 @@ public final class RunDirectory: Sendable {
 
     /// Removes the folder; the lock goes with it when this object is released.
     public func remove() {
-        try? FileManager.default.removeItem(at: url)
+        OwnedFolder.removeWhole(url)
     }
 
     /// Run folders of this cache whose run is dead (their lock is free): real folders owned by
@@ -67,7 +66,7 @@ public final class RunDirectory: Sendable {
         guard OwnedFolder.problem(runs) == nil else { return [] }
         return OwnedFolder.subfolders(of: runs).filter { folder in
             folder.lastPathComponent != keeping && InputRules.nameProblem(folder.lastPathComponent) == nil
-                && !OwnedFolder.isLocked(folder.appendingPathComponent(lockName))
+                && OwnedFolder.isDead(folder, lockName: lockName) == true
         }
     }
 }
@@ -103,7 +102,7 @@ public struct RunRegistry: Sendable {
         guard OwnedFolder.problem(root) == nil else { return [] }
         return OwnedFolder.subfolders(of: root).compactMap { folder in
             let runID = folder.lastPathComponent
-            guard InputRules.nameProblem(runID) == nil else { return nil }
+            guard InputRules.nameProblem(runID) == nil, OwnedFolder.isDead(folder, lockName: RunRegistration.lockName) != nil else { return nil }
             return RegistryRecord(runID: runID, url: folder)
         }
     }
@@ -124,7 +123,7 @@ public struct RegistryRecord: Sendable {
     init(runID: String, url: URL) {
         self.runID = runID
         self.url = url
-        self.alive = OwnedFolder.isLocked(url.appendingPathComponent(RunRegistration.lockName))
+        self.alive = OwnedFolder.isDead(url, lockName: RunRegistration.lockName) == false
         let facts = (FileManager.default.contents(atPath: url.appendingPathComponent(RunRegistration.factsName).path))
             .flatMap { try? JSONDecoder().decode(RunRegistration.Facts.self, from: $0) }
         self.owner = facts?.owner
@@ -175,18 +174,13 @@ public final class RunRegistration: RunLedger {
         if let problem = OwnedFolder.problem(registry.root) {
             throw KMatrixError(.hostNotReady, "the run registry \(registry.root.path) \(problem); remove it, kmatrix recreates it")
         }
+        let facts = Facts(runID: runID, owner: owner, cache: cache.standardizedFileURL.path)
         do {
-            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+            self.lock = try OwnedFolder.createLocked(url, lockName: Self.lockName) { folder in
+                try JSONEncoder().encode(facts).write(to: folder.appendingPathComponent(Self.factsName), options: .atomic)
+            }
         } catch {
             throw KMatrixError(.io, "cannot register run \(runID) in \(registry.root.path): \(KMatrixError.from(error).message)", cause: error)
-        }
-        do {
-            self.lock = try OwnedFolder.takeLock(url.appendingPathComponent(Self.lockName))
-            let facts = Facts(runID: runID, owner: owner, cache: cache.standardizedFileURL.path)
-            try JSONEncoder().encode(facts).write(to: url.appendingPathComponent(Self.factsName), options: .atomic)
-        } catch {
-            try? FileManager.default.removeItem(at: url)
-            throw KMatrixError.from(error, whileDoing: "registering run \(runID)")
         }
     }
 
@@ -220,7 +214,7 @@ public final class RunRegistration: RunLedger {
 
     /// Ends the registration: the run is over and left nothing.
     public func remove() {
-        try? FileManager.default.removeItem(at: url)
+        OwnedFolder.removeWhole(url)
     }
 }
 
@@ -248,6 +242,64 @@ enum OwnedFolder {
         return names.sorted().map { url.appendingPathComponent($0) }.filter { problem($0) == nil }
     }
 
+    /// Prefix of a folder being born: never a run id (those start with a letter or digit), so
+    /// neither `records()` nor `deadFolders` ever sees one.
+    static let birthPrefix = ".birth-"
+
+    /// Creates the folder `url` already locked: made under a hidden name, locked, filled by
+    /// `prepare`, then renamed into place. A folder created under its own name and locked a
+    /// moment later would look dead to a `gc` that looks in between (the soak's third cache
+    /// caught one); a rename publishes it whole. The lock moves with the folder (it is on the
+    /// open file). Returns the lock's descriptor.
+    static func createLocked(_ url: URL, lockName: String, prepare: (URL) throws -> Void = { _ in }) throws -> Int32 {
+        let birth = url.deletingLastPathComponent().appendingPathComponent(birthPrefix + url.lastPathComponent)
+        try FileManager.default.createDirectory(at: birth, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        var descriptor: Int32 = -1
+        do {
+            descriptor = try takeLock(birth.appendingPathComponent(lockName))
+            try prepare(birth)
+            // A non-empty folder of that name (a run id met twice) makes the rename fail.
+            guard rename(birth.path, url.path) == 0 else {
+                throw KMatrixError(.io, "\(url.path) exists already (\(String(cString: strerror(errno))))")
+            }
+            return descriptor
+        } catch {
+            if descriptor >= 0 { close(descriptor) }
+            try? FileManager.default.removeItem(at: birth)
+            throw error
+        }
+    }
+
+    /// Prefix of a folder being removed: renamed out of sight first, so that no sweep meets it
+    /// half deleted (its lock file gone, the folder still there) and takes it for a dead run's.
+    static let removalPrefix = ".gone-"
+
+    /// Removes a run's folder as one step for every other kmatrix: renamed to a hidden name
+    /// (its lock, still held, moves with it), then deleted.
+    @discardableResult
+    static func removeWhole(_ url: URL) -> Bool {
+        let hidden = url.deletingLastPathComponent().appendingPathComponent("\(removalPrefix)\(url.lastPathComponent)-\(getpid())")
+        // Whoever renames it away removes it: another sweep that listed it too finds it gone.
+        guard rename(url.path, hidden.path) == 0 else { return false }
+        try? FileManager.default.removeItem(at: hidden)
+        return true
+    }
+
+    /// Hidden folders a kmatrix killed while creating or removing one left in `parent`:
+    /// unlocked, and changed longer ago than any birth or removal takes (a birth lasts
+    /// microseconds between its mkdir and its lock, a removal between its rename and its end).
+    static func abandonedHiddenFolders(in parent: URL, lockName: String, now: Date = Date()) -> [URL] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
+        return names.filter { $0.hasPrefix(birthPrefix) || $0.hasPrefix(removalPrefix) }.map { parent.appendingPathComponent($0) }.filter { folder in
+            // Age first: testing the lock takes it for a moment, which would fail a birth's own
+            // non-blocking lock. The inode's change time moves with the rename that hid it.
+            var info = stat()
+            guard lstat(folder.path, &info) == 0 else { return false }
+            let changed = Date(timeIntervalSince1970: TimeInterval(info.st_ctim.tv_sec))
+            return now.timeIntervalSince(changed) > 600 && problem(folder) == nil && !isLocked(folder.appendingPathComponent(lockName))
+        }
+    }
+
     /// Takes an exclusive lock on `path` (created if needed), or says who holds it.
     static func takeLock(_ lockFile: URL) throws -> Int32 {
         let descriptor = open(lockFile.path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
@@ -259,6 +311,24 @@ enum OwnedFolder {
             throw KMatrixError(.io, "\(lockFile.path) is locked by another process")
         }
         return descriptor
+    }
+
+    /// Whether the run that owns `folder` is dead: true when its lock is free; false while
+    /// someone holds it; nil when the lock file is missing in a folder changed in the last ten
+    /// minutes — a folder being removed (its lock file goes first) or renamed away since it was
+    /// listed, which is no run's to judge. Births are atomic (`createLocked`), so a published
+    /// folder without a lock that is older than that is a dead run's.
+    static func isDead(_ folder: URL, lockName: String, now: Date = Date()) -> Bool? {
+        let lockFile = folder.appendingPathComponent(lockName)
+        if FileManager.default.fileExists(atPath: lockFile.path) || isSymbolicLink(lockFile) { return !isLocked(lockFile) }
+        var info = stat()
+        guard lstat(folder.path, &info) == 0 else { return nil }
+        return now.timeIntervalSince(Date(timeIntervalSince1970: TimeInterval(info.st_ctim.tv_sec))) > 600 ? true : nil
+    }
+
+    private static func isSymbolicLink(_ url: URL) -> Bool {
+        var info = stat()
+        return lstat(url.path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFLNK
     }
 
     /// Whether another process holds the lock: taking it for a moment says no.

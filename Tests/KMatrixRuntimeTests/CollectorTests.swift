@@ -170,4 +170,89 @@ struct CollectorTests {
         #expect(table.isAlive(RunOwner(boot: me.boot, pid: me.pid, start: me.start + 1)) == false)
         #expect(table.isAlive(RunOwner(boot: "00000000-0000-4000-8000-000000000000", pid: me.pid, start: me.start)) == nil)
     }
+
+    /// The soak's third cache once removed a run's record and folder while the run was being
+    /// born (created, not yet locked). Runs are born and end here while a gc sweeps without
+    /// pause: it must never remove anything, and must never make a birth fail.
+    @Test func aGcNeverCatchesARunBeingBorn() async throws {
+        let world = try World()
+        defer { world.root.remove() }
+        let me = try Self.me
+        let finished = LockedFlag()
+        let births = Task.detached { () throws -> Int in
+            defer { finished.set() }
+            for index in 0..<400 {
+                let runID = "born\(index)"
+                let registration = try world.registry.register(runID: runID, owner: me, cache: world.cache)
+                let folder = try RunDirectory(cache: world.cache, runID: runID)
+                folder.remove()
+                registration.remove()
+            }
+            return 400
+        }
+        let collector = world.collector()
+        var removed: [Collector.Removal] = []
+        var sweeps = 0
+        while !finished.isSet {
+            removed += await collector.collectDeadRuns(hypervisors: []).removed
+            sweeps += 1
+        }
+        #expect(try await births.value == 400)
+        #expect(removed.isEmpty, "\(removed)")
+        #expect(sweeps > 5)
+    }
+
+    final class LockedFlag: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = false
+        func set() { lock.withLock { value = true } }
+        var isSet: Bool { lock.withLock { value } }
+    }
+
+    /// What a kmatrix killed mid-birth or mid-removal leaves is hidden from every sweep, and
+    /// removed once it is older than any birth or removal lasts, unless someone holds its lock.
+    @Test func anAbandonedBirthIsInvisibleThenCollected() async throws {
+        let world = try World()
+        defer { world.root.remove() }
+        let birth = try world.root.file("registry/.birth-x/lock", "").deletingLastPathComponent()
+        let removal = try world.root.file("cache/runs/.gone-y-1/lock", "").deletingLastPathComponent()
+        let held = try world.root.file("cache/runs/.birth-z/lock", "")
+        let lock = try OwnedFolder.takeLock(held)
+        defer { close(lock) }
+        #expect(world.registry.records().isEmpty)
+        #expect(await world.collector().collectDeadRuns(hypervisors: []).removed.isEmpty)
+        let later = Date().addingTimeInterval(3600)
+        #expect(OwnedFolder.abandonedHiddenFolders(in: world.registry.root, lockName: "lock", now: later) == [birth])
+        #expect(OwnedFolder.abandonedHiddenFolders(in: RunDirectory.runsDirectory(cache: world.cache), lockName: "lock", now: later) == [removal])
+        #expect(OwnedFolder.abandonedHiddenFolders(in: world.registry.root, lockName: "lock").isEmpty)
+    }
+
+    /// A published folder whose lock file is missing is being removed (or was, since it was
+    /// listed): no run's to judge while young, a dead run's when old.
+    @Test func aFolderWithoutItsLockIsJudgedByItsAge() throws {
+        let world = try World()
+        defer { world.root.remove() }
+        let folder = try world.root.file("registry/run1/run.json", "{}").deletingLastPathComponent()
+        #expect(OwnedFolder.isDead(folder, lockName: "lock") == nil)
+        #expect(OwnedFolder.isDead(folder, lockName: "lock", now: Date().addingTimeInterval(3600)) == true)
+        #expect(world.registry.records().isEmpty)
+        let lock = try OwnedFolder.takeLock(folder.appendingPathComponent("lock"))
+        #expect(OwnedFolder.isDead(folder, lockName: "lock") == false)
+        close(lock)
+        #expect(OwnedFolder.isDead(folder, lockName: "lock") == true)
+    }
+
+    /// A run id met twice is refused, and the refused birth leaves nothing.
+    @Test func aRunIDMetTwiceIsRefusedAndLeavesNoBirth() throws {
+        let world = try World()
+        defer { world.root.remove() }
+        let me = try Self.me
+        let first = try world.registry.register(runID: "twice", owner: me, cache: world.cache)
+        defer { first.remove() }
+        #expect(throws: KMatrixError.self) { try world.registry.register(runID: "twice", owner: me, cache: world.cache) }
+        let names = try FileManager.default.contentsOfDirectory(atPath: world.registry.root.path)
+        #expect(names == ["twice"])
+        #expect(world.registry.records().map(\.alive) == [true])
+        #expect(world.registry.records().first?.owner == me)
+    }
 }
