@@ -1300,18 +1300,26 @@ static int settle(void)
 	}
 }
 
-static int measure_external(void)
+/* Sends datagrams `next`..packets while nobody reads the queue (a stalled consumer, or ours
+ * paused), draining the receiver as it goes so only the queue and the socket fill, then the
+ * TCP probes that ask whether connections pass behind it. */
+static int send_burst_unread(unsigned long next)
 {
-	if (agent_signal_group(SIGSTOP) != 0)
-		return -1;
-	for (unsigned long next = 1; next <= R.packets; next++) {
+	for (; next <= R.packets; next++) {
 		if (check_stop() || send_one(next) != 0)
 			return -1;
 		if ((next & 63) == 0)
 			drain_udp();
 	}
 	drain_udp();
-	if (R.tcp_probes && tcp_probes() != 0)
+	return R.tcp_probes ? tcp_probes() : 0;
+}
+
+static int measure_external(void)
+{
+	if (agent_signal_group(SIGSTOP) != 0)
+		return -1;
+	if (send_burst_unread(1) != 0)
 		return -1;
 	/* what went past the stalled consumer (fail-open) arrived by now; the rest waits in the queue */
 	settle();
@@ -1375,14 +1383,7 @@ static int measure(void)
 			return -1;
 	} else {
 		/* paused: the consumer reads nothing until every datagram was sent */
-		for (; next <= R.packets; next++) {
-			if (check_stop() || send_one(next) != 0)
-				return -1;
-			if ((next & 63) == 0)
-				drain_udp();
-		}
-		drain_udp();
-		if (R.tcp_probes && tcp_probes() != 0)
+		if (send_burst_unread(next) != 0)
 			return -1;
 		if (read_qrow(&R.q_paused) != 0)
 			logmsg("warning: queue row vanished while paused");
