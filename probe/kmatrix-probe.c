@@ -132,6 +132,7 @@ static struct {
 	/* --consumer external: the user's consumer, started, stalled and resumed by us */
 	char **agent_argv;
 	const char *agent_dir;
+	const char *agent_ready_log; /* also wait for this text in its output (NULL: bound is ready) */
 	unsigned long agent_ready_ms, fate_packets, fate_wait_ms, agent_stop_signal;
 	pid_t agent_pid;
 	int agent_done, agent_exited_early, agent_code, agent_signal, agent_stopped;
@@ -940,13 +941,31 @@ static int agent_start(void)
 	return 0;
 }
 
-/* Waits until the queue's row names a bound peer: the consumer is ready. */
+/* Whether the consumer's output so far holds `text` (its last 64 KiB: a start-up line). */
+static int agent_log_has(const char *text)
+{
+	char log[PATH_MAX], buf[65536];
+	agent_log_path(log, sizeof log);
+	int fd = open(log, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	off_t size = lseek(fd, 0, SEEK_END);
+	off_t from = size > (off_t)sizeof buf ? size - (off_t)sizeof buf : 0;
+	ssize_t n = pread(fd, buf, sizeof buf, from);
+	close(fd);
+	return n > 0 && memmem(buf, (size_t)n, text, strlen(text)) != NULL;
+}
+
+/* Waits until the queue's row names a bound peer and, when asked, the consumer's output shows
+ * its ready text: binding comes first in a consumer's start-up, its queue flags (fail-open)
+ * after, and a stall in between catches it half configured. */
 static int agent_wait_bound(void)
 {
 	long long start = now_ms(), deadline = start + (long long)R.agent_ready_ms;
 	for (;;) {
 		struct qrow q;
-		if (read_qrow(&q) == 0 && R.peer_portid != 0) {
+		int bound = read_qrow(&q) == 0 && R.peer_portid != 0;
+		if (bound && (!R.agent_ready_log || agent_log_has(R.agent_ready_log))) {
 			R.agent_ready_after = now_ms() - start;
 			return 0;
 		}
@@ -957,7 +976,11 @@ static int agent_wait_bound(void)
 			return -1;
 		}
 		if (now_ms() >= deadline) {
-			set_error("the consumer did not bind queue %lu within %lu ms", R.queue, R.agent_ready_ms);
+			if (bound)
+				set_error("the consumer bound queue %lu but its output did not show its ready text within %lu ms",
+					  R.queue, R.agent_ready_ms);
+			else
+				set_error("the consumer did not bind queue %lu within %lu ms", R.queue, R.agent_ready_ms);
 			return -1;
 		}
 		if (check_stop())
@@ -1558,7 +1581,7 @@ static void usage(FILE *f)
 	      "         [--consumer live|paused|external] [--pace-window N] [--rmem N] [--tcp-probes N]\n"
 	      "         [--tcp-timeout-ms N] [--netns PATH]\n"
 	      "         [--firewall auto|iptables-legacy|iptables|iptables-nft|nft|none] [--settle-ms N]\n"
-	      "         [--agent-dir DIR] [--agent-ready-ms N] [--fate-packets N] [--fate-wait-ms N]\n"
+	      "         [--agent-dir DIR] [--agent-ready-ms N] [--agent-ready-log TEXT] [--fate-packets N] [--fate-wait-ms N]\n"
 	      "         [--agent-stop-signal N]\n"
 	      "         [-- CONSUMER ARGV...]   (--consumer external: the consumer to start, stall and resume)\n"
 	      "Prints one JSON object on stdout (see docs/probe.md). Exit 0 measured, 1 failure, 2 usage.\n",
@@ -1592,7 +1615,8 @@ static int parse_args(int argc, char **argv)
 		{"tcp-probes", 1, 0, 't'},   {"tcp-timeout-ms", 1, 0, 'T'}, {"netns", 1, 0, 'N'},
 		{"firewall", 1, 0, 'F'},     {"settle-ms", 1, 0, 's'},	     {"help", 0, 0, 'h'},
 		{"agent-dir", 1, 0, 'D'},    {"agent-ready-ms", 1, 0, 'A'}, {"fate-packets", 1, 0, 'P'},
-		{"fate-wait-ms", 1, 0, 'W'}, {"agent-stop-signal", 1, 0, 'S'}, {0, 0, 0, 0}};
+		{"fate-wait-ms", 1, 0, 'W'}, {"agent-stop-signal", 1, 0, 'S'}, {"agent-ready-log", 1, 0, 'L'},
+		{0, 0, 0, 0}};
 	unsigned long v;
 	int c;
 	opterr = 0;
@@ -1619,6 +1643,7 @@ static int parse_args(int argc, char **argv)
 		case 's': if (parse_num(optname, optarg, 0, 600000, &R.settle_ms)) return -1; break;
 		case 'N': R.netns = optarg; break;
 		case 'D': R.agent_dir = optarg; break;
+		case 'L': R.agent_ready_log = *optarg ? optarg : NULL; break;
 		case 'A': if (parse_num(optname, optarg, 100, 600000, &R.agent_ready_ms)) return -1; break;
 		case 'P': if (parse_num(optname, optarg, 1, 10000, &R.fate_packets)) return -1; break;
 		case 'W': if (parse_num(optname, optarg, 100, 600000, &R.fate_wait_ms)) return -1; break;

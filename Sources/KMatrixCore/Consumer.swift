@@ -57,8 +57,12 @@ public struct ConsumerSpec: Sendable, Hashable {
     /// Payload sizes of the overflow scenarios, in bytes.
     public var sizes: [Int]
     public var kinds: [Kind]
-    /// How long the consumer may take to bind its queue (its `ready` wait).
+    /// How long the consumer may take to be ready (its `ready` wait).
     public var readySeconds: Int
+    /// Text its output shows once it is fully started (e.g. Suricata's "Engine started"). A
+    /// consumer binds its queue before it sets the queue's flags (fail-open), so a bound queue
+    /// alone can be a consumer caught half configured by the stall.
+    public var readyLog: String?
     public var stop: StopSignal
     /// Guests running it get at least this much memory.
     public var memoryMiB: Int?
@@ -121,6 +125,14 @@ public struct ConsumerSpec: Sendable, Hashable {
             }
             rest = rest[rest.index(after: close)...]
         }
+        return nil
+    }
+
+    /// Why a ready text cannot be used, or nil: one line of plain text, passed to the probe as one
+    /// argument and shown in reports.
+    public static func readyLogProblem(_ text: String) -> String? {
+        guard !text.isEmpty, text.utf8.count <= 200 else { return "must be 1 to 200 bytes" }
+        guard !text.unicodeScalars.contains(where: InputRules.isControl) else { return "contains control characters" }
         return nil
     }
 

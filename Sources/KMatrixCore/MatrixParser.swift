@@ -223,7 +223,7 @@ public enum MatrixParser {
         }
 
         func consumers(_ node: Node) throws(MatrixError) -> [ConsumerSpec] {
-            let keys = ["debian", "files", "start", "version", "sizes", "scenarios", "ready_timeout", "stop", "memory_mib"]
+            let keys = ["debian", "files", "start", "version", "sizes", "scenarios", "ready_timeout", "ready_log", "stop", "memory_mib"]
             var consumers: [ConsumerSpec] = []
             guard case .mapping(let declared) = node, !declared.isEmpty else {
                 throw error(at: node, "consumers must map each consumer's name to its definition",
@@ -305,6 +305,9 @@ public enum MatrixParser {
                             return kind
                         }
                     case "ready_timeout": spec.readySeconds = try int(field.value, "ready_timeout", range: 1...600)
+                    case "ready_log":
+                        spec.readyLog = try checked(field.value, "ready_log", ConsumerSpec.readyLogProblem,
+                                                    fix: "give a line the consumer prints once it is fully started, e.g. \"Engine started\"")
                     case "stop":
                         let text = try string(field.value, "stop")
                         guard let signal = ConsumerSpec.StopSignal(rawValue: text) else {

@@ -107,6 +107,7 @@ public struct Scenario: Sendable, Hashable, Identifiable {
             "--agent-dir", dir,
             "--agent-ready-ms", String(consumer.readySeconds * 1000),
             "--agent-stop-signal", String(consumer.stop.number),
+        ] + (consumer.readyLog.map { ["--agent-ready-log", $0] } ?? []) + [
             "--",
         ] + ConsumerSpec.expand(consumer.start, bundle: bundle, dir: dir, queue: Self.consumerQueue)
     }

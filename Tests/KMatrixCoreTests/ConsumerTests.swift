@@ -190,6 +190,35 @@ import Testing
         let arguments = scenario.probeArguments(bundle: "/b", workRoot: "/w")
         #expect(arguments.contains("--agent-stop-signal") && arguments[arguments.firstIndex(of: "--agent-stop-signal")! + 1] == "2")
         #expect(arguments[arguments.firstIndex(of: "--agent-ready-ms")! + 1] == "7000")
+        #expect(!arguments.contains("--agent-ready-log"))
+    }
+
+    /// A ready text reaches the probe as one argument before the consumer's command, quotes and
+    /// spaces included; a text that is not one plain line is refused with its line.
+    @Test func aReadyTextReachesTheProbeAsOneArgument() throws {
+        let matrix = try MatrixParser.parse("""
+        consumers:
+          a: { files: [{ from: a, to: bin/a }], start: ["{bundle}/bin/a", "{queue}"], ready_log: "Engine started; it's 'up'", sizes: [100] }
+        guests: [{ name: k, image: { kind: kernel, suite: bookworm }, consumers: [a] }]
+        """, file: "m.yaml")
+        let arguments = try #require(matrix.allScenarios.last).probeArguments(bundle: "/b", workRoot: "/w")
+        let ready = try #require(arguments.firstIndex(of: "--agent-ready-log"))
+        #expect(arguments[ready + 1] == "Engine started; it's 'up'")
+        #expect(arguments.suffix(3) == ["--", "/b/bin/a", "4242"])
+        #expect(ready < arguments.firstIndex(of: "--")!)
+        for (text, problem) in [("\"\"", "must be a non-empty string"), ("\"a\\u001b[31m\"", "contains control characters"),
+                                ("\"\(String(repeating: "x", count: 201))\"", "must be 1 to 200 bytes")] {
+            #expect {
+                try MatrixParser.parse("""
+                consumers:
+                  a: { files: [{ from: a, to: bin/a }], start: ["{bundle}/bin/a"], ready_log: \(text) }
+                guests: [{ name: k, image: { kind: kernel, suite: bookworm }, consumers: [a] }]
+                """, file: "m.yaml")
+            } throws: { error in
+                let message = "\(error)"
+                return message.contains("m.yaml:2") && message.contains(problem)
+            }
+        }
     }
 
     @Test func aConsumerThatNeverBindsIsAnErrorThatSaysSo() throws {
