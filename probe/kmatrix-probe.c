@@ -1354,9 +1354,10 @@ static int measure_external(void)
 		return -1;
 	R.agent_stopped = 0;
 	settle();
-	/* "after": the row goes when the consumer closes its socket (exits) */
-	if (read_qrow(&R.q_after) == 0)
-		R.have_drops_after = read_drops(&R.drops_after) == 0 || R.have_drops_after;
+	/* "after": the row goes when the consumer closes its socket (exits). The netlink drops stay
+	 * those read at the stall's end, the window the queue's paused row covers: the classifier
+	 * compares the two. */
+	read_qrow(&R.q_after);
 	if (R.sent && R.q_paused.ok && R.q_paused.idseq == R.q_before.idseq && R.q_paused.total == 0)
 		set_error("no packet reached queue %lu (id_sequence did not move): the NFQUEUE rule was not hit", R.queue);
 	agent_fate();
@@ -1433,7 +1434,8 @@ static void cleanup(void)
 	if (R.nl_fd >= 0) {
 		if (R.nl_bound && !R.q_after.ok) {
 			read_qrow(&R.q_after);
-			R.have_drops_after = read_drops(&R.drops_after) == 0;
+			if (!R.external)
+				R.have_drops_after = read_drops(&R.drops_after) == 0;
 		}
 		close(R.nl_fd);
 		R.nl_fd = -1;

@@ -76,8 +76,9 @@ public struct ProbeResult: Sendable, Hashable, Codable {
     }
 
     /// Counter movements between "before" and "after"; nil when either row is missing. With an
-    /// external consumer "after" is the stall's end (`queue_paused`): the row goes when the
-    /// consumer exits, and nothing after the stall moves the counters.
+    /// external consumer "after" is the stall's end (`queue_paused`, and the netlink drops the
+    /// probe reads at the same moment): the row goes when the consumer exits, and what the fate
+    /// check sends afterwards must not count as the stall's.
     public var counterDeltas: CounterDeltas? {
         guard let before = queueBefore, let after = agent == nil ? queueAfter : queuePaused,
               let drops0 = netlinkDropsBefore, let drops1 = netlinkDropsAfter else { return nil }
