@@ -37,6 +37,41 @@ km_install() {
 }
 
 # --- private apt --------------------------------------------------------------------
+# km_confine DIR: makes a tree unpacked from someone else's packages safe to unpack more into and
+# to copy from, as root. Every symbolic link is read as if DIR were / (a chroot): an absolute
+# target becomes the same path inside DIR, and a link that still resolves outside DIR is removed
+# — GNU tar follows a link an earlier package left when a later one writes beneath it, and cp
+# reads through them. Only a target with `..` can lead out once absolute ones are rewritten (a
+# link resolves from where it physically is), so only those are resolved, after every package.
+# Device nodes, FIFOs and sockets go; setuid and setgid bits are cleared.
+km_confine() {
+	local dir link target up real
+	dir=$(realpath -e "$1")
+	while IFS= read -r -d '' link && IFS= read -r -d '' target; do
+		up=${link#"$dir"/}
+		up=${up//[!\/]/}
+		up=${up//\//../}
+		ln -sfn -- "${up:-./}${target#/}" "$link"
+	done < <(find "$dir" -type l -lname '/*' -printf '%p\0%l\0')
+	while IFS= read -r -d '' link; do
+		if ! real=$(realpath -m -- "$link" 2>/dev/null) || [[ $real/ != "$dir"/* ]]; then
+			km_log "removed ${link#"$dir"/}: a link that leads out of the tree"
+			rm -f -- "$link"
+		fi
+	done < <(find "$dir" -type l -lname '*..*' -print0)
+	find "$dir" \( -type b -o -type c -o -type p -o -type s \) -delete
+	find "$dir" -perm /6000 -exec chmod ug-s {} +
+}
+
+# km_unpack_deb DEB DIR: a package's files into DIR (which may hold earlier packages' files),
+# owned by whoever unpacks, then confined (km_confine). Further tar arguments select members.
+km_unpack_deb() {
+	local deb=$1 dir=$2
+	shift 2
+	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --no-same-owner --no-same-permissions "$@"
+	km_confine "$dir"
+}
+
 # km_apt_use DIR: every later km_apt runs with DIR's sources, lists, cache and an empty
 # status, and reads no configuration of the system's (APT_CONFIG points at DIR).
 km_apt_use() {

@@ -35,6 +35,10 @@ struct ExternalConsumerClassifier {
         if unicastFailures > 0 && deltas.netlinkDrops == 0 {
             return fail("id_sequence says \(unicastFailures) unicasts to the consumer failed, yet its socket's netlink drop count did not move")
         }
+        // queue_user_dropped counts failed unicasts the kernel dropped: never more than failed.
+        guard deltas.queueUserDropped <= unicastFailures else {
+            return fail("queue_user_dropped rose by \(deltas.queueUserDropped) but only \(unicastFailures) unicasts to the consumer failed (id_sequence − held)")
+        }
         let dropCounters = deltas.queueDropped + deltas.queueUserDropped
         let passed = agent.receivedWhileStalled
         let trace = "id_sequence +\(deltas.idSequence), \(held) held by the stalled consumer, netlink drops +\(deltas.netlinkDrops), "
@@ -49,6 +53,10 @@ struct ExternalConsumerClassifier {
             return fail("id_sequence moved by \(deltas.idSequence) but only \(result.sent) datagrams were sent: another queue user interfered")
         }
         classification.bypassedFullQueue = bypassed
+        // queue_dropped counts datagrams a full queue dropped: never more than met it full.
+        guard deltas.queueDropped <= bypassed else {
+            return fail("queue_dropped rose by \(deltas.queueDropped) but only \(bypassed) datagrams met the full queue (sent − Δid_sequence)")
+        }
         observation.path = switch (unicastFailures > 0, bypassed > 0) {
         case (true, true): .both
         case (true, false): .socketOverflow
@@ -99,12 +107,11 @@ struct ExternalConsumerClassifier {
         let completed = "\(tcp.succeeded) of \(tcp.attempted) connects completed"
         let dropped = deltas.queueDropped + deltas.queueUserDropped
         // A SYN that still fits in the queue and the socket waits for the stalled consumer: its
-        // connect times out although nothing was dropped.
-        let held = tcp.succeeded < tcp.attempted ? "; the others timed out with their SYNs held by the stalled consumer (no drop counter moved)" : ""
+        // connect times out although nothing was dropped — all of them, when every SYN fits. The
+        // overflow itself went past the consumer (nothing dropped), so the kernel re-injected.
+        let timedOut = tcp.attempted - tcp.succeeded
+        let held = timedOut > 0 ? "; \(timedOut) timed out with their SYNs held by the stalled consumer (no drop counter moved)" : ""
         switch (tcp.succeeded, dropped) {
-        case (0, 0):
-            classification.outcome = .error
-            classification.reason = "every connect failed, yet no drop counter moved and nothing overflowed past the consumer (\(trace))"
         case (_, 0):
             classification.outcome = .reinjected
             classification.reason = "\(completed) while the stalled consumer overflowed (\(trace))\(held).\(fate)"

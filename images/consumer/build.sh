@@ -132,6 +132,8 @@ copy_closure() {
 	local soname file
 	while read -r soname; do
 		[ -n "$soname" ] && [ -z "${COPIED[$soname]:-}" ] || continue
+		# A soname is a file name: one with '/' or '..' would place the copy anywhere.
+		[[ $soname =~ ^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$ ]] || km_die "$(basename "$1") needs a library named '${soname//[^[:alnum:]._+-]/?}', which is no file name"
 		COPIED[$soname]=1
 		file=$(find_library "$soname") || km_die "$soname (needed by $(basename "$1")) is in no package of the closure"
 		cp "$file" "$TREE/lib/$soname"
@@ -142,6 +144,9 @@ copy_closure() {
 if ((${#PACKAGES[@]})); then
 	APTDIR=$CACHE/apt/consumer-$SUITE
 	km_apt_use "$APTDIR"
+	# One apt at a time per list folder: another run's build may be refreshing it.
+	exec 8>"$APTDIR/.lock"
+	flock 8
 	case "$SUITE" in
 	bookworm-backports)
 		BASE=bookworm TARGET=(-t bookworm-backports)
@@ -172,20 +177,22 @@ if ((${#PACKAGES[@]})); then
 		[ -f "$deb" ] || deb=$APTDIR/cache/archives/${pkg}_${version//:/%3a}_all.deb
 		[ -f "$deb" ] || km_die "apt did not download $pkg $version"
 		DEB[$pkg]=$deb
-		dpkg-deb -x "$deb" "$ALL"
+		km_unpack_deb "$deb" "$ALL"
 	done
 	mkdir -p "$TREE/bin" "$TREE/lib" "$TREE/root"
 	for p in "${PACKAGES[@]}"; do
 		deb=${DEB[$p]:-}
 		[ -n "$deb" ] || km_die "$p is not in apt's plan"
 		PACKAGE_JSON=$(jq -c --arg n "$p" --arg v "$(dpkg-deb -f "$deb" Version)" '. + [{name: $n, version: $v}]' <<<"$PACKAGE_JSON")
-		dpkg-deb -x "$deb" "$TREE/root"
+		km_unpack_deb "$deb" "$TREE/root"
 		while read -r member; do
 			member=${member#./}
 			case "$member" in bin/* | sbin/* | usr/bin/* | usr/sbin/*) ;; *) continue ;; esac
 			file=$(in_root "$ALL" "$ALL/$member") || continue
 			[ -f "$file" ] && [ "$(head -c4 "$file" | od -An -tx1 | tr -d ' \n')" = 7f454c46 ] || continue
 			prog=$(basename "$member")
+			# The name goes into the wrapper script below: plain names only.
+			[[ $prog =~ ^[A-Za-z0-9_][A-Za-z0-9._+-]*$ ]] || continue
 			[ -e "$TREE/bin/$prog.real" ] && continue
 			interp=$(readelf -l "$file" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)\]$/\1/p')
 			[ -n "$interp" ] || { cp "$file" "$TREE/bin/$prog"; chmod 755 "$TREE/bin/$prog"; continue; } # static
@@ -215,7 +222,16 @@ for i in "${!DESTS[@]}"; do
 	src=${SOURCES[$i]} dest=${DESTS[$i]}
 	mode=644
 	[ -x "$src" ] && mode=755
-	install -D -m "$mode" "$src" "$TREE/$dest"
+	# The place must stay inside the bundle once the packages' links are followed.
+	mkdir -p "$(dirname "$TREE/$dest")"
+	[[ $(realpath -m -- "$TREE/$dest")/ == "$(realpath -e "$TREE")"/* ]] || km_die "bundle path $dest leads out of the bundle through a package's link"
+	# The user's file is read through one descriptor whose path is checked after opening: kmatrix
+	# checked the path when it loaded the matrix, and a link put there since must not be followed.
+	exec 7<"$src"
+	[ "$(readlink /proc/self/fd/7)" = "$src" ] && [ -f /proc/self/fd/7 ] || km_die "$src changed since the matrix was loaded (now a link or not a regular file)"
+	cat <&7 >"$TREE/$dest"
+	exec 7<&-
+	chmod "$mode" "$TREE/$dest"
 	FILE_JSON=$(jq -c --arg p "$dest" --arg s "$(km_sha256 "$TREE/$dest")" '. + [{path: $p, sha256: $s}]' <<<"$FILE_JSON")
 done
 

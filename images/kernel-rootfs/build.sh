@@ -490,9 +490,10 @@ extract_kernel() {
 	rm -rf "$k"; mkdir -p "$k"
 	case "$KIND" in
 	archive|deb)
+		# Confined after each package: a link the first left must not carry the next one's
+		# files out of the folder (a split kernel is linux-binary plus linux-modules).
 		for d in "${DEBS[@]}"; do
-			dpkg-deb --fsys-tarfile "$d" | tar -x -C "$k" --no-same-owner --wildcards \
-				'./boot/vmlinuz-*' './lib/modules/*' './usr/lib/modules/*' 2>/dev/null || true
+			km_unpack_deb "$d" "$k" --wildcards './boot/vmlinuz-*' './lib/modules/*' './usr/lib/modules/*' 2>/dev/null || true
 		done ;;
 	rpm)
 		for d in "${GIVEN[@]}"; do
@@ -514,6 +515,8 @@ extract_kernel() {
 			cp -a "$from" "$k/lib/modules/$release"
 		fi ;;
 	esac
+	# Whatever the kind, nothing below reads through a link out of the folder or from a device.
+	km_confine "$k"
 	local vm
 	vm=$(find "$k/boot" -maxdepth 1 -name 'vmlinuz-*' 2>/dev/null | sort | head -n1 || true)
 	if [ -n "$vm" ]; then KVER=${vm##*/vmlinuz-}
