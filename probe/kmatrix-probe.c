@@ -1033,7 +1033,7 @@ static void agent_fate(void)
 	 * within the wait; the reported numbers are the last round's. */
 	const int rounds = 4;
 	unsigned long per = R.fate_packets / rounds ? R.fate_packets / rounds : 1, next = R.packets + 1;
-	long long deadline = now_ms() + (long long)R.fate_wait_ms;
+	long long start = now_ms(), deadline = start + (long long)R.fate_wait_ms;
 	R.fate = "stuck";
 	unsigned long got = 0;
 	for (int round = 0; round < rounds && next + per <= R.packets + R.fate_packets + 1 && !g_stop; round++) {
@@ -1051,7 +1051,8 @@ static void agent_fate(void)
 				break;
 			R.fresh_sent++;
 		}
-		long long round_end = now_ms() + (long long)R.fate_wait_ms / rounds;
+		/* rounds share the wait evenly, so the last one runs within it too */
+		long long round_end = start + (long long)R.fate_wait_ms * (round + 1) / rounds;
 		while (R.fresh_received - received_before < R.fresh_sent && now_ms() < round_end && !g_stop) {
 			struct pollfd p = {R.udp_rx, POLLIN, 0};
 			poll(&p, 1, 20);
@@ -1072,8 +1073,11 @@ static void agent_fate(void)
 		}
 		if (now_ms() >= deadline)
 			break;
-		struct timespec ts = {0, 250 * 1000000L};
-		nanosleep(&ts, NULL);
+		while (now_ms() < round_end && !g_stop) { /* what is late of this round arrives before the next */
+			struct pollfd p = {R.udp_rx, POLLIN, 0};
+			poll(&p, 1, 20);
+			drain_udp();
+		}
 	}
 	R.fresh_received = got; /* the last round's, as fresh_sent is */
 }
@@ -1082,18 +1086,23 @@ static void agent_fate(void)
  * unless --agent-stop-signal says otherwise) to its group, SIGKILL after 5 s. */
 static void agent_stop(void)
 {
-	if (R.agent_pid <= 0 || agent_reap(0))
+	if (R.agent_pid <= 0)
 		return;
+	if (agent_reap(0)) {
+		/* its leader gone, what it started may live on in its group (PR_SET_PDEATHSIG reaches
+		 * the leader only), holding the queue for the next cell; the group's id stays taken
+		 * while a member lives */
+		kill(-R.agent_pid, SIGKILL);
+		return;
+	}
 	kill(-R.agent_pid, SIGCONT);
 	kill(-R.agent_pid, (int)R.agent_stop_signal);
 	for (int i = 0; i < 250 && !agent_reap(0); i++) {
 		struct timespec ts = {0, 20 * 1000000L};
 		nanosleep(&ts, NULL);
 	}
-	if (!agent_reap(0)) {
-		kill(-R.agent_pid, SIGKILL);
-		agent_reap(1);
-	}
+	kill(-R.agent_pid, SIGKILL); /* the leader's children too, whether or not it ended */
+	agent_reap(1);
 }
 
 /* The last lines of the consumer's log, for the JSON (kmatrix bounds and cleans them again). */
@@ -1114,8 +1123,8 @@ static void json_agent_log(void)
 	fclose(f);
 	buf[n] = 0;
 	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)buf[i] >= 0x80 || buf[i] == 0)
-			buf[i] = '?'; /* the JSON stays valid UTF-8 whatever the consumer printed */
+		if (buf[i] == 0)
+			buf[i] = '?'; /* json_str makes the rest valid UTF-8 */
 	char *start = buf;
 	if (from > 0) { /* begin at a whole line */
 		char *nl = strchr(buf, '\n');
@@ -1182,7 +1191,14 @@ static int setup(void)
 		return -1;
 
 	if (R.external) {
-		/* 2'. the user's consumer binds the queue itself, configured as it ships */
+		/* 2'. the user's consumer binds the queue itself, configured as it ships; a queue bound
+		 * before it starts is someone else's, and would be measured in its place */
+		struct qrow bound;
+		if (read_qrow(&bound) == 0 && R.peer_portid != 0) {
+			set_error("queue %lu is bound by portid %lu before the consumer started: another process holds it "
+				  "(a consumer left from an earlier run?)", R.queue, R.peer_portid);
+			return -1;
+		}
 		if (agent_start() != 0 || agent_wait_bound() != 0)
 			return -1;
 		return read_before();
@@ -1471,6 +1487,8 @@ static void json_str(const char *s)
 			fputs("\\n", stdout);
 		else if (c < 0x20)
 			printf("\\u%04x", c);
+		else if (c >= 0x7f)
+			putchar('?'); /* valid UTF-8 whatever a path, a log or a cut message held */
 		else
 			putchar(c);
 	}

@@ -196,6 +196,7 @@ extension EndToEnd {
                 files: [{ from: suricata.yaml, to: suricata.yaml }]
                 start: ["{bundle}/bin/suricata", "-c", "{bundle}/suricata.yaml", "-q", "{queue}", "--disable-detection", "-k", "none", "-l", "{dir}"]
                 version: ["{bundle}/bin/suricata", "-V"]
+                ready_log: "Engine started"
                 sizes: [64]
                 scenarios: [overflow]
             scenarios: [failopen-queue-full]
