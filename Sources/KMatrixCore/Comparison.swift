@@ -90,9 +90,13 @@ public struct Comparison: Sendable, Equatable {
             return (other, release)
         }
         guard let previous = older.max(by: { DebianVersion.compare($0.1, $1.1) < 0 }) else { return nil }
-        let verdicts = Dictionary(new.verdicts.map { ($0.guest, $0.summary) }, uniquingKeysWith: { first, _ in first })
-        guard let mine = verdicts[guest], let theirs = verdicts[previous.0], mine != theirs, mine != "unknown", theirs != "unknown" else { return nil }
-        return .newKernelDiffers(guest: guest, verdict: mine, previous: previous.0, previousVerdict: theirs)
+        let verdicts = Dictionary(new.verdicts.map { ($0.guest, $0) }, uniquingKeysWith: { first, _ in first })
+        guard let mine = verdicts[guest], let theirs = verdicts[previous.0] else { return nil }
+        // The answers, not their sentences (which carry counts): an answer either row does not
+        // know says nothing about a change.
+        let answers = [(mine.affected, theirs.affected), (mine.mitigation, theirs.mitigation), (mine.symptom, theirs.symptom)]
+        guard answers.contains(where: { $0.state != .unknown && $1.state != .unknown && $0.state != $1.state }) else { return nil }
+        return .newKernelDiffers(guest: guest, verdict: mine.summary, previous: previous.0, previousVerdict: theirs.summary)
     }
 
     /// What a row deployed of each consumer: its label and its bundle's digest.

@@ -82,7 +82,9 @@ public struct ConsumerVerdict: Sendable, Hashable, Codable {
         } else if fates.contains(.stuck) {
             parts.append("it stops giving verdicts after the stall")
         } else if !fates.isEmpty {
-            parts.append("alive after every stall")
+            // "Every" only when each cell that ran saw its fate; the others are counted.
+            let ran = cells.filter { $0.outcome != .skipped }.count
+            parts.append(fates.count == ran ? "alive after every stall" : "alive after \(fates.count) of \(ran) stalls (the others did not say)")
         }
         return ConsumerVerdict(consumer: name, label: label, affected: affected, text: parts.isEmpty ? "unknown" : parts.joined(separator: "; "),
                                cells: cells.map { "\($0.guest)/\($0.scenario)" })

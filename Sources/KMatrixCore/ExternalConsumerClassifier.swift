@@ -17,7 +17,8 @@ struct ExternalConsumerClassifier {
             return classification
         }
         guard let paused = result.queuePaused, let before = result.queueBefore else {
-            return fail("probe output lacks the queue's row while the consumer was stalled, so nothing can be proven")
+            return fail("probe output lacks the queue's row while the consumer was stalled, so nothing can be proven: "
+                + "the consumer unbound its queue or exited during the stall (its log tail says which)")
         }
         let held = paused.queueTotal - before.queueTotal
         let unicastFailures = deltas.idSequence - held
@@ -50,7 +51,8 @@ struct ExternalConsumerClassifier {
         }
         let bypassed = result.sent - deltas.idSequence
         guard bypassed >= 0 else {
-            return fail("id_sequence moved by \(deltas.idSequence) but only \(result.sent) datagrams were sent: another queue user interfered")
+            return fail("id_sequence moved by \(deltas.idSequence) but only \(result.sent) datagrams were sent: other traffic reached queue \(Scenario.consumerQueue) "
+                + "during the stall (another process sending to the probe's port, or a second consumer on that queue)")
         }
         classification.bypassedFullQueue = bypassed
         // queue_dropped counts datagrams a full queue dropped: never more than met it full.

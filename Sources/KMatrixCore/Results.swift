@@ -353,6 +353,9 @@ public struct RunResult: Sendable, Codable {
         if judged.contains(where: { $0.matches == false }) {
             return cells.contains { $0.outcome.isMeasurement || $0.outcome == .flaky } ? .differs : .infrastructure
         }
+        // Cells that all say `not-triggered` (matching because nothing was expected of them, as
+        // with a consumer's own scenarios) proved nothing either.
+        if !cells.contains(where: { $0.outcome.isMeasurement && $0.outcome != .notTriggered }) { return .infrastructure }
         return .allMatched
     }
 
@@ -377,9 +380,15 @@ public struct RunResult: Sendable, Codable {
         }
     }
 
-    /// Why nothing was tested, when every cell was skipped; nil when something ran.
+    /// Why nothing was tested (every cell skipped) or proven (every measurement not-triggered);
+    /// nil when something ran and proved something.
     public var nothingTestedReason: String? {
         guard !cells.isEmpty else { return "nothing was tested: there are no cells" }
+        let triggered = cells.filter { $0.outcome == .notTriggered }
+        if !triggered.isEmpty, !cells.contains(where: { $0.outcome.isMeasurement && $0.outcome != .notTriggered }) {
+            return "nothing was proven: \(triggered.count) of \(cells.count) cells overflowed nothing (not-triggered, first: \(triggered[0].guest) / \(triggered[0].scenario): "
+                + "\(triggered[0].reason)); send more or larger packets (a consumer's sizes:) so the queue or the socket fills"
+        }
         guard cells.allSatisfy({ $0.outcome == .skipped }) else { return nil }
         let absent = cells.filter { $0.failure?.kind == .imageMissing }
         if absent.count == cells.count {

@@ -282,6 +282,26 @@ import Testing
         #expect(verdict.affected == .no)
     }
 
+    /// A consumer's scenarios have no expectation, so `not-triggered` matches; a run of nothing
+    /// else proved nothing and must not exit 0.
+    @Test func aRunWhoseCellsAllOverflowedNothingIsNotSuccess() throws {
+        let cell = Self.cell("suricata:overflow-64", .notTriggered, payload: 64)
+        #expect(cell.matches == true)
+        let run = RunResult(run: RunMetadata(id: "r", started: Date(timeIntervalSince1970: 0), durationS: 1, host: "h", hostKernel: "6.18", matrix: "m",
+                                             kmatrixVersion: "t"), guests: ["k"], scenarios: [cell.scenario], cells: [cell])
+        #expect(run.exitStatus == .infrastructure)
+        #expect(run.statusSentence?.hasPrefix("nothing was proven: 1 of 1 cells overflowed nothing") == true, "\(run.statusSentence ?? "")")
+        var proven = run
+        proven.cells.append(Self.cell("suricata:overflow-8000", .reinjected, payload: 8000))
+        #expect(proven.exitStatus == .allMatched)
+    }
+
+    @Test func aCellThatSawNoFateKeepsEveryOutOfTheVerdict() throws {
+        let verdict = try Self.verdict([Self.cell("suricata:overflow-64", .reinjected, payload: 64),
+                                        Self.cell("suricata:overflow-8000", .reinjected, payload: 8000, fate: nil)])
+        #expect(verdict.text.hasSuffix("; alive after 1 of 2 stalls (the others did not say)"), "\(verdict.text)")
+    }
+
     static func night(_ id: String, day: Double, version: String, outcome: Outcome, bundle: String) -> RunResult {
         var cell = Self.cell("suricata:overflow-8000", outcome, payload: 8000)
         cell.consumer?.identity?.version = version
