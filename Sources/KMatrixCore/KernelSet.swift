@@ -159,14 +159,16 @@ extension ArchiveKernel {
         let fields = line.split(separator: "\t").map(String.init)
         // `-  RELEASE SUITE VERSION PART`: listed, but a part of it is not in the index.
         if fields.first == "-" {
-            guard fields.count == 5, InputRules.releaseProblem(fields[1]) == nil, KernelSet.knownSuites.contains(fields[2]),
+            guard fields.count == 5, InputRules.releaseProblem(fields[1]) == nil, InputRules.nameProblem(fields[1]) == nil, KernelSet.knownSuites.contains(fields[2]),
                   !ArchiveKernel.Part.fieldProblem(fields[3]), ConsumerSpec.packageProblem(fields[4]) == nil else { return nil }
             return ArchiveKernel(release: fields[1], flavour: flavour, suite: fields[2], package: "linux-image-\(fields[1])", version: fields[3], sha256: "",
                                  unavailable: "Debian's \(fields[2]) index lists linux-image-\(fields[1]) \(fields[3]) but not its \(fields[4]), "
                                     + "so it cannot be fetched and checked")
         }
-        func isSha256(_ text: some StringProtocol) -> Bool { text.count == 64 && text.allSatisfy { $0.isHexDigit && !$0.isUppercase } }
-        guard fields.count >= 6, InputRules.releaseProblem(fields[0]) == nil, KernelSet.knownSuites.contains(fields[1]),
+        // ASCII only: Character.isHexDigit also takes fullwidth digits.
+        func isSha256(_ text: some StringProtocol) -> Bool { text.utf8.count == 64 && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) } }
+        // The release names the row, and so domains and namespaces: a guest name's rules too.
+        guard fields.count >= 6, InputRules.releaseProblem(fields[0]) == nil, InputRules.nameProblem(fields[0]) == nil, KernelSet.knownSuites.contains(fields[1]),
               ConsumerSpec.packageProblem(fields[2]) == nil, !ArchiveKernel.Part.fieldProblem(fields[3]), isSha256(fields[4]),
               !ArchiveKernel.Part.poolProblem(fields[5]) else { return nil }
         var parts: [Part] = []

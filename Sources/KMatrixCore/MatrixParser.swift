@@ -173,10 +173,7 @@ public enum MatrixParser {
             guard (sawGuests && !matrix.guests.isEmpty) || !matrix.kernelSets.isEmpty else {
                 throw error(at: root, "the matrix has no guests", fix: "add a `guests:` list, e.g. `- { name: host, image: { kind: host } }`, or a `kernels:` set")
             }
-            for index in matrix.guests.indices where !matrix.guests[index].consumers.isEmpty {
-                let memory = matrix.memoryMiB(of: matrix.guests[index])
-                if memory != matrix.guests[index].memoryMiB ?? matrix.defaults.memoryMiB { matrix.guests[index].memoryMiB = memory }
-            }
+            matrix.guests = matrix.guests.map(matrix.sizedForConsumers)
             return matrix
         }
 
@@ -231,7 +228,7 @@ public enum MatrixParser {
             }
             for (nameNode, definition) in declared {
                 let name = try checked(nameNode, "consumer name", InputRules.nameProblem,
-                                       fix: "use up to \(InputRules.maximumNameLength) letters, digits, '-', '.' and '_', starting with a letter or digit")
+                                       fix: "use up to \(InputRules.maximumNameLength) letters, digits, '-', '.', '_' and '+', starting with a letter or digit")
                 if consumers.contains(where: { $0.name == name }) {
                     throw error(at: nameNode, "duplicate consumer \(InputRules.quoted(name))", fix: "give each consumer its own name")
                 }
@@ -448,7 +445,7 @@ public enum MatrixParser {
                     switch entry.key {
                     case "name":
                         let value = try checked(entry.value, "guest name", InputRules.nameProblem,
-                                                fix: "use up to \(InputRules.maximumNameLength) letters, digits, '-', '.' and '_', starting with a letter or digit")
+                                                fix: "use up to \(InputRules.maximumNameLength) letters, digits, '-', '.', '_' and '+', starting with a letter or digit")
                         if let first = lines[value] {
                             throw error(at: entry.value, "duplicate guest \(InputRules.quoted(value)) (first defined on line \(first))", fix: "give each guest its own name")
                         }

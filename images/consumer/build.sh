@@ -49,7 +49,7 @@ while (($#)); do
 	esac
 done
 [ -n "$CACHE" ] && [ -n "$OUT" ] || km_die "usage: build.sh --cache DIR --out DIR --name NAME [--suite S --package P...] [--file SRC DEST...]"
-[[ $NAME =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$ ]] || km_die "bad consumer name: $NAME"
+[[ $NAME =~ ^[A-Za-z0-9][A-Za-z0-9._+-]{0,47}$ ]] || km_die "bad consumer name: $NAME"
 ((${#PACKAGES[@]} == 0)) || [[ $SUITE =~ ^(bullseye|bookworm|bookworm-backports|trixie)$ ]] || km_die "bad suite: $SUITE"
 for p in "${PACKAGES[@]}"; do [[ $p =~ ^[a-z0-9][a-z0-9+.-]+$ ]] || km_die "bad package name: $p"; done
 for i in "${!DESTS[@]}"; do
