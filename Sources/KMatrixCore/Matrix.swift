@@ -43,13 +43,19 @@ public struct Matrix: Sendable, Hashable {
             for kernel in set.select(listed[set.flavour] ?? []) where names.insert(kernel.release).inserted {
                 var guest = GuestSpec(name: kernel.release, image: .kernel(.archive(kernel)), nominalKernel: kernel.release)
                 guest.consumers = set.consumers
-                let memory = matrix.memoryMiB(of: guest)
-                if memory != defaults.memoryMiB { guest.memoryMiB = memory }
-                matrix.guests.append(guest)
+                matrix.guests.append(matrix.sizedForConsumers(guest))
             }
         }
         matrix.kernelSets = []
         return matrix
+    }
+
+    /// The guest with its memory raised to what its consumers ask for (kept as it was otherwise).
+    public func sizedForConsumers(_ guest: GuestSpec) -> GuestSpec {
+        var guest = guest
+        let memory = memoryMiB(of: guest)
+        if memory != guest.memoryMiB ?? defaults.memoryMiB { guest.memoryMiB = memory }
+        return guest
     }
 
     /// A guest's memory: its own (or the default), raised to what its consumers ask for.

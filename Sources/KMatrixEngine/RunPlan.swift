@@ -54,8 +54,7 @@ public struct RunPlan: Sendable {
             let names = try Selection.pick(command.consumers, from: matrix.consumers.map(\.name), what: "consumer")
             for index in kernelGuests.indices {
                 kernelGuests[index].consumers = names
-                let memory = matrix.memoryMiB(of: kernelGuests[index])
-                if memory != matrix.defaults.memoryMiB { kernelGuests[index].memoryMiB = memory }
+                kernelGuests[index] = matrix.sizedForConsumers(kernelGuests[index])
             }
         }
         let selected = try Selection.pick(command.guests, from: matrix.guests.map(\.name), what: "guest").compactMap { name in

@@ -419,23 +419,23 @@ public actor ImageCatalog {
         // removal at whatever it names (docs/architecture.md, "Cleanup").
         guard OwnedFolder.problem(cache.root) == nil, OwnedFolder.problem(cache.images) == nil else { return [] }
         let cutoff = Date().addingTimeInterval(-Double(unusedDays) * 86400)
+        // Removes what was not touched since the cutoff (every use touches it); true if it went.
+        func removeIfUnused(_ url: URL) -> Bool {
+            let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
+            return modified < cutoff && (try? manager.removeItem(at: url)) != nil
+        }
         var removed: [String] = []
         let images = (try? manager.contentsOfDirectory(atPath: cache.images.path)) ?? []
         // Images of --kernel files and of kernel sets' rows: made for a file or a package that
         // may never come back; touched at every use.
         for name in images where name.starts(with: "kernel-file-") || name.starts(with: "kernel-pkg-") {
-            let url = cache.images.appendingPathComponent(name)
-            let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
-            if modified < cutoff, (try? manager.removeItem(at: url)) != nil { removed.append("image \(name)") }
+            if removeIfUnused(cache.images.appendingPathComponent(name)) { removed.append("image \(name)") }
         }
         // Consumers' bundles and the initramfs they were appended to: touched at every use.
         for folder in [cache.consumers, cache.layeredInitramfs] where OwnedFolder.problem(folder) == nil {
             let names = (try? manager.contentsOfDirectory(atPath: folder.path)) ?? []
             for name in names where !name.hasSuffix(".lock") || !names.contains(String(name.dropLast(5))) {
-                let url = folder.appendingPathComponent(name)
-                let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
-                guard modified < cutoff, (try? manager.removeItem(at: url)) != nil else { continue }
-                if name.hasSuffix(".lock") { continue }
+                guard removeIfUnused(folder.appendingPathComponent(name)), !name.hasSuffix(".lock") else { continue }
                 removed.append(folder == cache.consumers ? "consumer bundle \(name)" : "initramfs with consumers \(name)")
                 // The recipe's lock beside a bundle goes with it.
                 try? manager.removeItem(at: folder.appendingPathComponent(name + ".lock"))
@@ -445,9 +445,7 @@ public actor ImageCatalog {
         // any of them comes back from the archive when asked for again.
         if OwnedFolder.problem(cache.debs) == nil {
             for name in (try? manager.contentsOfDirectory(atPath: cache.debs.path)) ?? [] where name.hasSuffix(".deb") {
-                let url = cache.debs.appendingPathComponent(name)
-                let modified = (try? manager.attributesOfItem(atPath: url.path)[.modificationDate] as? Date) ?? Date()
-                guard modified < cutoff, (try? manager.removeItem(at: url)) != nil else { continue }
+                guard removeIfUnused(cache.debs.appendingPathComponent(name)) else { continue }
                 try? manager.removeItem(at: cache.debs.appendingPathComponent(String(name.dropLast(4)) + ".meta"))
                 removed.append("kernel package \(name.prefix(16))")
             }

@@ -139,15 +139,29 @@ struct ImageCatalogTests {
         for name in ["consumers/agent-old", "initrd-layers/0ld.gz"] {
             try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: world.cache.images.appendingPathComponent(name).path)
         }
+        // A kernel set's rows: their images, their downloaded packages, and the shared userspace
+        // a kept row still refers to.
+        _ = try world.root.file(images + "kernel-pkg-0ld/manifest.json", #"{"build_id": "b-pkg-old", "kernel_release": "6.1.0", "base_id": "u1"}"#)
+        _ = try world.root.file(images + "kernel-pkg-new/manifest.json", #"{"build_id": "b-pkg-new", "kernel_release": "6.1.0", "base_id": "u2"}"#)
+        try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: world.cache.images.appendingPathComponent("kernel-pkg-0ld").path)
+        for id in ["b-pkg-old", "b-pkg-new", "base-u1", "base-u2"] { _ = try world.root.file("cache/builds/\(id)/manifest.json", "{}") }
+        let oldDeb = String(repeating: "d", count: 64), newDeb = String(repeating: "e", count: 64)
+        for name in [oldDeb, newDeb] {
+            _ = try world.root.file("cache/debs/\(name).deb", "deb")
+            _ = try world.root.file("cache/debs/\(name).meta", "package=x")
+        }
+        try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: world.cache.root.appendingPathComponent("debs/\(oldDeb).deb").path)
 
         let removed = world.catalog.prune(unusedDays: 30)
         #expect(Set(removed) == ["image kernel-file-0ld", "rootfs build b-old", "rootfs build b-orphan",
                                  "digest of \(world.root.url.path)/gone dir/k.deb", "digest of \(live).4242",
-                                 "consumer bundle agent-old", "initramfs with consumers 0ld.gz"])
+                                 "consumer bundle agent-old", "initramfs with consumers 0ld.gz",
+                                 "image kernel-pkg-0ld", "rootfs build b-pkg-old", "rootfs build base-u1", "kernel package \(oldDeb.prefix(16))"])
+        #expect(left(world.cache.root.appendingPathComponent("debs")) == ["\(newDeb).deb", "\(newDeb).meta"])
         #expect(left(world.cache.consumers) == ["agent-new"])
         #expect(left(world.cache.layeredInitramfs) == ["new.gz"])
-        #expect(left(world.cache.images) == ["kernel-file-fresh", "kernel-bookworm", "consumers", "initrd-layers"])
-        #expect(left(world.cache.builds) == ["b-fresh", "b-suite"])
+        #expect(left(world.cache.images) == ["kernel-file-fresh", "kernel-bookworm", "kernel-pkg-new", "consumers", "initrd-layers"])
+        #expect(left(world.cache.builds) == ["b-fresh", "b-suite", "b-pkg-new", "base-u2"])
         #expect(left(world.cache.recipeDigests) == [live])
     }
 
