@@ -32,6 +32,9 @@ die() { km_die "$@"; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (libvirt's system daemon and qemu.conf need it)"
 [[ -r /etc/debian_version ]] || die "only Debian-like hosts are supported (apt-get, dpkg)"
+# The one prerequisite apt cannot give: Debian 12 packages no Swift 6 toolchain.
+command -v swift >/dev/null ||
+    die "no Swift toolchain: install Swift 6.2 for Debian 12 from swift.org (e.g. under /opt/swift) and put its usr/bin on PATH"
 
 # --- packages -----------------------------------------------------------------
 missing=()
