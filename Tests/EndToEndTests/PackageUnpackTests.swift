@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KMatrixCore
 
 extension EndToEnd {
     /// Packages are someone else's files: unpacked as root by the consumer bundle and the kernel
@@ -57,6 +58,35 @@ extension EndToEnd {
             #expect(output.contains("mode: 755"), "\(output)")
             #expect(!FileManager.default.fileExists(atPath: "/tmp/" + unique))
             #expect(FileManager.default.fileExists(atPath: tree + "/usr/lib/climb/" + unique))
+        }
+    }
+}
+
+extension EndToEnd {
+    /// `flavour:` picks the kernel packages of a suite's index: `cloud` the -cloud-amd64 ones,
+    /// `amd64` the generic ones (neither cloud nor realtime). Read from lists apt already holds,
+    /// with the archive unreachable (a closed port on loopback), so the index is this test's.
+    @Suite(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/apt-get"), "needs apt"))
+    struct KernelIndexFlavourTests {
+        @Test(arguments: [("cloud", "6.1.0-57-cloud-amd64"), ("amd64", "6.1.0-57-amd64")])
+        func aFlavourPicksItsKernels(flavour: String, release: String) throws {
+            let cache = try Harness.scratchDirectory("flavour")
+            defer { try? FileManager.default.removeItem(at: cache) }
+            let sha = String(repeating: "a", count: 64)
+            let stanzas = ["6.1.0-57-amd64", "6.1.0-57-cloud-amd64", "6.1.0-57-rt-amd64"].map { name in
+                "Package: linux-image-\(name)\nVersion: 6.1.170-3\nFilename: pool/main/l/linux-signed-amd64/linux-image-\(name)_6.1.170-3_amd64.deb\nSHA256: \(sha)\nDepends: kmod\n"
+            }
+            let output = Harness.shell("""
+            key=$(printf 'bookworm\\n' | sort -u | sha256sum | cut -c1-12)
+            lists='\(cache.path)/apt/kernel-set-'$key/lists
+            mkdir -p "$lists"
+            printf '%s\\n' '\(stanzas.joined(separator: "\n"))' >"$lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages"
+            KMATRIX_DEBIAN_MIRROR=http://127.0.0.1:9/debian '\(Harness.packageRoot.path)/images/kernel-set/resolve.sh' --cache '\(cache.path)' --flavour \(flavour) --suite bookworm 2>/dev/null
+            """)
+            let lines = output.split(separator: "\n").map(String.init)
+            #expect(lines.count == 1, "\(output)")
+            let kernel = try #require(lines.first.flatMap { ArchiveKernel.parse(line: $0, flavour: flavour == "cloud" ? .cloud : .amd64) }, "\(output)")
+            #expect(kernel.release == release && kernel.suite == "bookworm" && kernel.sha256 == sha)
         }
     }
 }

@@ -179,6 +179,18 @@ import Testing
         #expect(result.reason.contains("After SIGCONT the consumer ran but read nothing: 5 of 5 fresh datagrams found its socket still full."), "\(result.reason)")
     }
 
+    @Test(arguments: [("sigterm", "15"), ("sigint", "2"), ("sigkill", "9")])
+    func everyStopSignalReachesTheProbe(name: String, number: String) throws {
+        let matrix = try MatrixParser.parse("""
+        consumers:
+          a: { files: [{ from: a, to: bin/a }], start: ["{bundle}/bin/a"], stop: \(name) }
+        guests: [{ name: k, image: { kind: kernel, suite: bookworm }, consumers: [a] }]
+        """, file: "m.yaml")
+        let arguments = try #require(matrix.allScenarios.last).probeArguments(bundle: "/b", workRoot: "/w")
+        let flag = try #require(arguments.firstIndex(of: "--agent-stop-signal"))
+        #expect(arguments[flag + 1] == number)
+    }
+
     @Test func theStopSignalAndReadyTimeoutReachTheProbe() throws {
         let matrix = try MatrixParser.parse("""
         consumers:

@@ -86,6 +86,10 @@ import Testing
         let rows = expanded.guests.dropFirst().map(\.name)
         #expect(!rows.contains("6.1.0-50-cloud-amd64"), "a release that names a guest already stays that guest's")
         #expect(rows.map { ArchiveKernel.series(of: $0) } == ["6.16", "6.17", "6.18", "6.19", "7.0", "7.1", "7.2", "7.3"], "\(rows)")
+        // --shard K/N splits a set's rows, each in exactly one shard
+        let shards = (1...3).map { Shard.pick(expanded.guests, shard: $0, of: 3).map(\.name) }
+        #expect(shards.allSatisfy { !$0.isEmpty && $0.count < expanded.guests.count }, "\(shards)")
+        #expect(shards.flatMap { $0 }.sorted() == expanded.guests.map(\.name).sorted())
         let split = try #require(expanded.guests.first { $0.name == "7.3.4+deb13-cloud-amd64" })
         #expect(split.nominalKernel == "7.3.4+deb13-cloud-amd64" && split.consumers == ["a"] && split.memoryMiB == 512)
         #expect(InputRules.nameProblem("6.12.117+deb13-cloud-amd64") == nil)
