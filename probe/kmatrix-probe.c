@@ -931,8 +931,10 @@ static int agent_start(void)
 		}
 		dup2(out, 1);
 		dup2(out, 2);
-		if (chdir(R.agent_dir) != 0)
+		if (chdir(R.agent_dir) != 0) {
+			dprintf(2, "kmatrix-probe: cannot enter %s: %s\n", R.agent_dir, strerror(errno));
 			_exit(126);
+		}
 		execv(R.agent_argv[0], R.agent_argv);
 		dprintf(2, "kmatrix-probe: cannot run %s: %s\n", R.agent_argv[0], strerror(errno));
 		_exit(127);
@@ -1128,8 +1130,8 @@ static void json_agent_log(void)
 	char *start = buf;
 	if (from > 0) { /* begin at a whole line */
 		char *nl = strchr(buf, '\n');
-		if (nl)
-			start = nl + 1;
+		if (nl && nl[1])
+			start = nl + 1; /* a tail that is one long line keeps it, cut */
 	}
 	json_str(start);
 }
